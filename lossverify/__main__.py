@@ -1,0 +1,5 @@
+import sys
+
+from lossverify.cli import main
+
+sys.exit(main())
