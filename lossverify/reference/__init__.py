@@ -1,0 +1,55 @@
+"""Pure NumPy reference implementations of the losses lossverify checks.
+
+Importing this package loads NumPy and nothing else: PyTorch, JAX or any other suite can
+use these as ground truth. Every loss returns per-sample float64 losses (no reduction)
+with Keras 3's documented semantics; :func:`reduce` applies a Keras reduction with
+sample weights; :func:`value_and_grad` and :func:`evaluate` add the analytic gradient
+with respect to ``y_pred`` (and, for :func:`evaluate`, the error scales used to size
+tolerances).
+
+>>> import lossverify.reference as R
+>>> R.categorical_crossentropy([[0., 1.]], [[0.25, 0.75]]).round(6)
+array([0.287682])
+>>> value, grad = R.value_and_grad("mean_squared_error", [[0., 1.]], [[1., 1.]])
+>>> grad
+array([[1., 0.]])
+"""
+
+from lossverify.reference._core import EPSILON, Evaluation, clip_bounds
+from lossverify.reference.losses import (
+    EVALUATORS,
+    binary_crossentropy,
+    binary_focal_crossentropy,
+    categorical_crossentropy,
+    categorical_focal_crossentropy,
+    evaluate,
+    focal_loss,
+    mean_squared_error,
+    sparse_categorical_crossentropy,
+    sparse_focal_loss,
+    value_and_grad,
+)
+from lossverify.reference.reduction import REDUCTIONS, reduce, sample_weights
+
+#: The names of every reference loss.
+NAMES = tuple(EVALUATORS)
+
+__all__ = [
+    "EPSILON",
+    "NAMES",
+    "REDUCTIONS",
+    "Evaluation",
+    "binary_crossentropy",
+    "binary_focal_crossentropy",
+    "categorical_crossentropy",
+    "categorical_focal_crossentropy",
+    "clip_bounds",
+    "evaluate",
+    "focal_loss",
+    "mean_squared_error",
+    "reduce",
+    "sample_weights",
+    "sparse_categorical_crossentropy",
+    "sparse_focal_loss",
+    "value_and_grad",
+]

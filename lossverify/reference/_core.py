@@ -1,0 +1,122 @@
+"""Shared numerics of the reference losses: clip bounds, stable softmax, evaluations.
+
+Everything here is float64 NumPy. The only place the *input* dtype matters is the clip:
+Keras clips to ``[epsilon, 1 - epsilon]`` computed in the input dtype, so the bounds are
+taken in ``y_pred``'s dtype (float32 ``1 - 1e-7`` is ``0.99999988``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Keras's default fuzz factor, ``keras.config.epsilon()``.
+EPSILON = 1e-7
+
+#: float32 unit roundoff ``2**-24``; used to size the ``kink`` margin below.
+_U32 = float(np.finfo(np.float32).eps) / 2
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A reference loss evaluated on one batch, with what a comparison needs.
+
+    Attributes:
+        value: per-sample losses, float64, ``y_pred``'s shape without the class axis.
+        grad: ``d value[i] / d y_pred``; samples are independent, so this is also the
+            gradient of ``value.sum()``. Same shape as ``y_pred``.
+        value_scale: per sample, the sum of the absolute sizes of everything a floating
+            point evaluation of the loss adds, subtracts or takes the log of (terms, the
+            sensitivity to relative perturbations of inputs and intermediates, and 1 for
+            a logarithm of a number near 1). A correct implementation in a precision with
+            unit roundoff ``u`` errs by at most a small multiple of ``u * value_scale``;
+            see :mod:`lossverify.numerics`.
+        grad_scale: the same for each gradient element: the sum of the absolute values
+            of the pieces the gradient is assembled from.
+        kink: per sample, True where an intermediate that TensorFlow computes itself
+            (a softmax or renormalised probability) lies so close to a clip bound that a
+            float32 evaluation may land on the other side. The value is continuous
+            there, the gradient is not, so gradient comparisons skip such samples.
+    """
+
+    value: np.ndarray
+    grad: np.ndarray
+    value_scale: np.ndarray
+    grad_scale: np.ndarray
+    kink: np.ndarray
+
+    def moved(self, axis: int, ndim: int) -> Evaluation:
+        """Move the class axis of the gradient arrays from last back to ``axis``."""
+        if axis in (-1, ndim - 1):
+            return self
+        return Evaluation(
+            self.value,
+            np.moveaxis(self.grad, -1, axis),
+            self.value_scale,
+            np.moveaxis(self.grad_scale, -1, axis),
+            self.kink,
+        )
+
+
+def clip_bounds(dtype: np.dtype) -> tuple[float, float]:
+    """Keras's clip interval ``[eps, 1 - eps]`` rounded in ``dtype``, returned as floats."""
+    d = np.dtype(dtype)
+    if not np.issubdtype(d, np.floating):
+        d = np.dtype(np.float64)
+    lo = d.type(EPSILON)
+    hi = d.type(1) - lo
+    return float(lo), float(hi)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, shifted by the row maximum."""
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """``z - logsumexp(z)`` over the last axis, stable for any finite ``z``."""
+    shifted = z - z.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """Logistic function without overflow for large ``|z|``."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def inside(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``tf.clip_by_value``'s gradient mask: 1 inside the *inclusive* bounds, else 0."""
+    return ((x >= lo) & (x <= hi)).astype(np.float64)
+
+
+def near_bounds(q: np.ndarray, lo: float, hi: float, n_terms: int) -> np.ndarray:
+    """Per sample: does a computed probability lie within rounding reach of a bound?
+
+    A float32 softmax or ``p / sum(p)`` carries a relative error of up to about
+    ``(n_terms + 2) u``; we take four times that as the margin, relative to the bound.
+    """
+    margin = 4.0 * (n_terms + 2) * _U32
+    close_lo = np.abs(q - lo) <= margin * lo
+    close_hi = np.abs(q - hi) <= margin * max(hi, 1.0)
+    return np.any(close_lo | close_hi, axis=-1)
+
+
+def safe_pow(a: np.ndarray, gamma: float) -> np.ndarray:
+    """``a ** gamma`` for ``a >= 0`` with ``0 ** 0 == 1`` (as ``tf.pow``)."""
+    return np.power(a, gamma)
+
+
+def pow_derivative(a: np.ndarray, gamma: float) -> np.ndarray:
+    """``d a**gamma / d a = gamma * a**(gamma - 1)``, with the limits at ``a == 0``.
+
+    ``gamma == 0``: 0 (a constant). ``gamma == 1``: 1. ``gamma > 1``: 0 at ``a == 0``.
+    ``0 < gamma < 1``: ``+inf`` at ``a == 0`` (the true one-sided derivative).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    if gamma == 0:
+        return np.zeros_like(a)
+    with np.errstate(divide="ignore"):
+        return gamma * np.power(a, gamma - 1.0)
