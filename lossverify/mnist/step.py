@@ -6,7 +6,7 @@ One step is the notes' Experiment 3 step::
         predictions = model(images, training=True)
         loss = loss_object(labels, predictions)
     gradients = tape.gradient(loss, model.trainable_variables)
-    optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+    optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
     train_loss(loss); train_accuracy(labels, predictions)
 
 compiled three ways (``"eager"``, ``"function"`` = ``tf.function``, ``"xla"`` =
@@ -110,7 +110,9 @@ def resolve_loss(name: str, *, logits: bool, gamma: float = 2.0,
     try:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise ValueError(f"loss: cannot import {attr!r} from module {module_name!r}: {exc}") from exc
+        raise ValueError(
+            f"loss: cannot import {attr!r} from module {module_name!r}: {exc}"
+        ) from exc
     if isinstance(obj, type):
         obj = obj()
     if not callable(obj):
@@ -174,7 +176,7 @@ def make_train_step(model, loss_fn, optimizer, train_loss, train_accuracy, *,
             if scales_loss:
                 objective = optimizer.scale_loss(objective)
         gradients = tape.gradient(objective, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
         return loss, predictions
 
     if strategy is None:

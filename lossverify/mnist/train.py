@@ -1,0 +1,262 @@
+"""The notes' Experiment 3 (custom ``@tf.function`` loop) and Experiment 4 (``compile``/``fit``).
+
+A run lives in its own folder::
+
+    <run_dir>/checkpoint.npz   weights, optimizer state, epochs done, history, run settings
+    <run_dir>/history.json     per epoch: loss, accuracy, test loss, test accuracy, seconds
+    <run_dir>/curves.png       the curves of history.json
+
+The checkpoint is one ``.npz`` written atomically after every epoch (plain arrays, the
+metadata as a JSON string; read back with ``allow_pickle=False``). A run started again
+with the same settings resumes after the last completed epoch; the per-epoch shuffle seed
+depends on ``(seed, epoch)`` only, so a resumed run sees the batches an uninterrupted run
+would have seen. Different settings in the same folder are refused (use ``fresh=True``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from lossverify._io import atomic_write, write_json
+from lossverify.mnist.data import MnistData
+from lossverify.mnist.models import build_model
+from lossverify.mnist.plots import save_curves
+from lossverify.mnist.step import (
+    LossChoice,
+    accuracy_metric,
+    choose_strategy,
+    epoch_dataset,
+    labels_for,
+    make_eval_step,
+    make_train_step,
+    resolve_loss,
+)
+
+__all__ = ["DoubleSoftmaxWarning", "RunConfig", "train_run"]
+
+LOOPS = ("custom", "fit")
+_CHECKPOINT = "checkpoint.npz"
+_HISTORY_KEYS = ("epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds")
+
+
+class DoubleSoftmaxWarning(UserWarning):
+    """A loss that applies softmax itself was given a model whose output is a softmax."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run (``epochs`` may grow on resume)."""
+
+    loop: str = "custom"            # "custom" (Experiment 3) or "fit" (Experiment 4)
+    model: str = "subclassed"       # "subclassed" (MyModel) or "functional" (MyKerasModel)
+    loss: str = "focal"
+    gamma: float = 2.0
+    logits: bool = True             # model output: logits (True) or the notes' softmax
+    sparse_labels: bool = False     # only for module:attr losses
+    epochs: int = 5
+    batch_size: int = 32
+    seed: int = 0
+    learning_rate: float = 1e-3
+
+    def fingerprint(self, data: MnistData) -> dict:
+        """The settings a checkpoint must match to be resumed (all but ``epochs``)."""
+        settings = {k: v for k, v in asdict(self).items() if k != "epochs"}
+        return {**settings, "data": data.source, "n_train": len(data.x_train),
+                "n_test": len(data.x_test)}
+
+
+def _model_ends_in_softmax(model: keras.Model) -> bool:
+    """True if the model's last layer is a softmax (a ``Softmax`` layer or activation)."""
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if not layers:
+        return False
+    last = layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    return getattr(last, "activation", None) is keras.activations.softmax
+
+
+def _warn_double_softmax(choice: LossChoice, model: keras.Model) -> str | None:
+    if not (choice.applies_softmax and _model_ends_in_softmax(model)):
+        return None
+    message = (
+        f"double softmax: the loss {choice.name!r} applies softmax to y_pred itself, and the "
+        "model's output layer already ends in a softmax, so training sees "
+        "softmax(softmax(scores)). It trains, but the loss and its gradients are squashed "
+        "(probabilities can never exceed e/(e+9) ~ 0.23). Use a logits output "
+        "(--output logits); `--experiment double-softmax` measures the cost."
+    )
+    warnings.warn(message, DoubleSoftmaxWarning, stacklevel=3)
+    return message
+
+
+# --- checkpoints ----------------------------------------------------------------------
+
+
+def _save_checkpoint(path: Path, model, optimizer, meta: dict) -> None:
+    arrays = {"meta": np.array(json.dumps(meta, sort_keys=True))}
+    for i, w in enumerate(model.get_weights()):
+        arrays[f"model_{i:03d}"] = w
+    for i, v in enumerate(optimizer.variables):
+        arrays[f"optimizer_{i:03d}"] = keras.ops.convert_to_numpy(v)
+    with atomic_write(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def _read_checkpoint(path: Path) -> tuple[dict, list[np.ndarray], list[np.ndarray]]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(str(archive["meta"]))
+            names = sorted(archive.files)
+            weights = [archive[n] for n in names if n.startswith("model_")]
+            opt = [archive[n] for n in names if n.startswith("optimizer_")]
+    except Exception as exc:  # any unreadable checkpoint is reported the same way
+        raise ValueError(
+            f"{path}: unreadable checkpoint ({exc}); delete it or pass --fresh"
+        ) from exc
+    return meta, weights, opt
+
+
+def _restore(model, optimizer, weights, opt_values, path: Path) -> None:
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    if len(opt_values) != len(optimizer.variables):
+        raise ValueError(f"{path}: optimizer state does not match this model; pass --fresh")
+    model.set_weights(weights)
+    for var, value in zip(optimizer.variables, opt_values, strict=True):
+        var.assign(value)
+
+
+# --- the run --------------------------------------------------------------------------
+
+
+def _epoch_line(h: dict, i: int) -> str:
+    """The notes' per-epoch line (accuracies in percent)."""
+    return (
+        f"Epoch {h['epoch'][i]}, Loss: {h['loss'][i]:.4f}, "
+        f"Accuracy: {100 * h['accuracy'][i]:.2f}, Test Loss: {h['test_loss'][i]:.4f}, "
+        f"Test Accuracy: {100 * h['test_accuracy'][i]:.2f}"
+    )
+
+
+def train_run(
+    data: MnistData,
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    fresh: bool = False,
+    verbose: int = 1,
+    stop_after_epoch: int | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict:
+    """Train (or resume) one run; return its history (accuracies as fractions).
+
+    ``stop_after_epoch`` ends the run after that epoch as an interruption would (the
+    checkpoint is left for a later resume). ``verbose=1`` shows a progress bar per epoch.
+    """
+    if config.loop not in LOOPS:
+        raise ValueError(f"loop: expected one of {', '.join(LOOPS)}, got {config.loop!r}")
+    if config.epochs < 1:
+        raise ValueError(f"epochs: expected a positive integer, got {config.epochs}")
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / _CHECKPOINT
+    fingerprint = config.fingerprint(data)
+    choice = resolve_loss(config.loss, logits=config.logits, gamma=config.gamma,
+                          sparse_labels=config.sparse_labels)
+
+    keras.utils.set_random_seed(config.seed)
+    strategy = choose_strategy()
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        model = build_model(config.model, logits=config.logits)
+        optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+        if config.loop == "fit":
+            model.compile(optimizer=optimizer, loss=choice.fn,
+                          metrics=[accuracy_metric(choice, "accuracy")])
+    _warn_double_softmax(choice, model)
+
+    history: dict[str, list] = {k: [] for k in _HISTORY_KEYS}
+    start = 0
+    if ckpt_path.exists() and not fresh:
+        meta, weights, opt_values = _read_checkpoint(ckpt_path)
+        if meta["fingerprint"] != fingerprint:
+            diff = sorted(k for k in fingerprint if meta["fingerprint"].get(k) != fingerprint[k])
+            raise ValueError(
+                f"{ckpt_path}: holds a run with different settings ({', '.join(diff)}); "
+                "pass --fresh to start over or choose another --out"
+            )
+        with scope:
+            _restore(model, optimizer, weights, opt_values, ckpt_path)
+        history, start = meta["history"], meta["epoch"]
+        echo(f"Resuming {run_dir} after epoch {start} (of {config.epochs}).")
+        for i in range(start):
+            echo(_epoch_line(history, i))
+
+    y_train = labels_for(choice, data.y_train)
+    y_test = labels_for(choice, data.y_test)
+    test_ds = epoch_dataset(data.x_test, y_test, config.batch_size)
+    if config.loop == "custom":
+        metrics = {k: (keras.metrics.Mean(name=k) if "loss" in k else accuracy_metric(choice, k))
+                   for k in ("loss", "accuracy", "test_loss", "test_accuracy")}
+        train_step = make_train_step(model, choice.fn, optimizer, metrics["loss"],
+                                     metrics["accuracy"], strategy=strategy)
+        test_step = make_eval_step(model, choice.fn, metrics["test_loss"],
+                                   metrics["test_accuracy"])
+
+    for epoch in range(start, config.epochs):
+        t0 = time.perf_counter()
+        train_ds = epoch_dataset(data.x_train, y_train, config.batch_size, seed=config.seed,
+                                 epoch=epoch, drop_remainder=strategy is not None)
+        if config.loop == "custom":
+            if verbose:
+                echo(f"Epoch {epoch + 1}/{config.epochs}")
+            values = _custom_epoch(train_ds, test_ds, train_step, test_step, metrics,
+                                   strategy, verbose)
+        else:
+            fitted = model.fit(train_ds, epochs=epoch + 1, initial_epoch=epoch,
+                               validation_data=test_ds, shuffle=False, verbose=verbose)
+            h = fitted.history
+            values = {"loss": h["loss"][-1], "accuracy": h["accuracy"][-1],
+                      "test_loss": h["val_loss"][-1], "test_accuracy": h["val_accuracy"][-1]}
+        values = {k: float(v) for k, v in values.items()}
+        values.update(epoch=epoch + 1, seconds=time.perf_counter() - t0)
+        for key in _HISTORY_KEYS:
+            history[key].append(values[key])
+        echo(_epoch_line(history, epoch))
+        meta = {"epoch": epoch + 1, "history": history, "fingerprint": fingerprint}
+        _save_checkpoint(ckpt_path, model, optimizer, meta)
+        write_json(run_dir / "history.json", {"config": asdict(config), **meta})
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            break
+    if history["epoch"]:
+        title = f"{'Experiment 3: custom loop' if config.loop == 'custom' else 'Experiment 4: fit'}"
+        save_curves(history, run_dir / "curves.png",
+                    f"{title}, {choice.name}, {'logits' if config.logits else 'softmax'} output")
+    return history
+
+
+def _custom_epoch(train_ds, test_ds, train_step, test_step, metrics, strategy, verbose):
+    for metric in metrics.values():
+        metric.reset_state()  # Keras 3 spelling of the notes' reset_states()
+    if strategy is not None:
+        train_ds = strategy.experimental_distribute_dataset(train_ds)
+    steps = int(train_ds.cardinality()) if strategy is None else None
+    bar = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=["loss", "accuracy"])
+    for i, (images, labels) in enumerate(train_ds):
+        train_step(images, labels)
+        if verbose and (i % 10 == 0 or i + 1 == steps):  # reading metrics syncs: not each step
+            bar.update(i + 1, [("loss", float(metrics["loss"].result())),
+                               ("accuracy", float(metrics["accuracy"].result()))])
+    for images, labels in test_ds:
+        test_step(images, labels)
+    return {k: m.result() for k, m in metrics.items()}
+
