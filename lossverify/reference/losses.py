@@ -49,19 +49,21 @@ def _no_kink(shape: tuple[int, ...]) -> np.ndarray:
 # --------------------------------------------------------------------------- MSE
 
 
+@V.quiet
 def _eval_mean_squared_error(y_true: Any, y_pred: Any) -> Evaluation:
     yp, _ = V.as_real_array(y_pred, "y_pred")
     yt, _ = V.as_real_array(y_true, "y_true")
     V.check_same_shape(yt, yp)
-    if yp.ndim == 0:
-        raise ValueError("y_pred: expected at least rank 1, got a scalar")
+    if yp.ndim == 0 or yp.shape[-1] == 0:
+        raise ValueError(f"y_pred: expected at least rank 1 and a non-empty last axis, "
+                         f"got shape {yp.shape}")
     n = yp.shape[-1]
     d = yp - yt
-    value = np.asarray(np.mean(d * d, axis=-1)) if n else np.full(yp.shape[:-1], np.nan)
-    grad = 2.0 * d / max(n, 1)
+    value = np.asarray(np.mean(d * d, axis=-1))
+    grad = 2.0 * d / n
     size = _ABS(yp) + _ABS(yt)
-    grad_scale = 2.0 * size / max(n, 1)
-    value_scale = np.sum(d * d + _ABS(grad) * size, axis=-1) / max(n, 1) + value
+    grad_scale = 2.0 * size / n
+    value_scale = np.sum(d * d + _ABS(grad) * size, axis=-1) / n + value
     return Evaluation(value, grad, value_scale, grad_scale, np.zeros(yp.shape[:-1], bool))
 
 
@@ -106,11 +108,12 @@ def _smooth_binary(y: np.ndarray, label_smoothing: Any) -> np.ndarray:
     return y * (1.0 - ls) + 0.5 * ls if ls else y
 
 
+@V.quiet
 def _eval_binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
     yt, yp, dtype, ax = _prepare(y_true, y_pred, axis)
     y = _smooth_binary(yt, label_smoothing)
     n = yp.shape[-1]
-    t, d, t_size, d_size = _bce_terms(y, yp, bool(from_logits), dtype)
+    t, d, t_size, d_size = _bce_terms(y, yp, V.check_flag(from_logits, "from_logits"), dtype)
     value = t.mean(axis=-1)
     ev = Evaluation(value, d / n, t_size.sum(-1) / n + 1.0, d_size / n, _no_kink(yp.shape))
     return ev.moved(ax, yp.ndim)
@@ -129,16 +132,19 @@ def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, 
     return _eval_binary_crossentropy(y_true, y_pred, from_logits, label_smoothing, axis).value
 
 
+@V.quiet
 def _eval_binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha=0.25,
                                     gamma=2.0, from_logits=False, label_smoothing=0.0, axis=-1):
     yt, yp, dtype, ax = _prepare(y_true, y_pred, axis)
     gamma = V.check_gamma(gamma)
     alpha = V.check_alpha(alpha)
+    from_logits = V.check_flag(from_logits, "from_logits")
+    apply_class_balancing = V.check_flag(apply_class_balancing, "apply_class_balancing")
     y = _smooth_binary(yt, label_smoothing)
     n = yp.shape[-1]
     # The cross-entropy part: from logits exactly (Keras recovers the logits behind its
     # own sigmoid), from probabilities with the clip.
-    bce, dbce, bce_size, dbce_size = _bce_terms(y, yp, bool(from_logits), dtype)
+    bce, dbce, bce_size, dbce_size = _bce_terms(y, yp, from_logits, dtype)
     p = sigmoid(yp) if from_logits else yp
     dp = p * (1 - p) if from_logits else np.ones_like(p)  # d p / d y_pred
     p_t = y * p + (1 - y) * (1 - p)
@@ -213,11 +219,12 @@ def _through_softmax(g: np.ndarray, g_size: np.ndarray, p: np.ndarray):
     return p * (g - gp), p * (g_size + gp_size)
 
 
+@V.quiet
 def _eval_categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0,
                                    axis=-1):
     yt, yp, dtype, ax = _prepare(y_true, y_pred, axis)
     y = _smooth_categorical(yt, label_smoothing)
-    if from_logits:
+    if V.check_flag(from_logits, "from_logits"):
         lsm = log_softmax(yp)
         p = np.exp(lsm)
         sum_y = y.sum(-1, keepdims=True)
@@ -272,11 +279,13 @@ def _focal_q_terms(y: np.ndarray, qc: np.ndarray, m: np.ndarray, gamma: float, s
     return t, h, h_size
 
 
+@V.quiet
 def _eval_categorical_focal_crossentropy(y_true, y_pred, alpha=0.25, gamma=2.0,
                                          from_logits=False, label_smoothing=0.0, axis=-1):
     yt, yp, dtype, ax = _prepare(y_true, y_pred, axis)
     gamma = V.check_gamma(gamma)
     alpha = V.check_alpha(alpha)
+    from_logits = V.check_flag(from_logits, "from_logits")
     y = _smooth_categorical(yt, label_smoothing)
     p = softmax(yp) if from_logits else yp
     s, q, qc, m, kink = _renormalised_clip(p, dtype)
@@ -307,6 +316,7 @@ def categorical_focal_crossentropy(y_true, y_pred, alpha=0.25, gamma=2.0, from_l
 # --------------------------------------------------------------------------- sparse
 
 
+@V.quiet
 def _eval_sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_class=None,
                                           axis=-1):
     yp, dtype = V.as_real_array(y_pred, "y_pred")
@@ -314,12 +324,11 @@ def _eval_sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ign
     V.check_class_axis_not_empty(yp, ax)
     yp = np.moveaxis(yp, ax, -1)
     n_classes = yp.shape[-1]
-    labels_in = np.asarray(y_true)
+    labels_in = V.as_array(y_true, "y_true", "integer class labels")
     if labels_in.ndim == yp.ndim and labels_in.ndim > 0 and labels_in.shape[ax] == 1:
         labels_in = np.squeeze(labels_in, axis=ax)
-    if ignore_class is not None and (isinstance(ignore_class, bool)
-                                     or not isinstance(ignore_class, int | np.integer)):
-        raise TypeError(f"ignore_class: expected an int or None, got {ignore_class!r}")
+    ignore_class = V.check_ignore_class(ignore_class)
+    from_logits = V.check_flag(from_logits, "from_logits")
     labels = V.as_labels(labels_in, n_classes, ignore_class=ignore_class)
     if labels.shape != yp.shape[:-1]:
         raise ValueError(f"y_true: expected label shape {yp.shape[:-1]} (y_pred's shape "
@@ -370,6 +379,7 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_cl
 # --------------------------------------------------------------------------- notes
 
 
+@V.quiet
 def _eval_focal_loss(y_true, y_pred, gamma=2.0):
     yt, yp, dtype, _ = _prepare(y_true, y_pred, -1)
     gamma = V.check_gamma(gamma)
@@ -398,15 +408,11 @@ def focal_loss(y_true, y_pred, gamma=2.0):
 
 def _sparse_to_dense(y_true, y_pred, class_num):
     yp, _ = V.as_real_array(y_pred, "y_pred")
-    if isinstance(class_num, bool) or not isinstance(class_num, int | np.integer):
-        raise TypeError(f"class_num: expected an int, got {class_num!r}")
-    if yp.ndim < 1 or yp.shape[-1] != class_num:
-        raise ValueError(f"class_num: expected the size of y_pred's last axis "
-                         f"({yp.shape[-1] if yp.ndim else 'none'}), got {class_num}")
-    labels_in = np.asarray(y_true)
+    class_num = V.check_class_num(class_num, yp)
+    labels_in = V.as_array(y_true, "y_true", "integer class labels")
     if labels_in.ndim == yp.ndim and labels_in.shape[-1:] == (1,):
         labels_in = labels_in[..., 0]
-    labels = V.as_labels(labels_in, int(class_num))
+    labels = V.as_labels(labels_in, class_num)
     if labels.shape != yp.shape[:-1]:
         raise ValueError(f"y_true: expected label shape {yp.shape[:-1]}, got {labels.shape}")
     onehot = np.zeros(yp.shape, dtype=np.float64)
@@ -414,6 +420,7 @@ def _sparse_to_dense(y_true, y_pred, class_num):
     return onehot
 
 
+@V.quiet
 def _eval_sparse_focal_loss(y_true, y_pred, gamma=2.0, class_num=10):
     return _eval_focal_loss(_sparse_to_dense(y_true, y_pred, class_num),
                             np.asarray(y_pred), gamma)
@@ -446,10 +453,7 @@ EVALUATORS: dict[str, Callable[..., Evaluation]] = {
 
 def evaluate(name: str, y_true: Any, y_pred: Any, **params: Any) -> Evaluation:
     """Evaluate reference ``name`` with its gradient and error scales; see :class:`Evaluation`."""
-    try:
-        fn = EVALUATORS[name]
-    except KeyError:
-        raise ValueError(f"name: expected one of {sorted(EVALUATORS)}, got {name!r}") from None
+    fn = EVALUATORS[V.check_choice(name, sorted(EVALUATORS), "name")]
     return fn(y_true, y_pred, **params)
 
 

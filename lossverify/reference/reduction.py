@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from lossverify.reference._validate import as_real_array
+from lossverify.reference._validate import as_mask, as_real_array, check_choice, quiet
 
 #: Reductions ``keras.losses.Loss`` accepts (``None`` means ``"none"``).
 REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
@@ -25,6 +25,17 @@ def _same_rank(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.
     return values, weights
 
 
+def _broadcast(values: np.ndarray, weight: np.ndarray, name: str) -> np.ndarray:
+    """``weight`` broadcast against ``values`` after the rank fix; errors name ``name``."""
+    v, w = _same_rank(values, weight)
+    try:
+        return np.broadcast_to(w, np.broadcast_shapes(v.shape, w.shape)).copy()
+    except ValueError:
+        raise ValueError(f"{name}: expected a shape that broadcasts to the losses' shape "
+                         f"{values.shape}, got {weight.shape}") from None
+
+
+@quiet
 def sample_weights(values: Any, sample_weight: Any = None, mask: Any = None,
                    reduction: str | None = "sum_over_batch_size") -> np.ndarray | None:
     """The effective per-sample weights Keras multiplies the losses by.
@@ -33,10 +44,15 @@ def sample_weights(values: Any, sample_weight: Any = None, mask: Any = None,
     samples and 0 elsewhere for the mean reductions (so the mean runs over valid samples
     only), and 0/1 for the others; it multiplies any ``sample_weight``.
     """
+    check_choice(reduction, REDUCTIONS, "reduction")
     v, _ = as_real_array(values, "values")
-    weight = None if sample_weight is None else as_real_array(sample_weight, "sample_weight")[0]
+    weight = None
+    if sample_weight is not None:
+        weight = as_real_array(sample_weight, "sample_weight")[0]
+        _broadcast(v, weight, "sample_weight")
     if mask is not None:
-        m = np.asarray(mask, dtype=bool)
+        m = as_mask(mask)
+        _broadcast(v, m, "mask")
         if reduction in ("mean", "sum_over_batch_size"):
             valid = m.sum()
             factor = m.size / valid if valid else 0.0
@@ -50,14 +66,10 @@ def sample_weights(values: Any, sample_weight: Any = None, mask: Any = None,
             weight = weight * float_mask
     if weight is None:
         return None
-    v, weight = _same_rank(v, weight)
-    try:
-        return np.broadcast_to(weight, np.broadcast_shapes(v.shape, weight.shape)).copy()
-    except ValueError:
-        raise ValueError(f"sample_weight: expected a shape that broadcasts to the losses' "
-                         f"shape {v.shape}, got {np.shape(sample_weight)}") from None
+    return _broadcast(v, weight, "sample_weight" if mask is None else "sample_weight * mask")
 
 
+@quiet
 def reduce(values: Any, sample_weight: Any = None, reduction: str | None = "sum_over_batch_size",
            mask: Any = None) -> np.ndarray:
     """Reduce per-sample losses as ``keras.losses.Loss.__call__`` does.
@@ -74,8 +86,7 @@ def reduce(values: Any, sample_weight: Any = None, reduction: str | None = "sum_
     >>> reduce([1.0, 2.0, 3.0], sample_weight=[1.0, 0.0, 1.0])
     array(1.33333333)
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
+    check_choice(reduction, REDUCTIONS, "reduction")
     v, _ = as_real_array(values, "values")
     w = sample_weights(v, sample_weight, mask, reduction)
     if w is not None:
