@@ -144,7 +144,7 @@ def check_flag(value: Any, name: str) -> bool:
 
 def check_choice(value: Any, choices: Collection[Any], name: str) -> Any:
     """``value`` if it is one of ``choices`` (strings, or ``None`` where listed)."""
-    if value is not None and not isinstance(value, str):
+    if not isinstance(value, str) and not (value is None and None in choices):
         raise TypeError(f"{name}: expected one of {tuple(choices)}, got {value!r} of type "
                         f"{type(value).__name__}")
     if value not in choices:
@@ -169,6 +169,7 @@ def check_class_num(value: Any, y_pred: np.ndarray) -> int:
     if y_pred.ndim < 1:
         raise ValueError(f"y_pred: expected at least rank 1 (a class axis), "
                          f"got rank {y_pred.ndim}")
+    check_class_axis_not_empty(y_pred, y_pred.ndim - 1)
     if n != y_pred.shape[-1]:
         raise ValueError(f"class_num: expected the size of y_pred's last axis "
                          f"({y_pred.shape[-1]}), got {n}")
@@ -221,12 +222,12 @@ def as_labels(y_true: Any, n_classes: int, name: str = "y_true",
             bad = ~np.isfinite(arr) | (arr != np.round(arr))
         if bad.any():
             raise ValueError(f"{name}: expected integer class labels, got non-integer value "
-                             f"{arr[bad].flat[0]!r}")
+                             f"{arr[bad].flat[0].item()!r}")
     valid = (arr >= 0) & (arr < n_classes)
     if ignore_class is not None:
         valid |= arr == ignore_class
     if not valid.all():
         extra = f" or ignore_class={ignore_class}" if ignore_class is not None else ""
         raise ValueError(f"{name}: expected labels in [0, {n_classes}){extra}, "
-                         f"got {arr[~valid].flat[0]!r}")
+                         f"got {arr[~valid].flat[0].item()!r}")
     return arr.astype(np.int64)
