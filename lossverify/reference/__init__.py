@@ -15,7 +15,7 @@ array([0.287682])
 array([[1., 0.]])
 """
 
-from lossverify.reference._core import EPSILON, Evaluation, clip_bounds
+from lossverify.reference._core import EPSILON, Evaluation, clip_bounds, computing_in
 from lossverify.reference.losses import (
     EVALUATORS,
     binary_crossentropy,
@@ -44,6 +44,7 @@ __all__ = [
     "categorical_crossentropy",
     "categorical_focal_crossentropy",
     "clip_bounds",
+    "computing_in",
     "evaluate",
     "focal_loss",
     "mean_squared_error",

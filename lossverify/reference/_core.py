@@ -7,7 +7,10 @@ taken in ``y_pred``'s dtype (float32 ``1 - 1e-7`` is ``0.99999988``).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +19,31 @@ EPSILON = 1e-7
 
 #: float32 unit roundoff ``2**-24``; used to size the ``kink`` margin below.
 _U32 = float(np.finfo(np.float32).eps) / 2
+
+
+_COMPUTE = {"dtype": np.dtype(np.float64)}
+
+
+def compute_dtype() -> np.dtype:
+    """The precision the references compute in: float64, except inside
+    :func:`computing_in` (used to build a float32 yardstick for tolerances)."""
+    return _COMPUTE["dtype"]
+
+
+@contextlib.contextmanager
+def computing_in(dtype: Any) -> Iterator[None]:
+    """Evaluate the reference formulas in ``dtype`` instead of float64 (not thread-safe).
+
+    :mod:`lossverify.checks` evaluates each reference once in float32 as well: the
+    difference between that and float64 measures how much rounding of intermediates
+    (a softmax that rounds to exactly 1.0, say) can move a correct float32 result.
+    """
+    previous = _COMPUTE["dtype"]
+    _COMPUTE["dtype"] = np.dtype(dtype)
+    try:
+        yield
+    finally:
+        _COMPUTE["dtype"] = previous
 
 
 @dataclass(frozen=True)
@@ -92,16 +120,18 @@ def inside(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return ((x >= lo) & (x <= hi)).astype(np.float64)
 
 
-def near_bounds(q: np.ndarray, lo: float, hi: float, n_terms: int) -> np.ndarray:
+def near_bounds(q: np.ndarray, lo: float, hi: float | None, n_terms: int) -> np.ndarray:
     """Per sample: does a computed probability lie within rounding reach of a bound?
 
     A float32 softmax or ``p / sum(p)`` carries a relative error of up to about
     ``(n_terms + 2) u``; we take four times that as the margin, relative to the bound.
+    ``hi=None`` checks the lower bound only.
     """
     margin = 4.0 * (n_terms + 2) * _U32
-    close_lo = np.abs(q - lo) <= margin * lo
-    close_hi = np.abs(q - hi) <= margin * max(hi, 1.0)
-    return np.any(close_lo | close_hi, axis=-1)
+    close = np.abs(q - lo) <= margin * lo
+    if hi is not None:
+        close |= np.abs(q - hi) <= margin * hi
+    return np.any(close, axis=-1)
 
 
 def safe_pow(a: np.ndarray, gamma: float) -> np.ndarray:

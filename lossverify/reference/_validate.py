@@ -43,6 +43,8 @@ from typing import Any, TypeVar, cast
 
 import numpy as np
 
+from lossverify.reference import _core
+
 __all__ = [
     "as_array",
     "as_labels",
@@ -98,7 +100,7 @@ def as_real_array(x: Any, name: str) -> tuple[np.ndarray, np.dtype]:
         raise TypeError(f"{name}: expected a real numeric array (bool, int or float), "
                         f"got dtype {arr.dtype}")
     source = arr.dtype if arr.dtype.kind == "f" else np.dtype(np.float64)
-    return arr.astype(np.float64), source
+    return arr.astype(_core.compute_dtype()), source
 
 
 def as_mask(x: Any, name: str = "mask") -> np.ndarray:

@@ -1,0 +1,263 @@
+"""The checks: each compares one aspect of a TensorFlow loss with the reference.
+
+A check is a small function ``(run, expected) -> Outcome`` over one drawn batch:
+
+* ``value``: the eager result against the reference (per sample for a function,
+  reduced with Keras semantics and ``sample_weight`` for a ``keras.losses.Loss``).
+* ``gradient``: ``GradientTape``'s gradient of the summed result against the analytic
+  reference gradient. NaN or Inf where the reference is finite fails.
+* ``graph``: the same computation inside a ``tf.function`` (built once, ``None``
+  dimensions) against eager: a few ULPs (see :func:`lossverify.numerics.mode_tolerance`).
+* ``xla``: ``tf.function(jit_compile=True)`` against eager within the reference budget:
+  XLA's CPU ``exp``/``log`` are its own approximations, accurate to a few ULPs, and the
+  budget already bounds every correct float32 evaluation order.
+
+:class:`Executor` runs the loss once per mode and records exceptions, so a loss that
+raises, returns the wrong shape or dtype, or cannot be traced gets a failed check with
+the reason instead of crashing the verifier.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lossverify import numerics
+from lossverify import reference as R
+
+CHECKS = ("value", "gradient", "graph", "xla")
+
+#: Seconds one call of the loss under test may take before it counts as hung.
+DEFAULT_TIME_LIMIT = 20.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One check on one batch. ``comparison`` is None when the check could not compare."""
+
+    ok: bool
+    comparison: numerics.Comparison | None = None
+    message: str = ""
+    rows: int = 0
+    skipped_rows: int = 0
+
+
+@dataclass
+class ModeResult:
+    value: np.ndarray | None = None
+    grad: np.ndarray | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The reference's answer for one batch, shaped like the loss's own output."""
+
+    value: np.ndarray
+    value_allowed: np.ndarray
+    grad: np.ndarray
+    grad_allowed: np.ndarray
+    grad_rows: np.ndarray  # bool per y_pred element: compare the gradient here
+    kink_rows: int
+
+
+def is_keras_loss(loss: Any) -> bool:
+    import keras
+
+    return isinstance(loss, keras.losses.Loss)
+
+
+def expected_for(spec_name: str, params: Mapping[str, Any], x: Any, reduced: bool,
+                 reduction: str = "sum_over_batch_size", dtype: str = "float32") -> Expected:
+    """Evaluate the reference on ``x`` and size the tolerances (numerics docstring)."""
+    ev = R.evaluate(spec_name, x.y_true, x.y_pred, **params)
+    with R.computing_in(np.float32), np.errstate(all="ignore"):
+        ev32 = R.evaluate(spec_name, x.y_true, x.y_pred, **params)
+    axis = params.get("axis", -1)
+    n_terms = int(np.shape(x.y_pred)[axis])
+    allowed = numerics.tolerance(ev.value_scale, n_terms, dtype, ev32.value - ev.value)
+    g_allowed = numerics.tolerance(ev.grad_scale, n_terms, dtype, ev32.grad - ev.grad)
+    kink = np.broadcast_to(np.expand_dims(ev.kink, axis), ev.grad.shape)
+    mask = None
+    if spec_name == "sparse_categorical_crossentropy" and params.get("ignore_class") is not None:
+        labels = np.asarray(x.y_true)
+        if labels.ndim == np.ndim(x.y_pred):
+            labels = labels[..., 0]
+        mask = labels != params["ignore_class"]
+    if not reduced:
+        return Expected(ev.value, allowed, ev.grad, g_allowed, ~kink, int(ev.kink.sum()))
+    w = R.sample_weights(ev.value, x.sample_weight, mask, reduction)
+    w = np.ones_like(ev.value) if w is None else np.broadcast_to(w, ev.value.shape)
+    value = R.reduce(ev.value, x.sample_weight, reduction, mask)
+    n = ev.value.size
+    if reduction in ("sum_over_batch_size", "mean"):
+        divisor = float(n)
+    elif reduction == "mean_with_sample_weight" and x.sample_weight is not None:
+        divisor = float(np.sum(w))
+    else:
+        divisor = 1.0
+    divisor = divisor or 1.0
+    u = numerics.unit_roundoff(dtype)
+    weighted = np.abs(w * ev.value)
+    value_allowed = (np.sum(np.abs(w) * allowed) / divisor
+                     + numerics.K * u * (n + 2) * (np.sum(weighted) / divisor + abs(float(value))))
+    factor = np.expand_dims(w / divisor, axis)
+    grad = ev.grad * factor
+    grad_allowed = g_allowed * np.abs(factor) + numerics.K * u * np.abs(grad)
+    return Expected(np.asarray(value), np.asarray(value_allowed), grad, grad_allowed, ~kink,
+                    int(ev.kink.sum()))
+
+
+class Executor:
+    """Runs a loss eagerly, as a ``tf.function`` and under XLA, returning values and
+    ``d sum(result) / d y_pred``. Each ``tf.function`` is built once with
+    ``reduce_retracing=True`` so new shapes reuse a ``None``-dimension trace."""
+
+    def __init__(self, loss: Callable, reduced: bool, time_limit: float = DEFAULT_TIME_LIMIT):
+        import tensorflow as tf
+
+        self._tf = tf
+        self.loss = loss
+        self.reduced = reduced
+        self.time_limit = time_limit
+        # One tf.function per (mode, rank): reduce_retracing relaxes differing ranks to
+        # an unknown rank, which Keras's shape logic (shape[-1], squeeze) cannot handle.
+        self._compiled: dict[tuple[str, int], Callable] = {}
+
+    def _function(self, mode: str, rank: int) -> Callable:
+        key = (mode, rank)
+        if key not in self._compiled:
+            self._compiled[key] = self._tf.function(
+                self._value_and_grad, reduce_retracing=True, jit_compile=mode == "xla")
+        return self._compiled[key]
+
+    def _value_and_grad(self, y_true, y_pred, sample_weight=None):
+        tf = self._tf
+        with tf.GradientTape() as tape:
+            tape.watch(y_pred)
+            if self.reduced and sample_weight is not None:
+                value = self.loss(y_true, y_pred, sample_weight=sample_weight)
+            else:
+                value = self.loss(y_true, y_pred)
+            value = tf.convert_to_tensor(value)
+            total = tf.reduce_sum(tf.cast(value, tf.float64)) if value.dtype.is_floating \
+                else value
+        grad = tape.gradient(total, y_pred)
+        if grad is None:
+            grad = tf.fill(tf.shape(y_pred), tf.constant(np.nan, y_pred.dtype))
+            return value, grad, tf.constant(False)
+        return value, grad, tf.constant(True)
+
+    def run(self, mode: str, x: Any) -> ModeResult:
+        fn = self._value_and_grad if mode == "eager" else self._function(mode, x.y_pred.ndim)
+        tf = self._tf
+        args = [tf.constant(x.y_true), tf.constant(x.y_pred)]
+        if x.sample_weight is not None and self.reduced:
+            args.append(tf.constant(x.sample_weight))
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["out"] = fn(*args)
+            except Exception as exc:  # the loss under test may raise anything
+                box["error"] = f"{type(exc).__name__}: {_first_line(exc)}"
+
+        worker = threading.Thread(target=target, daemon=True)
+        worker.start()
+        worker.join(self.time_limit)
+        if worker.is_alive():
+            return ModeResult(error=f"timed out: no result after {self.time_limit:g} s")
+        if "error" in box:
+            return ModeResult(error=box["error"])
+        value, grad, connected = box["out"]
+        if not value.dtype.is_floating:
+            return ModeResult(error=f"returned dtype {value.dtype.name}, expected a float dtype")
+        result = ModeResult(np.asarray(value.numpy(), np.float64), np.asarray(grad.numpy(),
+                                                                              np.float64))
+        if not bool(connected.numpy()):
+            result.error = "the result is not differentiable with respect to y_pred " \
+                           "(GradientTape returned None)"
+        return result
+
+
+def _first_line(exc: BaseException) -> str:
+    """The informative line of an exception: TensorFlow's traced-function errors start
+    with "in user code:" and a traceback, and end with the real message."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    return (lines[-1] if lines[0].startswith("in user code") else lines[0])[:300]
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def _shape_problem(result: ModeResult, expected: Expected) -> str | None:
+    assert result.value is not None
+    if result.value.shape != expected.value.shape:
+        return (f"returned shape {result.value.shape}, expected {expected.value.shape} "
+                f"({'a scalar' if expected.value.ndim == 0 else 'one loss per sample'})")
+    return None
+
+
+def check_value(eager: ModeResult, expected: Expected, rows: int) -> Outcome:
+    if eager.value is None:
+        return Outcome(False, message=f"raised {eager.error}", rows=rows)
+    problem = _shape_problem(eager, expected)
+    if problem:
+        return Outcome(False, message=problem, rows=rows)
+    cmp = numerics.compare(eager.value, expected.value, expected.value_allowed)
+    return Outcome(cmp.ok, cmp, "" if cmp.ok else cmp.describe(), rows=rows)
+
+
+def check_gradient(eager: ModeResult, expected: Expected, rows: int) -> Outcome:
+    if eager.value is None:
+        return Outcome(False, message=f"raised {eager.error}", rows=rows)
+    if eager.error:
+        return Outcome(False, message=eager.error, rows=rows)
+    assert eager.grad is not None
+    if eager.grad.shape != expected.grad.shape:
+        return Outcome(False, message=f"gradient shape {eager.grad.shape}, expected "
+                       f"{expected.grad.shape}", rows=rows)
+    sel = expected.grad_rows
+    actual = np.where(sel, eager.grad, 0.0)
+    want = np.where(sel, expected.grad, 0.0)
+    cmp = numerics.compare(actual, want, np.where(sel, expected.grad_allowed, 1.0))
+    return Outcome(cmp.ok, cmp, "" if cmp.ok else "gradient " + cmp.describe(), rows=rows,
+                   skipped_rows=expected.kink_rows)
+
+
+def check_mode(mode: str, other: ModeResult, eager: ModeResult, expected: Expected,
+               rows: int) -> Outcome:
+    """``graph`` or ``xla`` against eager, on value and gradient."""
+    if other.value is None:
+        if eager.value is None:
+            return Outcome(False, message=f"raised {other.error} (eager raised too)", rows=rows)
+        return Outcome(False, message=f"fails under {mode}: {other.error}", rows=rows)
+    if eager.value is None:
+        return Outcome(False, message=f"eager raised {eager.error}, {mode} did not", rows=rows)
+    if other.value.shape != eager.value.shape:
+        return Outcome(False, message=f"{mode} shape {other.value.shape} != eager "
+                       f"{eager.value.shape}", rows=rows)
+    if mode == "graph":
+        v_tol = numerics.mode_tolerance(eager.value, expected.value_allowed)
+        g_tol = numerics.mode_tolerance(eager.grad, expected.grad_allowed)
+    else:
+        v_tol = np.asarray(expected.value_allowed) + numerics.mode_tolerance(eager.value, 0.0)
+        g_tol = expected.grad_allowed + numerics.mode_tolerance(eager.grad, 0.0)
+    cmp = numerics.compare(other.value, eager.value, v_tol)
+    if not cmp.ok:
+        return Outcome(False, cmp, f"{mode} value differs from eager: {cmp.describe()}",
+                       rows=rows)
+    sel = expected.grad_rows
+    gcmp = numerics.compare(np.where(sel, other.grad, 0.0), np.where(sel, eager.grad, 0.0),
+                            np.where(sel, g_tol, 1.0))
+    if not gcmp.ok:
+        return Outcome(False, gcmp, f"{mode} gradient differs from eager: {gcmp.describe()}",
+                       rows=rows)
+    worst = cmp if cmp.worst_ratio >= gcmp.worst_ratio else gcmp
+    return Outcome(True, worst, rows=rows)

@@ -1,0 +1,195 @@
+"""Comparison with tolerances derived from the computation, and ULP distances.
+
+The tolerance policy (DESIGN.md section 4)
+==========================================
+A correct implementation evaluated in a precision with unit roundoff ``u`` (2**-24 for
+float32) errs, to first order, by at most ``u`` times the sum of the absolute sizes of
+every quantity its rounding touches: each term it adds (a sum of ``n`` terms rounds
+``n - 1`` times), each intermediate whose relative error the loss amplifies (``1 - p``
+for ``p`` near 1, ``p / sum(p)``, a softmax; the amplification is ``|dL/dv| |v|``), and
+one absolute ``u`` for each logarithm of a number near 1. The reference computes that
+sum per sample as ``Evaluation.value_scale`` (and per gradient element as
+``grad_scale``) from its own float64 terms, on the *same float32-rounded inputs* the
+implementation sees. We then allow::
+
+    |actual - reference| <= K * u * (n + 1) * scale  +  2 |ref_low - ref|  +  tiny
+
+* ``n`` is the number of terms summed along the class axis (summation error grows with
+  it; TensorFlow does not promise pairwise summation, so we take the worst case).
+* ``K = 4`` covers the handful of roundings inside each term (a ``log``, a ``pow``, a
+  division, a multiplication by a label) with a margin of about 2; it was chosen by
+  measuring the largest ratio ``error / (u (n + 1) scale)`` over Keras's own losses and
+  the notes' losses on 20 seeds (worst seen: 0.6), not by loosening until tests passed.
+* ``ref_low - ref`` is the *yardstick*: the same reference formulas evaluated in the
+  implementation's dtype minus the float64 result. It captures what first-order
+  analysis misses: a float32 softmax that rounds to exactly 1.0 (so ``1 - p`` is 0 and
+  a focal gradient vanishes), a ``sigmoid`` that saturates. Twice it, because another
+  correct evaluation order may round the other way.
+* ``tiny`` is the smallest normal number of the dtype: below it, float32 flushes.
+
+This rejects the bugs that matter (an epsilon of 1e-5 instead of 1e-7 errs by ~4.6 at a
+zero probability; a float16 intermediate by ~1e-3 relative, thousands of times the
+budget; a missing renormalisation by ``log(sum p)``) and accepts any float32 evaluation
+order, because the budget is a bound on *every* such order, not a fixed rtol.
+
+Reduced values (a ``keras.losses.Loss`` returns one number) get the weighted mean of
+the per-sample budgets plus the rounding of the final sum and division.
+
+Comparisons between execution modes use :func:`mode_tolerance`: a few ULPs, or one
+eighth of the reference budget where a graph rewrite may reassociate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "K",
+    "Comparison",
+    "compare",
+    "mode_tolerance",
+    "tolerance",
+    "ulp_distance",
+    "unit_roundoff",
+]
+
+#: Safety factor on the first-order rounding bound; see the module docstring.
+K = 4.0
+
+_UNIT_ROUNDOFF = {
+    "float16": 2.0**-11,
+    "bfloat16": 2.0**-8,
+    "float32": 2.0**-24,
+    "float64": 2.0**-53,
+}
+_TINY = {
+    "float16": float(np.finfo(np.float16).tiny),
+    "bfloat16": 2.0**-126,
+    "float32": float(np.finfo(np.float32).tiny),
+    "float64": float(np.finfo(np.float64).tiny),
+}
+
+
+def unit_roundoff(dtype: str) -> float:
+    """Half the machine epsilon of ``dtype`` ("float16", "bfloat16", "float32", "float64")."""
+    try:
+        return _UNIT_ROUNDOFF[str(dtype)]
+    except KeyError:
+        raise ValueError(f"dtype: expected one of {sorted(_UNIT_ROUNDOFF)}, got {dtype!r}") from None
+
+
+def tolerance(scale: np.ndarray, n_terms: int, dtype: str = "float32",
+              yardstick: np.ndarray | None = None) -> np.ndarray:
+    """The allowed absolute error ``K u (n + 1) scale + 2 |yardstick| + tiny``.
+
+    ``yardstick`` is the reference evaluated in ``dtype`` minus the reference in float64
+    (non-finite entries ignored): what rounding of intermediates did to one correct
+    low-precision evaluation (see the module docstring).
+    """
+    u = unit_roundoff(dtype)
+    budget = K * u * (n_terms + 1) * np.asarray(scale, dtype=np.float64) + _TINY[str(dtype)]
+    if yardstick is not None:
+        y = np.abs(np.asarray(yardstick, dtype=np.float64))
+        budget = budget + 2.0 * np.where(np.isfinite(y), y, 0.0)
+    return budget
+
+
+def mode_tolerance(value: np.ndarray, budget: np.ndarray, dtype: str = "float32",
+                   ulps: int = 4) -> np.ndarray:
+    """Allowed difference between two execution modes of the same implementation.
+
+    ``ulps`` units in the last place of the larger magnitude, or an eighth of the
+    reference budget ``budget`` (from :func:`tolerance`), whichever is larger. An eighth
+    is far below what a deliberately different computation (a changed constant, a
+    different formula) produces, and above what reassociation by a graph optimiser does.
+    """
+    spacing = np.spacing(np.abs(np.asarray(value, np.float64)).astype(_np_dtype(dtype)))
+    return np.maximum(ulps * spacing.astype(np.float64), np.asarray(budget) / 8.0)
+
+
+def _np_dtype(dtype: str) -> type:
+    return {"float16": np.float16, "float32": np.float32, "float64": np.float64}.get(
+        str(dtype), np.float32)
+
+
+def ulp_distance(a: np.ndarray, b: np.ndarray, dtype: str = "float32") -> np.ndarray:
+    """Number of representable ``dtype`` values between ``a`` and ``b`` (0 if equal).
+
+    Uses the sign-magnitude to two's-complement mapping of the IEEE bit patterns, so it
+    is exact across zero. NaN against anything is reported as the maximum integer.
+    """
+    ftype = _np_dtype(dtype)
+    itype = {np.float16: np.int16, np.float32: np.int32, np.float64: np.int64}[ftype]
+    x = np.asarray(a, dtype=ftype)
+    y = np.asarray(b, dtype=ftype)
+    ix = x.view(itype).astype(np.int64)
+    iy = y.view(itype).astype(np.int64)
+    top = np.int64(np.iinfo(itype).min)
+    ix = np.where(ix < 0, top - ix, ix)
+    iy = np.where(iy < 0, top - iy, iy)
+    dist = np.abs(ix - iy)
+    nan = np.isnan(x) | np.isnan(y)
+    both_nan = np.isnan(x) & np.isnan(y)
+    return np.where(both_nan, 0, np.where(nan, np.iinfo(np.int64).max, dist))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Result of comparing ``actual`` with ``expected`` element by element.
+
+    ``ok`` is False if any element exceeds its allowance, or is NaN/Inf where the
+    expected value is finite, or is finite where the expected value is infinite.
+    ``index`` locates the worst element (largest error relative to its allowance).
+    """
+
+    ok: bool
+    worst_abs: float
+    worst_rel: float
+    worst_ulp: int
+    worst_ratio: float
+    index: tuple[int, ...] | None
+    actual: float
+    expected: float
+    allowed: float
+
+    def describe(self) -> str:
+        where = "" if self.index is None else f" at index {self.index}"
+        return (f"got {self.actual!r}, expected {self.expected!r}{where} "
+                f"(error {self.worst_abs:.3g}, allowed {self.allowed:.3g})")
+
+
+def compare(actual: np.ndarray, expected: np.ndarray, allowed: np.ndarray,
+            dtype: str = "float32") -> Comparison:
+    """Compare element-wise; non-finite mismatches count as infinite error."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    tol = np.broadcast_to(np.asarray(allowed, dtype=np.float64), e.shape)
+    if a.shape != e.shape:
+        raise ValueError(f"actual: expected shape {e.shape}, got {a.shape}")
+    if e.size == 0:
+        return Comparison(True, 0.0, 0.0, 0, 0.0, None, float("nan"), float("nan"), 0.0)
+    same_inf = np.isinf(e) & (a == e)
+    both_nan = np.isnan(e) & np.isnan(a)
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.where(same_inf | both_nan, 0.0, np.abs(a - e))
+    err = np.where(np.isnan(err), np.inf, err)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(err == 0, 0.0, err / tol)
+        rel = np.where(err == 0, 0.0, err / np.abs(e))
+    rel = np.where(np.isnan(rel), np.inf, rel)
+    flat = int(np.argmax(ratio))
+    idx = tuple(int(i) for i in np.unravel_index(flat, e.shape))
+    ulp = ulp_distance(a, e, dtype)
+    return Comparison(
+        ok=bool(np.all(ratio <= 1.0)),
+        worst_abs=float(err.flat[flat]),
+        worst_rel=float(rel.flat[flat]),
+        worst_ulp=int(ulp.flat[flat]),
+        worst_ratio=float(ratio.flat[flat]),
+        index=idx,
+        actual=float(a.flat[flat]),
+        expected=float(e.flat[flat]),
+        allowed=float(tol.flat[flat]),
+    )

@@ -1,0 +1,276 @@
+"""The registry: one :class:`LossSpec` per reference loss.
+
+A spec says how to draw inputs for the reference, which parameter settings the default
+run sweeps (and which the thorough run adds), which TensorFlow implementations are
+measured against it (Keras's class and function, the notes' versions), and which
+known upstream deviations (where TensorFlow departs from the documented mathematics)
+apply. Adding a loss means writing its reference and one entry in :data:`SPECS`.
+
+This module imports NumPy only; implementations are named as ``"module:attr"`` and
+built on demand by :func:`build_implementation`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lossverify.reference import EVALUATORS
+
+__all__ = ["SPECS", "Implementation", "KnownDeviation", "LossSpec", "get_spec"]
+
+
+@dataclass(frozen=True)
+class KnownDeviation:
+    """A documented place where TensorFlow/Keras departs from the reference semantics.
+
+    ``applies(params)`` says whether the parameter setting can show it; ``matches(x,
+    params)`` whether a drawn input (a :class:`~lossverify.strategies.LossInputs`) is
+    one where it shows. A failing example of ``check`` that matches is reported as this
+    deviation, not as a failure.
+    """
+
+    id: str
+    check: str
+    summary: str
+    reproducer: str
+    applies: Callable[[Mapping[str, Any]], bool]
+    matches: Callable[[Any, Mapping[str, Any]], bool]
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """A TensorFlow implementation to verify: ``target`` is ``"module:attr"``.
+
+    ``kind`` is ``"class"`` (call ``attr(**params)`` for a ``keras.losses.Loss``),
+    ``"function"`` (``attr`` is the loss; params are passed at call time) or
+    ``"factory"`` (``attr(**params)`` returns the loss function). ``param_map`` renames
+    reference parameters to the implementation's; ``drop`` lists ones it does not take.
+    """
+
+    label: str
+    form: str
+    target: str
+    kind: str
+    drop: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    name: str
+    default_grid: tuple[Mapping[str, Any], ...]
+    thorough_axes: Mapping[str, tuple[Any, ...]]
+    implementations: tuple[Implementation, ...]
+    deviations: tuple[KnownDeviation, ...] = ()
+    tolerance_notes: str = ""
+
+    @property
+    def evaluator(self) -> Callable[..., Any]:
+        return EVALUATORS[self.name]
+
+    def thorough_grid(self) -> list[dict[str, Any]]:
+        """Every combination of the parameter values the reference accepts."""
+        keys = list(self.thorough_axes)
+        return [dict(zip(keys, combo, strict=True))
+                for combo in itertools.product(*(self.thorough_axes[k] for k in keys))]
+
+    def deviations_for(self, params: Mapping[str, Any]) -> list[KnownDeviation]:
+        return [d for d in self.deviations if d.applies(params)]
+
+
+def build_implementation(impl: Implementation, params: Mapping[str, Any]) -> Callable:
+    """Import and instantiate ``impl`` for reference parameters ``params``."""
+    module, _, attr = impl.target.partition(":")
+    obj = getattr(importlib.import_module(module), attr)
+    kwargs = {k: v for k, v in params.items() if k not in impl.drop}
+    kwargs.update(impl.extra)
+    if impl.kind in ("class", "factory"):
+        return obj(**kwargs)
+    if not kwargs:
+        return obj
+
+    def bound(y_true, y_pred):
+        return obj(y_true, y_pred, **kwargs)
+
+    bound.__name__ = attr
+    return bound
+
+
+# --------------------------------------------------------------- deviation predicates
+
+
+def _f32_sigmoid_saturates(x: Any, params: Mapping[str, Any]) -> bool:
+    """Is ``p_t == 1`` exactly in float32 for some element (focal factor ``0**gamma``)?"""
+    y = np.asarray(x.y_true, np.float32)
+    ls = float(params.get("label_smoothing", 0.0))
+    if ls:
+        return False  # smoothed labels are never exactly 0 or 1
+    if params.get("from_logits"):
+        z = np.asarray(x.y_pred, np.float32)
+        with np.errstate(over="ignore"):
+            p = (np.float32(1) / (np.float32(1) + np.exp(-z))).astype(np.float32)
+    else:
+        p = np.asarray(x.y_pred, np.float32)
+    p_t = y * p + (np.float32(1) - y) * (np.float32(1) - p)
+    return bool(np.any(np.float32(1) - p_t == 0))
+
+
+def _f32_softmax_saturates(x: Any, params: Mapping[str, Any]) -> bool:
+    """Does a float32 softmax of ``y_pred`` reach exactly 1.0 in some row?"""
+    z = np.asarray(x.y_pred, np.float32)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    p = (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return bool(np.any(p == np.float32(1)))
+
+
+def _gamma_below_one(params: Mapping[str, Any]) -> bool:
+    return float(params.get("gamma", 2.0)) < 1.0
+
+
+def _smoothing_off_last_axis(params: Mapping[str, Any]) -> bool:
+    return bool(params.get("label_smoothing")) and params.get("axis", -1) not in (-1,)
+
+
+def _axis_differs_from_last(x: Any, params: Mapping[str, Any]) -> bool:
+    shape = np.shape(x.y_pred)
+    return shape[params.get("axis", -1)] != shape[-1]
+
+
+_BFCE_NAN = KnownDeviation(
+    id="keras-binary-focal-nan-grad",
+    check="gradient",
+    summary="binary_focal_crossentropy with gamma < 1 (gamma = 0 included) has a NaN "
+            "gradient where p_t == 1 exactly: tf.pow's gradient gamma * 0**(gamma - 1) is "
+            "inf (gamma > 0) or 0 * inf (gamma = 0), and the chain multiplies it by 0.",
+    reproducer="keras.losses.binary_focal_crossentropy([[1.]], p, gamma=0.5) with "
+               "p = tf.Variable([[1.]]): tape.gradient(loss, p) == [[nan]]",
+    applies=_gamma_below_one,
+    matches=_f32_sigmoid_saturates,
+)
+_NOTES_FOCAL_NAN = KnownDeviation(
+    id="notes-focal-nan-grad",
+    check="gradient",
+    summary="the notes' focal loss clips to [eps, 1.0]; where the float32 softmax is "
+            "exactly 1.0 and gamma < 1, (1 - p)**gamma has gradient 0**(gamma - 1) = inf, "
+            "times log(1) = 0 gives NaN (the true limit is 0).",
+    reproducer="focal_loss(gamma=0.5)([[1., 0.]], z) with z = tf.Variable([[20., 0.]]): "
+               "gradient [[nan, nan]]",
+    applies=_gamma_below_one,
+    matches=_f32_softmax_saturates,
+)
+_SMOOTHING_AXIS = KnownDeviation(
+    id="keras-label-smoothing-axis",
+    check="value",
+    summary="categorical label smoothing takes the class count from the last axis "
+            "(ops.shape(y_true)[-1]) whatever `axis` says; the documentation's ls / C uses "
+            "the class axis.",
+    reproducer="keras.losses.categorical_crossentropy(y, p, label_smoothing=0.1, axis=0) "
+               "with y, p of shape (3, 2): smoothing uses C = 2 instead of 3",
+    applies=_smoothing_off_last_axis,
+    matches=_axis_differs_from_last,
+)
+
+_K = "keras.losses"
+_N = "lossverify.notes_losses"
+
+
+def _keras_pair(cls: str, fn: str, drop: tuple[str, ...] = ()) -> tuple[Implementation, ...]:
+    return (Implementation(f"keras.losses.{cls}", "class", f"{_K}:{cls}", "class", drop),
+            Implementation(f"keras.losses.{fn}", "function", f"{_K}:{fn}", "function", drop))
+
+
+_BOOL = (False, True)
+_GAMMAS = (0.0, 0.5, 1.0, 2.0, 3.5)
+
+SPECS: dict[str, LossSpec] = {
+    "mean_squared_error": LossSpec(
+        name="mean_squared_error",
+        default_grid=({},),
+        thorough_axes={},
+        implementations=(
+            *_keras_pair("MeanSquaredError", "mean_squared_error"),
+            Implementation("notes.MeanSquaredError", "class", f"{_N}:MeanSquaredError", "class"),
+            Implementation("notes.mean_squared_error", "function", f"{_N}:mean_squared_error",
+                           "function"),
+        ),
+        tolerance_notes="cancellation in y_pred - y_true: budget includes |g| (|p| + |y|).",
+    ),
+    "binary_crossentropy": LossSpec(
+        name="binary_crossentropy",
+        default_grid=({}, {"from_logits": True}, {"label_smoothing": 0.2}),
+        thorough_axes={"from_logits": _BOOL, "label_smoothing": (0.0, 0.1, 1.0)},
+        implementations=_keras_pair("BinaryCrossentropy", "binary_crossentropy"),
+        tolerance_notes="float32 clip bound 1 - 1e-7 = 0.99999988; log near 1 adds u.",
+    ),
+    "categorical_crossentropy": LossSpec(
+        name="categorical_crossentropy",
+        default_grid=({}, {"from_logits": True}, {"label_smoothing": 0.1}),
+        thorough_axes={"from_logits": _BOOL, "label_smoothing": (0.0, 0.1, 1.0),
+                       "axis": (-1, 0)},
+        implementations=_keras_pair("CategoricalCrossentropy", "categorical_crossentropy"),
+        deviations=(_SMOOTHING_AXIS,),
+        tolerance_notes="renormalisation p / sum(p) and large-logit logsumexp in the budget.",
+    ),
+    "sparse_categorical_crossentropy": LossSpec(
+        name="sparse_categorical_crossentropy",
+        default_grid=({}, {"from_logits": True}, {"ignore_class": 0}),
+        thorough_axes={"from_logits": _BOOL, "ignore_class": (None, 0)},
+        implementations=_keras_pair("SparseCategoricalCrossentropy",
+                                    "sparse_categorical_crossentropy"),
+    ),
+    "binary_focal_crossentropy": LossSpec(
+        name="binary_focal_crossentropy",
+        default_grid=({}, {"from_logits": True, "gamma": 1.0},
+                      {"apply_class_balancing": True, "alpha": 0.4, "label_smoothing": 0.1}),
+        thorough_axes={"apply_class_balancing": _BOOL, "alpha": (0.25, 1.0), "gamma": _GAMMAS,
+                       "from_logits": _BOOL, "label_smoothing": (0.0, 0.1)},
+        implementations=_keras_pair("BinaryFocalCrossentropy", "binary_focal_crossentropy"),
+        deviations=(_BFCE_NAN,),
+        tolerance_notes="(1 - p_t)**gamma near p_t = 1 amplifies rounding of p_t by "
+                        "gamma / (1 - p_t); in the budget through |dL/dp| |p|.",
+    ),
+    "categorical_focal_crossentropy": LossSpec(
+        name="categorical_focal_crossentropy",
+        default_grid=({}, {"from_logits": True, "gamma": 0.5}, {"label_smoothing": 0.1}),
+        thorough_axes={"alpha": (0.25, 1.0), "gamma": _GAMMAS, "from_logits": _BOOL,
+                       "label_smoothing": (0.0, 0.1)},
+        implementations=_keras_pair("CategoricalFocalCrossentropy",
+                                    "categorical_focal_crossentropy"),
+    ),
+    "focal_loss": LossSpec(
+        name="focal_loss",
+        default_grid=({"gamma": 2.0}, {"gamma": 0.5}),
+        thorough_axes={"gamma": _GAMMAS},
+        implementations=(
+            Implementation("notes.FocalLoss", "class", f"{_N}:FocalLoss", "class"),
+            Implementation("notes.focal_loss", "function", f"{_N}:focal_loss", "factory"),
+        ),
+        deviations=(_NOTES_FOCAL_NAN,),
+        tolerance_notes="softmax of logits; upper clip 1.0, so p == 1 is reachable.",
+    ),
+    "sparse_focal_loss": LossSpec(
+        name="sparse_focal_loss",
+        default_grid=({"gamma": 2.0, "class_num": 10},),
+        thorough_axes={"gamma": _GAMMAS, "class_num": (3, 10)},
+        implementations=(
+            Implementation("notes.SparseFocalLoss", "class", f"{_N}:SparseFocalLoss", "class"),
+            Implementation("notes.sparse_focal_loss", "function", f"{_N}:sparse_focal_loss",
+                           "factory"),
+        ),
+        deviations=(_NOTES_FOCAL_NAN,),
+    ),
+}
+
+
+def get_spec(name: str) -> LossSpec:
+    """The spec for reference ``name``, with a clear error for unknown names."""
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise ValueError(f"reference: expected one of {sorted(SPECS)}, got {name!r}") from None

@@ -1,0 +1,259 @@
+"""Public Hypothesis strategies for loss inputs, in float32 NumPy (no TensorFlow).
+
+Everything a loss check needs: shapes, probabilities (normalised or not, with exact 0
+and 1 and values below ``1e-7``), logits (with gaps beyond 20 and 100), one-hot, soft,
+binary and sparse labels, sample weights, and :func:`loss_inputs`, which draws a whole
+labelled :class:`LossInputs` for a reference by name. PyTorch and JAX users can draw
+the same inputs and call :mod:`lossverify.reference` on them:
+
+>>> from hypothesis import given
+>>> import lossverify.reference as R
+>>> from lossverify import strategies as lst
+>>> @given(lst.loss_inputs("categorical_crossentropy", from_logits=True))
+... def test_mine(x):
+...     expected = R.categorical_crossentropy(x.y_true, x.y_pred, from_logits=True)
+...     assert expected.shape == x.y_pred.shape[:-1]
+>>> test_mine()
+
+Every draw inside :func:`loss_inputs` is labelled (``regime``, ``shape``, ...) so a
+failing example says which regime produced it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+__all__ = [
+    "LossInputs",
+    "batch_shapes",
+    "binary_labels",
+    "categorical_labels",
+    "logits",
+    "loss_inputs",
+    "probabilities",
+    "sample_weights",
+    "sparse_labels",
+]
+
+F32 = np.float32
+#: float32 values that sit on or next to the clip bounds and other edges.
+EDGE_PROBABILITIES = (0.0, 1.0, 1e-7, 1.1920929e-07, 0.99999988, 0.99999994, 1e-8, 1e-30, 0.5)
+REGIMES = ("uniform", "extreme", "peaked", "tiny", "unnormalised")
+LOGIT_REGIMES = ("moderate", "gap20", "gap100", "wide")
+
+
+@dataclass(frozen=True)
+class LossInputs:
+    """One drawn batch: float32 ``y_pred``, ``y_true`` (float32, or int32 labels),
+    optional per-sample ``sample_weight``, and a description of how it was drawn."""
+
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    sample_weight: np.ndarray | None = None
+    regime: str = ""
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # what a failing example prints
+        with np.printoptions(precision=9, threshold=200, floatmode="maxprec"):
+            lines = [f"LossInputs(regime={self.regime!r},",
+                     f"  y_true=np.array({self.y_true.tolist()!r}, dtype=np.{self.y_true.dtype}),",
+                     f"  y_pred=np.array({self.y_pred.tolist()!r}, dtype=np.{self.y_pred.dtype}),"]
+            if self.sample_weight is not None:
+                lines.append(f"  sample_weight=np.array({self.sample_weight.tolist()!r}, "
+                             f"dtype=np.{self.sample_weight.dtype}),")
+            return "\n".join(lines) + ")"
+
+    @property
+    def rows(self) -> int:
+        """Number of independent samples (per-sample losses) in the batch."""
+        return int(np.prod(self.y_pred.shape[:-1], dtype=np.int64))
+
+
+def batch_shapes(min_batch: int = 1, max_batch: int = 16, min_classes: int = 2,
+                 max_classes: int = 12, max_extra_dims: int = 1) -> st.SearchStrategy:
+    """``(batch, [time,] classes)`` shapes; batch 1 and non-square shapes included."""
+    return st.tuples(
+        st.integers(min_batch, max_batch),
+        st.lists(st.integers(1, 3), max_size=max_extra_dims),
+        st.integers(min_classes, max_classes),
+    ).map(lambda t: (t[0], *t[1], t[2]))
+
+
+def _float32(lo: float, hi: float) -> st.SearchStrategy:
+    """Finite float32 values in ``[lo, hi]`` (bounds rounded inwards to float32)."""
+    lo32 = float(np.nextafter(np.float32(lo), np.float32(np.inf))) if float(np.float32(lo)) < lo \
+        else float(np.float32(lo))
+    hi32 = float(np.nextafter(np.float32(hi), np.float32(-np.inf))) if float(np.float32(hi)) > hi \
+        else float(np.float32(hi))
+    return st.floats(lo32, hi32, width=32, allow_nan=False, allow_infinity=False)
+
+
+def probabilities(shape: tuple[int, ...], regime: str = "uniform",
+                  normalised: bool = True) -> st.SearchStrategy:
+    """Float32 probabilities of ``shape`` in one regime.
+
+    ``uniform``: values in [0, 1]. ``extreme``: mostly exact 0, 1 and the clip edges.
+    ``peaked``: one dominant class per row. ``tiny``: values below 1e-6, many below 1e-7.
+    ``unnormalised``: positive rows with sums far from 1 (implies ``normalised=False``).
+    With ``normalised`` rows are divided by their sum in float32 (so they sum to 1 up to
+    rounding); every row is guaranteed a positive sum.
+    """
+    if regime not in REGIMES:
+        raise ValueError(f"regime: expected one of {REGIMES}, got {regime!r}")
+    elements = {
+        "uniform": _float32(0.0, 1.0),
+        "extreme": st.one_of(st.sampled_from(EDGE_PROBABILITIES), _float32(0.0, 1.0)),
+        "peaked": _float32(0.0, 0.05),
+        "tiny": st.one_of(_float32(0.0, 1e-6), st.sampled_from((0.0, 1e-8, 9e-8, 1e-7))),
+        "unnormalised": _float32(1e-3, 1.0),
+    }[regime]
+
+    def finish(pair: tuple[np.ndarray, int, float]) -> np.ndarray:
+        arr, hot, scale = pair
+        arr = arr.astype(F32).copy()
+        if regime == "peaked":
+            rows = arr.reshape(-1, shape[-1])
+            rows[np.arange(rows.shape[0]), hot % shape[-1]] = F32(1.0)
+        rows = arr.reshape(-1, shape[-1])
+        empty = rows.sum(axis=-1) <= 0
+        rows[empty, hot % shape[-1]] = F32(1.0)
+        if regime == "unnormalised":
+            return (arr * F32(scale)).astype(F32)
+        if normalised:
+            arr = (arr / arr.sum(axis=-1, keepdims=True, dtype=F32)).astype(F32)
+        return arr
+
+    return st.tuples(
+        hnp.arrays(F32, shape, elements=elements),
+        st.integers(0, 1000),
+        st.sampled_from((1e-3, 0.1, 3.0, 250.0)),
+    ).map(finish)
+
+
+def logits(shape: tuple[int, ...], regime: str = "moderate") -> st.SearchStrategy:
+    """Float32 logits. ``gap20``/``gap100``: one class per row leads by > 20 / > 100;
+    ``wide``: values up to +-1e3 (softmax saturates in float32)."""
+    if regime not in LOGIT_REGIMES:
+        raise ValueError(f"regime: expected one of {LOGIT_REGIMES}, got {regime!r}")
+    bound = 1e3 if regime == "wide" else 8.0
+    base = hnp.arrays(F32, shape, elements=_float32(-bound, bound))
+    if regime in ("moderate", "wide"):
+        return base
+    gap_lo = 20.0 if regime == "gap20" else 100.0
+
+    def lift(pair: tuple[np.ndarray, int, float]) -> np.ndarray:
+        arr, hot, gap = pair
+        arr = arr.copy()
+        rows = arr.reshape(-1, shape[-1])
+        rows[np.arange(rows.shape[0]), (hot + np.arange(rows.shape[0])) % shape[-1]] += F32(gap)
+        return arr.astype(F32)
+
+    return st.tuples(base, st.integers(0, 1000), _float32(gap_lo, gap_lo * 2)).map(lift)
+
+
+def categorical_labels(shape: tuple[int, ...], kind: str = "one_hot") -> st.SearchStrategy:
+    """Float32 labels over the last axis: ``one_hot`` rows or ``soft`` distributions."""
+    if kind == "one_hot":
+        return sparse_labels(shape[:-1], shape[-1]).map(
+            lambda lab: np.eye(shape[-1], dtype=F32)[lab])
+    if kind == "soft":
+        return probabilities(shape, "uniform", normalised=True)
+    raise ValueError(f"kind: expected 'one_hot' or 'soft', got {kind!r}")
+
+
+def binary_labels(shape: tuple[int, ...], soft: bool = False) -> st.SearchStrategy:
+    """Float32 0/1 labels, or soft labels in [0, 1] (with 0 and 1 likely)."""
+    elements = st.one_of(st.sampled_from((0.0, 1.0)), _float32(0.0, 1.0)) if soft else \
+        st.sampled_from((0.0, 1.0))
+    return hnp.arrays(F32, shape, elements=elements)
+
+
+def sparse_labels(batch_shape: tuple[int, ...], n_classes: int) -> st.SearchStrategy:
+    """Int32 class indices in ``[0, n_classes)``."""
+    return hnp.arrays(np.int32, batch_shape, elements=st.integers(0, n_classes - 1))
+
+
+def sample_weights(batch_shape: tuple[int, ...]) -> st.SearchStrategy:
+    """Non-negative float32 per-sample weights, with exact 0 and 1 likely."""
+    return hnp.arrays(F32, batch_shape,
+                      elements=st.one_of(st.sampled_from((0.0, 1.0)), _float32(0.0, 4.0)))
+
+
+# ------------------------------------------------------------------ by reference name
+
+#: How each reference's inputs are drawn: its label kind.
+LABEL_KIND = {
+    "mean_squared_error": "regression",
+    "binary_crossentropy": "binary",
+    "binary_focal_crossentropy": "binary",
+    "categorical_crossentropy": "categorical",
+    "categorical_focal_crossentropy": "categorical",
+    "focal_loss": "categorical_logits",
+    "sparse_categorical_crossentropy": "sparse",
+    "sparse_focal_loss": "sparse_logits",
+}
+
+
+@st.composite
+def loss_inputs(draw: st.DrawFn, reference: str, *, from_logits: bool = False,
+                with_sample_weight: bool = False, max_batch: int = 16, max_classes: int = 12,
+                rank: int | None = None, class_num: int | None = None,
+                ignore_class: int | None = None, soft_labels: bool = True,
+                **_ignored: Any) -> LossInputs:
+    """A labelled batch of inputs for reference ``reference`` with these parameters.
+
+    ``from_logits`` draws logits instead of probabilities; the notes' focal losses
+    always get logits (they apply softmax themselves). ``class_num`` fixes the number
+    of classes; ``rank`` fixes the rank (2 or 3). Other keyword arguments (``gamma``,
+    ``alpha``, ...) are accepted and ignored, so a spec's parameters can be passed
+    straight through.
+    """
+    try:
+        kind = LABEL_KIND[reference]
+    except KeyError:
+        raise ValueError(f"reference: expected one of {sorted(LABEL_KIND)}, "
+                         f"got {reference!r}") from None
+    min_classes = 1 if kind in ("regression", "binary") else 2
+    max_extra = 0 if kind in ("categorical_logits", "sparse_logits") or rank == 2 else 1
+    shape = draw(batch_shapes(1, max_batch, min_classes, max_classes, max_extra), label="shape")
+    if rank == 3 and len(shape) == 2:
+        shape = (shape[0], 1, shape[1])
+    if class_num is not None:
+        shape = (*shape[:-1], int(class_num))
+    notes: dict[str, Any] = {}
+    if kind == "regression":
+        y_pred = draw(hnp.arrays(F32, shape, elements=_float32(-1e3, 1e3)), label="y_pred")
+        y_true = draw(hnp.arrays(F32, shape, elements=_float32(-1e3, 1e3)), label="y_true")
+        regime = "regression"
+    else:
+        if from_logits or kind.endswith("_logits"):
+            regime = draw(st.sampled_from(LOGIT_REGIMES), label="regime")
+            y_pred = draw(logits(shape, regime), label="y_pred")
+        else:
+            regimes = REGIMES if kind.startswith("categorical") else REGIMES[:4]
+            regime = draw(st.sampled_from(regimes), label="regime")
+            normalised = kind != "binary"
+            y_pred = draw(probabilities(shape, regime, normalised=normalised), label="y_pred")
+        if kind == "binary":
+            y_true = draw(binary_labels(shape, soft=soft_labels), label="y_true")
+        elif kind.startswith("categorical"):
+            label_kind = draw(st.sampled_from(("one_hot", "soft") if soft_labels
+                                              else ("one_hot",)), label="label_kind")
+            notes["labels"] = label_kind
+            y_true = draw(categorical_labels(shape, label_kind), label="y_true")
+        else:
+            y_true = draw(sparse_labels(shape[:-1], shape[-1]), label="y_true")
+            if ignore_class is not None:
+                drop = draw(hnp.arrays(np.bool_, shape[:-1]), label="ignored")
+                y_true = np.where(drop, np.int32(ignore_class), y_true).astype(np.int32)
+    weight = None
+    if with_sample_weight:
+        weight = draw(sample_weights(shape[:-1] if len(shape) > 1 else (1,)),
+                      label="sample_weight")
+    return LossInputs(y_true=y_true, y_pred=y_pred, sample_weight=weight, regime=regime,
+                      notes=notes)

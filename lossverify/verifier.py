@@ -1,0 +1,322 @@
+"""``verify()`` and ``assert_verified()``: run the checks over Hypothesis-drawn batches.
+
+How a run goes:
+
+1. *Search.* Hypothesis draws ``max_examples`` batches for the reference (seeded, so
+   the same seed gives the same report). Every check runs on every batch; the worst
+   error (relative to its allowance) and the number of failures are kept per check.
+2. *Shrink.* For each check that failed, Hypothesis searches again with the same seed,
+   this time failing on that check alone, and shrinks to a minimal counterexample.
+3. *Classify.* A failing batch that a spec's known upstream deviation explains (say,
+   Keras's NaN focal gradient at ``p_t == 1`` for ``gamma < 1``) is counted as that
+   deviation, not as a failure. ``strict=True`` counts it as a failure.
+
+A ``keras.losses.Loss`` is checked reduced (its own ``reduction``), on half the batches
+with a random ``sample_weight``; any other callable is checked per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hyp_seed
+from hypothesis import strategies as st
+
+from lossverify import checks as C
+from lossverify import specs as S
+from lossverify import strategies as lst
+
+__all__ = ["CheckReport", "VerifyReport", "assert_verified", "verify"]
+
+
+@dataclass
+class CheckReport:
+    """Everything one check saw over a run."""
+
+    name: str
+    examples: int = 0
+    rows: int = 0
+    failures: int = 0
+    skipped_rows: int = 0
+    worst_ratio: float = 0.0
+    worst_abs: float = 0.0
+    worst_rel: float = 0.0
+    worst_ulp: int = 0
+    worst_input: str = ""
+    message: str = ""
+    counterexample: str = ""
+    deviations: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.failures == 0
+
+    @property
+    def verdict(self) -> str:
+        if self.failures:
+            return "FAIL"
+        return "known-deviation" if self.deviations else "ok"
+
+    def record(self, outcome: C.Outcome, example_repr: Callable[[], str],
+               deviation: str | None) -> None:
+        self.examples += 1
+        self.rows += outcome.rows
+        self.skipped_rows += outcome.skipped_rows
+        cmp = outcome.comparison
+        if cmp is not None and (cmp.worst_ratio > self.worst_ratio or not self.worst_input):
+            if cmp.worst_ratio >= self.worst_ratio:
+                self.worst_ratio = cmp.worst_ratio
+                self.worst_abs, self.worst_rel, self.worst_ulp = (cmp.worst_abs, cmp.worst_rel,
+                                                                  cmp.worst_ulp)
+                self.worst_input = example_repr()
+        if outcome.ok:
+            return
+        if deviation is not None:
+            self.deviations[deviation] = self.deviations.get(deviation, 0) + 1
+            return
+        self.failures += 1
+        if not self.message:
+            self.message = outcome.message
+            self.worst_input = example_repr()
+            if cmp is None:
+                self.worst_ratio = math.inf
+
+
+@dataclass
+class VerifyReport:
+    """The result of :func:`verify`. ``ok`` is True only if every check passed on every
+    example, known upstream deviations aside (they are listed, and fail with
+    ``strict=True``)."""
+
+    loss: str
+    reference: str
+    form: str
+    params: dict[str, Any]
+    seed: int
+    max_examples: int
+    checks: dict[str, CheckReport]
+    deviations: dict[str, S.KnownDeviation] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks.values())
+
+    def reproduce_line(self) -> str:
+        args = "".join(f", {k}={v!r}" for k, v in self.params.items())
+        return (f"lossverify.verify(loss, {self.reference!r}, max_examples="
+                f"{self.max_examples}, seed={self.seed}{args})")
+
+    def __str__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.params.items()) or "defaults"
+        head = (f"lossverify: {self.loss} ({self.form}) vs reference {self.reference}"
+                f" [{params}] seed={self.seed}: {'OK' if self.ok else 'FAILED'}")
+        lines = [head, f"  {'check':<9} {'examples':>8} {'rows':>6} {'worst err':>10} "
+                       f"{'err/allowed':>11} {'ulp':>8}  verdict"]
+        for c in self.checks.values():
+            ulp = "-" if c.worst_ulp > 2**40 else str(c.worst_ulp)
+            lines.append(f"  {c.name:<9} {c.examples:>8} {c.rows:>6} {c.worst_abs:>10.3g} "
+                         f"{c.worst_ratio:>11.3g} {ulp:>8}  {c.verdict}")
+        for c in self.checks.values():
+            if c.failures:
+                lines.append(f"\n  {c.name} failed on {c.failures} of {c.examples} examples: "
+                             f"{c.message}")
+                lines.append("  minimal counterexample:")
+                shown = c.counterexample or c.worst_input
+                lines.extend("    " + ln for ln in shown.splitlines())
+            for dev_id, count in c.deviations.items():
+                dev = self.deviations[dev_id]
+                lines.append(f"\n  {c.name}: known upstream deviation {dev_id} on {count} "
+                             f"examples: {dev.summary}\n    reproducer: {dev.reproducer}")
+        if not self.ok:
+            lines.append(f"\n  reproduce with: {self.reproduce_line()}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "loss": self.loss, "reference": self.reference, "form": self.form,
+            "params": self.params, "seed": self.seed, "max_examples": self.max_examples,
+            "ok": self.ok,
+            "checks": {name: {
+                "examples": c.examples, "rows": c.rows, "failures": c.failures,
+                "skipped_rows": c.skipped_rows, "worst_abs": c.worst_abs,
+                "worst_rel": c.worst_rel, "worst_ulp": c.worst_ulp,
+                "worst_ratio": c.worst_ratio, "worst_input": c.worst_input,
+                "message": c.message, "counterexample": c.counterexample,
+                "verdict": c.verdict, "known_deviations": dict(c.deviations),
+            } for name, c in self.checks.items()},
+        }
+
+
+def _loss_name(loss: Any) -> str:
+    name = getattr(loss, "name", None) or getattr(loss, "__name__", None)
+    return str(name or type(loss).__name__)
+
+
+def _validate_checks(checks: Iterable[str] | None) -> tuple[str, ...]:
+    if checks is None:
+        return C.CHECKS
+    chosen = tuple(checks)
+    unknown = [c for c in chosen if c not in C.CHECKS]
+    if unknown or not chosen:
+        raise ValueError(f"checks: expected a non-empty subset of {C.CHECKS}, got {chosen!r}")
+    return chosen
+
+
+_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
+           HealthCheck.large_base_example]
+
+
+class _Session:
+    """One loss against one reference: the executor, the strategy, the check loop."""
+
+    def __init__(self, loss: Any, spec: S.LossSpec, params: dict[str, Any],
+                 chosen: tuple[str, ...], time_limit: float, strict: bool):
+        self.spec = spec
+        self.params = params
+        self.chosen = chosen
+        self.strict = strict
+        self.reduced = C.is_keras_loss(loss)
+        self.reduction = getattr(loss, "reduction", "sum_over_batch_size") or "none"
+        self.executor = C.Executor(loss, self.reduced, time_limit)
+        inputs = lst.loss_inputs(spec.name, with_sample_weight=self.reduced, **params)
+        if self.reduced:
+            use_weight = st.booleans()
+            self.strategy = st.tuples(inputs, use_weight).map(
+                lambda t: t[0] if t[1] else _without_weight(t[0]))
+        else:
+            self.strategy = inputs
+        self.deviations = spec.deviations_for(params)
+
+    def outcomes(self, x: lst.LossInputs, only: str | None = None) -> dict[str, C.Outcome]:
+        wanted = (only,) if only else self.chosen
+        expected = C.expected_for(self.spec.name, self.params, x, self.reduced, self.reduction)
+        eager = self.executor.run("eager", x)
+        rows = x.rows
+        out: dict[str, C.Outcome] = {}
+        if "value" in wanted:
+            out["value"] = C.check_value(eager, expected, rows)
+        if "gradient" in wanted:
+            out["gradient"] = C.check_gradient(eager, expected, rows)
+        for mode in ("graph", "xla"):
+            if mode in wanted:
+                out[mode] = C.check_mode(mode, self.executor.run(mode, x), eager, expected, rows)
+        return out
+
+    def deviation_for(self, check: str, x: lst.LossInputs) -> str | None:
+        if self.strict:
+            return None
+        for dev in self.deviations:
+            if dev.check == check and dev.matches(x, self.params):
+                return dev.id
+        return None
+
+
+def _without_weight(x: lst.LossInputs) -> lst.LossInputs:
+    return lst.LossInputs(x.y_true, x.y_pred, None, x.regime, x.notes)
+
+
+def _run_hypothesis(test: Callable[[lst.LossInputs], None], strategy: st.SearchStrategy,
+                    max_examples: int, seed: int, phases: tuple[Phase, ...]) -> None:
+    wrapped = settings(max_examples=max_examples, deadline=None, database=None,
+                       suppress_health_check=_HEALTH, phases=phases, print_blob=False,
+                       derandomize=False)(given(strategy)(test))
+    hyp_seed(seed)(wrapped)()
+
+
+def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int | None = None,
+           checks: Iterable[str] | None = None, strict: bool = False,
+           time_limit: float = C.DEFAULT_TIME_LIMIT, **reference_kwargs: Any) -> VerifyReport:
+    """Check ``loss`` against the reference named ``reference``.
+
+    Args:
+        loss: a ``keras.losses.Loss`` instance (checked reduced, also with random
+            ``sample_weight``) or any callable ``(y_true, y_pred) -> per-sample losses``.
+        reference: a name in :data:`lossverify.specs.SPECS`.
+        max_examples: Hypothesis examples (drawn batches) per run; each batch holds
+            1 to 16 samples, all checked.
+        seed: the Hypothesis seed; ``None`` means 0, so runs are deterministic.
+        checks: a subset of ``("value", "gradient", "graph", "xla")``; default all.
+        strict: count known upstream deviations as failures.
+        time_limit: seconds one call of ``loss`` may take before it counts as hung.
+        **reference_kwargs: parameters of the reference (``from_logits=True`` also
+            makes the inputs logits).
+    """
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+        raise ValueError(f"max_examples: expected a positive int, got {max_examples!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed: expected an int or None, got {seed!r}")
+    if not callable(loss):
+        raise TypeError(f"loss: expected a callable (y_true, y_pred) -> tensor, got {loss!r}")
+    spec = S.get_spec(reference)
+    chosen = _validate_checks(checks)
+    seed = 0 if seed is None else seed
+    params = dict(reference_kwargs)
+    _check_reference_params(spec, params)
+    session = _Session(loss, spec, params, chosen, time_limit, strict)
+    reports = {name: CheckReport(name) for name in chosen}
+
+    def search(x: lst.LossInputs) -> None:
+        for name, outcome in session.outcomes(x).items():
+            dev = None if outcome.ok else session.deviation_for(name, x)
+            reports[name].record(outcome, lambda: repr(x), dev)
+
+    _run_hypothesis(search, session.strategy, max_examples, seed,
+                    (Phase.explicit, Phase.generate))
+    for name, rep in reports.items():
+        if rep.failures:
+            rep.counterexample, rep.message = _shrink(session, name, max_examples, seed,
+                                                      rep.message)
+    return VerifyReport(
+        loss=_loss_name(loss), reference=reference, form="class" if session.reduced
+        else "function", params=params, seed=seed, max_examples=max_examples, checks=reports,
+        deviations={d.id: d for d in spec.deviations})
+
+
+def _check_reference_params(spec: S.LossSpec, params: Mapping[str, Any]) -> None:
+    """Reject parameters the reference does not take, naming them."""
+    import inspect
+
+    accepted = set(inspect.signature(spec.evaluator).parameters) - {"y_true", "y_pred"}
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise TypeError(f"reference_kwargs: {spec.name} takes {sorted(accepted)}, "
+                        f"got unexpected {unknown}")
+
+
+class _Found(AssertionError):
+    pass
+
+
+def _shrink(session: _Session, check: str, max_examples: int, seed: int,
+            first_message: str) -> tuple[str, str]:
+    """Search again failing on ``check`` alone; return the minimal example and message."""
+    last: dict[str, str] = {}
+
+    def test(x: lst.LossInputs) -> None:
+        outcome = session.outcomes(x, only=check)[check]
+        if not outcome.ok and session.deviation_for(check, x) is None:
+            last["example"], last["message"] = repr(x), outcome.message
+            raise _Found(outcome.message)
+
+    try:
+        _run_hypothesis(test, session.strategy, max_examples, seed,
+                        (Phase.explicit, Phase.generate, Phase.shrink))
+    except _Found:
+        pass
+    except Exception as exc:  # Hypothesis flakiness errors and the like
+        last.setdefault("message", f"{first_message} (shrinking stopped: "
+                                   f"{type(exc).__name__})")
+    return last.get("example", ""), last.get("message", first_message)
+
+
+def assert_verified(loss: Callable, reference: str, **kwargs: Any) -> VerifyReport:
+    """:func:`verify`, raising ``AssertionError`` with the full report when not ok."""
+    report = verify(loss, reference, **kwargs)
+    if not report.ok:
+        raise AssertionError(str(report))
+    return report
+
