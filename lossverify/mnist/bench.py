@@ -135,6 +135,7 @@ def make_runner(config: BenchConfig, seed: int = 0) -> Callable[[], None]:
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             model = build_model("functional", logits=True)
             optimizer = keras.optimizers.Adam()
+            optimizer.build(model.trainable_variables)  # in scope: see train.train_run
             if config.precision == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             if config.kind == "loop" and config.mode == "fit":

@@ -188,7 +188,9 @@ def make_train_step(model, loss_fn, optimizer, train_loss, train_accuracy, *,
 
         return _compile(step, mode)
 
-    inner = replica_step if mode == "eager" else _compile(replica_step, mode)
+    # Only XLA compiles the replica function on its own; a nested plain tf.function
+    # breaks Keras's optimizer (its merge_call) under MirroredStrategy.
+    inner = _compile(replica_step, mode) if mode == "xla" else replica_step
 
     def distributed_step(images, labels):
         loss, predictions = strategy.run(inner, args=(images, labels))

@@ -179,6 +179,9 @@ def train_run(
     with scope:
         model = build_model(config.model, logits=config.logits)
         optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+        # Create the slots now, in the strategy's scope: built lazily inside strategy.run
+        # they are per-replica and Keras's distributed update fails (keras-team/keras#23085).
+        optimizer.build(model.trainable_variables)
         if config.loop == "fit":
             model.compile(optimizer=optimizer, loss=choice.fn,
                           metrics=[accuracy_metric(choice, "accuracy")])

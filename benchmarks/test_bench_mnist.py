@@ -1,0 +1,42 @@
+"""The notes' MNIST training step: eager vs tf.function vs XLA, focal vs built-in CCE,
+batch sizes, custom loop vs fit, float32 vs mixed precision.
+
+Run (and compare with the previous saved run)::
+
+    pytest benchmarks --benchmark-json=bench.json --benchmark-autosave --benchmark-compare
+    lossverify bench bench.json
+
+Each benchmark times one unit of :func:`lossverify.mnist.bench.make_runner` (a training
+step on a fixed in-memory batch, or a pass of 16 batches for the loop comparison) after
+warm-up rounds that absorb tracing and XLA compilation; ``extra_info`` records what
+``lossverify bench`` needs to turn times into images per second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pytest
+
+from lossverify.mnist.bench import (
+    BenchConfig,
+    default_configs,
+    make_runner,
+    mixed_precision_support,
+    timing_plan,
+)
+
+_POLICY, _WHY = mixed_precision_support()
+_CONFIGS = default_configs(_POLICY)
+if _POLICY is None:
+    _CONFIGS.append(BenchConfig(batch=512, precision="mixed_float16"))
+
+
+@pytest.mark.parametrize("config", _CONFIGS, ids=lambda c: c.name)
+def test_mnist_training(benchmark, config):
+    if config.precision != "float32" and config.precision != _POLICY:
+        pytest.skip(f"mixed precision not native on this machine: {_WHY}")
+    benchmark.group = "loop" if config.kind == "loop" else f"step-b{config.batch}"
+    benchmark.extra_info.update(config=asdict(config), images_per_call=config.images_per_call)
+    run = make_runner(config)
+    benchmark.pedantic(run, **timing_plan(config))
