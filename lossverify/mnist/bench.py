@@ -84,7 +84,7 @@ def mixed_precision_support() -> tuple[str | None, str]:
     return None, "CPU only, without bfloat16 instructions: mixed precision would be emulated"
 
 
-def measure_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+def measure_matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     """Best float32 GFLOP/s of an ``n x n`` matmul here: the peak estimate of the roofline."""
     import tensorflow as tf
 
