@@ -73,7 +73,7 @@ def mean_squared_error(y_true: Any, y_pred: Any) -> np.ndarray:
     >>> mean_squared_error([0., 0., 1., 1.], [1., 1., 1., 0.])   # the notes' example
     array(0.75)
     """
-    return _eval_mean_squared_error(y_true, y_pred).value
+    return np.asarray(_eval_mean_squared_error(y_true, y_pred).value)
 
 
 # --------------------------------------------------------------------------- binary
@@ -129,7 +129,8 @@ def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, 
     >>> binary_crossentropy([[0., 1.], [0., 0.]], [[0.6, 0.4], [0.4, 0.6]]).round(5)
     array([0.91629, 0.71356])
     """
-    return _eval_binary_crossentropy(y_true, y_pred, from_logits, label_smoothing, axis).value
+    ev = _eval_binary_crossentropy(y_true, y_pred, from_logits, label_smoothing, axis)
+    return np.asarray(ev.value)
 
 
 @V.quiet
@@ -181,8 +182,9 @@ def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha
     >>> binary_focal_crossentropy([[0, 1]], [[0.6, 0.4]], gamma=2.0).round(5)
     array([0.32986])
     """
-    return _eval_binary_focal_crossentropy(y_true, y_pred, apply_class_balancing, alpha, gamma,
-                                           from_logits, label_smoothing, axis).value
+    ev = _eval_binary_focal_crossentropy(y_true, y_pred, apply_class_balancing, alpha, gamma,
+                                         from_logits, label_smoothing, axis)
+    return np.asarray(ev.value)
 
 
 # --------------------------------------------------------------------------- categorical
@@ -258,8 +260,8 @@ def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=
     >>> categorical_crossentropy(y_true, y_pred).round(5)
     array([0.10536, 0.11653, 0.06188])
     """
-    return _eval_categorical_crossentropy(y_true, y_pred, from_logits, label_smoothing,
-                                          axis).value
+    ev = _eval_categorical_crossentropy(y_true, y_pred, from_logits, label_smoothing, axis)
+    return np.asarray(ev.value)
 
 
 def _focal_q_terms(y: np.ndarray, qc: np.ndarray, m: np.ndarray, gamma: float, scale: float):
@@ -309,8 +311,9 @@ def categorical_focal_crossentropy(y_true, y_pred, alpha=0.25, gamma=2.0, from_l
     >>> categorical_focal_crossentropy([[0., 1., 0.]], [[0.1, 0.8, 0.1]]).round(6)
     array([0.002231])
     """
-    return _eval_categorical_focal_crossentropy(y_true, y_pred, alpha, gamma, from_logits,
-                                                label_smoothing, axis).value
+    ev = _eval_categorical_focal_crossentropy(y_true, y_pred, alpha, gamma, from_logits,
+                                              label_smoothing, axis)
+    return np.asarray(ev.value)
 
 
 # --------------------------------------------------------------------------- sparse
@@ -372,8 +375,8 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ignore_cl
     >>> sparse_categorical_crossentropy([1, 2], [[0.05, 0.95, 0], [0.1, 0.8, 0.1]]).round(5)
     array([0.05129, 2.30259])
     """
-    return _eval_sparse_categorical_crossentropy(y_true, y_pred, from_logits, ignore_class,
-                                                 axis).value
+    ev = _eval_sparse_categorical_crossentropy(y_true, y_pred, from_logits, ignore_class, axis)
+    return np.asarray(ev.value)
 
 
 # --------------------------------------------------------------------------- notes
@@ -403,7 +406,7 @@ def focal_loss(y_true, y_pred, gamma=2.0):
     >>> focal_loss([[0., 1.]], [[0., 0.]], gamma=2.0).round(6)   # p = [0.5, 0.5]
     array([0.173287])
     """
-    return _eval_focal_loss(y_true, y_pred, gamma).value
+    return np.asarray(_eval_focal_loss(y_true, y_pred, gamma).value)
 
 
 def _sparse_to_dense(y_true, y_pred, class_num):
@@ -435,7 +438,7 @@ def sparse_focal_loss(y_true, y_pred, gamma=2.0, class_num=10):
     >>> sparse_focal_loss([1], [[0., 0.]], class_num=2).round(6)
     array([0.173287])
     """
-    return _eval_sparse_focal_loss(y_true, y_pred, gamma, class_num).value
+    return np.asarray(_eval_sparse_focal_loss(y_true, y_pred, gamma, class_num).value)
 
 
 #: name -> function returning an :class:`Evaluation`; the single source for specs.

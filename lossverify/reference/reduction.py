@@ -93,7 +93,7 @@ def reduce(values: Any, sample_weight: Any = None, reduction: str | None = "sum_
         v, w2 = _same_rank(v, w)
         v = v * w2
     if reduction in (None, "none") or v.shape in ((), (0,)):
-        return v
+        return np.asarray(v)
     total = v.sum()
     if reduction == "sum":
         return np.asarray(total)
