@@ -452,3 +452,13 @@ def test_kink_flag_marks_a_renormalised_probability_at_a_clip_bound():
     y_pred = np.array([[lo, 0.5, 0.5 - lo], [0.2, 0.3, 0.5]], dtype=np.float32)
     for name in ("categorical_crossentropy", "categorical_focal_crossentropy"):
         assert evaluate(name, np.eye(3)[:2], y_pred).kink.tolist() == [True, False]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG in lossverify.reference: binary focal from logits with 0 < gamma < 1 and a "
+           "hard label y = 1 at z >= ~37 (float64 sigmoid rounds to 1): the focal term is "
+           "bce * inf * (1 - 2y), then times dp = p (1 - p) = 0 gives NaN. The limit is 0.")
+def test_binary_focal_from_saturated_logits_has_the_limit_gradient_zero():
+    ev = evaluate("binary_focal_crossentropy", [[1.0]], [[40.0]], gamma=0.5, from_logits=True)
+    assert np.isfinite(ev.grad).all() and abs(ev.grad[0, 0]) < 1e-20
