@@ -97,6 +97,7 @@ def focal_loss(gamma=2.0, alpha=0.25):
     def focal_loss_fixed(y_true, y_pred):
         return _focal_terms(y_true, y_pred, gamma)
 
+    focal_loss_fixed.applies_softmax = True  # read by lossverify.pitfalls
     return focal_loss_fixed
 
 
@@ -109,6 +110,8 @@ class FocalLoss(keras.losses.Loss):
     The notes' *function* twin of this class refers to ``self.gamma`` inside a closure,
     a ``NameError`` on the first call; :func:`focal_loss` is the corrected function.
     """
+
+    applies_softmax = True  # read by lossverify.pitfalls
 
     def __init__(self, gamma=2.0, alpha=0.25, name="focal_loss", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -131,6 +134,8 @@ class SparseFocalLoss(keras.losses.Loss):
     ``alpha`` is unused, and a label outside ``[0, class_num)`` gives an all-zero one-hot
     row, hence a loss of exactly 0 for that sample with no error.
     """
+
+    applies_softmax = True  # read by lossverify.pitfalls
 
     def __init__(self, gamma=2.0, alpha=0.25, class_num=10, name="sparse_focal_loss",
                  **kwargs):
@@ -158,6 +163,7 @@ def sparse_focal_loss(gamma=2.0, alpha=0.25, class_num=10):
         one_hot = _sparse_to_one_hot(y_true, class_num, y_pred.dtype)
         return _focal_terms(one_hot, y_pred, gamma)
 
+    sparse_focal_loss_fixed.applies_softmax = True  # read by lossverify.pitfalls
     return sparse_focal_loss_fixed
 
 
