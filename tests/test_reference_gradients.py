@@ -389,22 +389,30 @@ def _any_case(data, name, interior):
     return y_true, y_pred, params
 
 
-@pytest.mark.parametrize("interior", [True, False], ids=["interior", "with-0-1-saturation"])
 @pytest.mark.parametrize("name", sorted(EVALUATORS))
-@settings(SETTINGS, max_examples=25)
+@settings(SETTINGS, max_examples=30)
 @given(data=st.data())
-def test_scales_are_positive_and_finite_and_kink_is_a_per_sample_bool(data, name, interior):
+def test_scales_are_positive_and_finite_and_kink_is_a_per_sample_bool(data, name):
+    interior = data.draw(st.booleans(), label="interior (else with 0, 1, saturation)")
     y_true, y_pred, params = _any_case(data, name, interior)
-    with np.errstate(all="ignore"):
-        ev = evaluate(name, y_true, y_pred, **params)
+    ev = evaluate(name, y_true, y_pred, **params)
     assert ev.kink.dtype == np.bool_ and ev.kink.shape == ev.value.shape
     assert ev.value_scale.shape == ev.value.shape
     assert ev.grad.shape == ev.grad_scale.shape == np.shape(y_pred)
+    # Regression: focal_loss once called near_bounds(p, lo, np.inf, n), and
+    # |p - inf| <= margin * inf is True, so every sample was flagged.
+    assert not (interior and ev.kink.any()), "kink flagged away from the clip bounds"
     finite = np.isfinite(ev.value)
-    vs = ev.value_scale[finite]
+    vs, v = ev.value_scale[finite], ev.value[finite]
     # Positive, except that an exactly-zero MSE (y_pred == y_true == 0) is computed
     # exactly in any precision, so a zero error budget is right there.
-    assert np.all(np.isfinite(vs) & ((vs > 0) | (ev.value[finite] == 0))), ev.value_scale
+    singular = (name == "binary_focal_crossentropy" and 0 < params["gamma"] < 1
+                and not interior)  # see the xfail below
+    assert np.all((np.isfinite(vs) | singular) & ((vs > 0) | (v == 0))), ev.value_scale
+    # value_scale sums the absolute sizes of every term the loss adds or takes the log
+    # of, so it is at least |value| (sparse CE: see the xfail below).
+    if name != "sparse_categorical_crossentropy":
+            assert np.all((vs >= np.abs(v)) | singular), (ev.value, ev.value_scale)
     gfinite = np.isfinite(ev.grad)
     gs, g = ev.grad_scale[gfinite], ev.grad[gfinite]
     assert np.all(np.isfinite(gs) & (gs >= 0)), f"grad_scale {ev.grad_scale}"
@@ -414,37 +422,14 @@ def test_scales_are_positive_and_finite_and_kink_is_a_per_sample_bool(data, name
     assert np.all((gs > 0) | (g == 0))
 
 
-@pytest.mark.parametrize("name", sorted(EVALUATORS))
-@settings(SETTINGS, max_examples=25)
-@given(data=st.data())
-def test_no_kink_flag_away_from_clip_bounds(data, name):
-    # Regression: focal_loss once called near_bounds(p, lo, np.inf, n), and
-    # |p - inf| <= margin * inf is True, so every sample was flagged.
-    y_true, y_pred, params = _any_case(data, name, interior=True)
-    assert not evaluate(name, y_true, y_pred, **params).kink.any()
-
-
-_SPARSE_SCALE_MISSES_LSE = pytest.mark.xfail(
+@pytest.mark.xfail(
     strict=True,
     reason="BUG (minor) in lossverify.reference: sparse CE's value_scale sums |logits| but "
            "not the size of log(sum(exp(z - max))), so logits [0, 0, 0] give value log 3 = "
            "1.0986 with value_scale 1.0.")
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=_SPARSE_SCALE_MISSES_LSE) if n.startswith("sparse_cat") else n
-    for n in sorted(EVALUATORS)])
-@settings(SETTINGS, max_examples=25)
-@given(data=st.data())
-def test_value_scale_bounds_the_value(data, name):
-    # value_scale sums the absolute sizes of every term the loss adds or takes the log of,
-    # so by the triangle inequality it is at least |value|.
-    y_true, y_pred, params = _any_case(data, name, data.draw(st.booleans(), label="interior"))
-    with np.errstate(all="ignore"):
-        ev = evaluate(name, y_true, y_pred, **params)
-    finite = np.isfinite(ev.value)
-    assert np.all(ev.value_scale[finite] >= np.abs(ev.value[finite])), (ev.value,
-                                                                          ev.value_scale)
+def test_sparse_value_scale_bounds_the_value():
+    ev = evaluate("sparse_categorical_crossentropy", [0], [[0.0, 0.0, 0.0]], from_logits=True)
+    assert np.all(ev.value_scale >= np.abs(ev.value)), (ev.value, ev.value_scale)
 
 
 def test_kink_flag_marks_a_renormalised_probability_at_a_clip_bound():
@@ -462,3 +447,27 @@ def test_kink_flag_marks_a_renormalised_probability_at_a_clip_bound():
 def test_binary_focal_from_saturated_logits_has_the_limit_gradient_zero():
     ev = evaluate("binary_focal_crossentropy", [[1.0]], [[40.0]], gamma=0.5, from_logits=True)
     assert np.isfinite(ev.grad).all() and abs(ev.grad[0, 0]) < 1e-20
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG in lossverify.reference: binary focal value_scale at p_t == 1 with "
+           "0 < gamma < 1 is NaN (y=0, p=0: |grad| * |p| = inf * 0) or inf (y=1, p=1) while "
+           "the value is a finite 0; a NaN/inf budget fails or accepts every comparison.")
+@pytest.mark.parametrize("y, p", [(0.0, 0.0), (1.0, 1.0)])
+def test_binary_focal_value_scale_is_finite_at_p_t_one(y, p):
+    ev = evaluate("binary_focal_crossentropy", [[y]], [[p]], gamma=0.5)
+    assert np.isfinite(ev.value).all() and np.isfinite(ev.value_scale).all(), ev.value_scale
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG in lossverify.reference: binary focal computes 1 - p_t by subtraction, so "
+           "for y = 0 and p < ~1e-16 it is 0 instead of p: value 0 and gradient +inf where "
+           "the exact derivative gamma p**(gamma-1) bce / n is finite.")
+def test_binary_focal_focal_factor_of_a_tiny_probability_is_exact():
+    p, gamma = 1e-30, 0.5
+    ev = evaluate("binary_focal_crossentropy", [[0.0]], [[p]], gamma=gamma)
+    bce = -np.log1p(-R.clip_bounds(np.float64)[0])  # clipped: the BCE gradient is blocked
+    assert ev.value[0] == pytest.approx(p**gamma * bce, rel=1e-12)
+    assert ev.grad[0, 0] == pytest.approx(gamma * p ** (gamma - 1) * bce, rel=1e-12)
