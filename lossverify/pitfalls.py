@@ -69,13 +69,14 @@ class Pitfall:
 
 # --------------------------------------------------------------------------- losses
 
-#: Keras loss functions by name: (label format, has from_logits, is focal).
+#: Keras losses with a ``from_logits`` switch, by function name: (class name, label
+#: format, is focal).
 _KERAS_LOSSES = {
-    "binary_crossentropy": (None, True, False),
-    "categorical_crossentropy": ("dense", True, False),
-    "sparse_categorical_crossentropy": ("sparse", True, False),
-    "binary_focal_crossentropy": (None, True, True),
-    "categorical_focal_crossentropy": ("dense", True, True),
+    "binary_crossentropy": ("BinaryCrossentropy", None, False),
+    "categorical_crossentropy": ("CategoricalCrossentropy", "dense", False),
+    "sparse_categorical_crossentropy": ("SparseCategoricalCrossentropy", "sparse", False),
+    "binary_focal_crossentropy": ("BinaryFocalCrossentropy", None, True),
+    "categorical_focal_crossentropy": ("CategoricalFocalCrossentropy", "dense", True),
 }
 #: The notes' losses (lossverify.notes_losses) by class or factory name: label format.
 _NOTES_LOSSES = {"FocalLoss": "dense", "focal_loss": "dense",
@@ -114,12 +115,18 @@ def _describe_loss(loss: Any) -> _LossInfo:
         return _LossInfo(factory, True, None, _NOTES_LOSSES.get(factory),
                          None if gamma is None else float(gamma),
                          None if class_num is None else int(class_num))
-    fn = loss.fn if isinstance(loss, keras.losses.LossFunctionWrapper) else loss
-    name = getattr(fn, "__name__", type(loss).__name__)
-    if name not in _KERAS_LOSSES or getattr(keras.losses, name, None) is not fn:
+    if isinstance(loss, keras.losses.Loss):
+        name = next((n for n, (cls, *_) in _KERAS_LOSSES.items()
+                     if isinstance(loss, getattr(keras.losses, cls))), type(loss).__name__)
+        config = loss.get_config()
+    else:  # a function: Keras's own, at its default settings, or unknown
+        name = getattr(loss, "__name__", type(loss).__name__)
+        config = {}
+        if getattr(keras.losses, name, None) is not loss:
+            name = f"{name} (not a Keras loss)"
+    if name not in _KERAS_LOSSES:
         return _LossInfo(name, False, None, None, None, None)
-    labels, _, focal = _KERAS_LOSSES[name]
-    config = loss.get_config() if isinstance(loss, keras.losses.Loss) else {}
+    _, labels, focal = _KERAS_LOSSES[name]
     from_logits = bool(config.get("from_logits", False))
     gamma = float(config.get("gamma", 2.0)) if focal else None
     return _LossInfo(name, from_logits, from_logits, labels, gamma, None)
@@ -193,9 +200,9 @@ def _from_logits_mismatch(model: Any, info: _LossInfo) -> list[Pitfall]:
     if not info.from_logits and activation in _LOGITS:
         return [Pitfall("probabilities-loss-on-logits", (
             f"{info.name} has from_logits=False, but the model's output is {activation} "
-            f"(unbounded scores, not probabilities): the loss clips them into "
-            f"[eps, 1 - eps] and treats them as probabilities. Use from_logits=True, or end "
-            f"the model in softmax/sigmoid."))]
+            f"(unbounded scores, not probabilities): the loss reads them as probabilities, "
+            f"clipped into [eps, 1 - eps]. Use from_logits=True, or end the model in "
+            f"softmax/sigmoid."))]
     return []
 
 
@@ -230,7 +237,7 @@ def _label_format(y_true: Any, info: _LossInfo) -> list[Pitfall]:
     if info.labels == "dense" and y.size and _looks_sparse(y):
         return [Pitfall("sparse-labels-for-dense-loss", (
             f"{info.name} expects one-hot (or soft) label rows, but y_true has shape "
-            f"{y.shape} with integer values such as {y.flat[0]!r}: each label is broadcast "
+            f"{y.shape} with integer values such as {y.flat[0].item()!r}: each label is broadcast "
             f"against the class axis as if it were a probability. One-hot encode the labels "
             f"(keras.ops.one_hot) or use the sparse loss."))]
     if info.labels == "sparse" and y.size and _looks_one_hot(y):
@@ -288,10 +295,11 @@ def _saturated_focal(y_pred: Any, gamma: float, from_logits: bool,
         return []
     return [Pitfall("saturated-focal", (
         f"focal loss with gamma={gamma:g} < 1 and saturated predictions: {seen} for "
-        f"{int(saturated.sum())} of {saturated.size} entries. The focal factor "
-        f"(1 - p)**gamma has an infinite derivative at p = 1, so TensorFlow's gradient is "
-        f"NaN there (Keras's binary focal loss even at gamma=0). Use gamma >= 1, or keep "
-        f"the predictions away from 0 and 1 (train from logits, clip to [eps, 1 - eps])."))]
+        f"{int(saturated.sum())} of {saturated.size} entries. The derivative of the focal "
+        f"factor (1 - p)**gamma, gamma (1 - p)**(gamma - 1), is infinite at p = 1 for "
+        f"0 < gamma < 1, and TensorFlow's pow gradient there is 0 * inf = NaN even at "
+        f"gamma = 0: the gradient is NaN. Use gamma >= 1, or keep the predictions away "
+        f"from 0 and 1 (clip them to [eps, 1 - eps] before the focal factor)."))]
 
 
 def detect_saturated_focal(y_pred: Any, gamma: float, from_logits: bool = False,
