@@ -412,7 +412,7 @@ def test_scales_are_positive_and_finite_and_kink_is_a_per_sample_bool(data, name
     # value_scale sums the absolute sizes of every term the loss adds or takes the log
     # of, so it is at least |value| (sparse CE: see the xfail below).
     if name != "sparse_categorical_crossentropy":
-            assert np.all((vs >= np.abs(v)) | singular), (ev.value, ev.value_scale)
+        assert np.all((vs >= np.abs(v)) | singular), (ev.value, ev.value_scale)
     gfinite = np.isfinite(ev.grad)
     gs, g = ev.grad_scale[gfinite], ev.grad[gfinite]
     assert np.all(np.isfinite(gs) & (gs >= 0)), f"grad_scale {ev.grad_scale}"
