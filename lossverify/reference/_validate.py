@@ -15,9 +15,9 @@ and what the references give on the same input:
   (``inf - 0 * inf`` and ``0 - (-inf) * 0`` in ``max(z, 0) - z y + log1p(exp(-|z|))``).
 * ``categorical_crossentropy(from_logits=True)`` with any infinite logit in a row is NaN,
   whether the ``inf`` sits on the target class, another class, or is ``-inf`` on a
-  non-target class (``z - logsumexp(z)`` meets ``inf - inf`` or ``0 * -inf``). The same
-  holds for sparse categorical cross-entropy. An infinite or NaN probability is NaN
-  (the renormalisation ``p / sum(p)`` divides by ``inf``).
+  non-target class (``z - logsumexp(z)`` meets ``inf - inf`` or ``0 * -inf``); sparse
+  categorical cross-entropy with a ``+inf`` logit is NaN too. An infinite or NaN
+  probability gives NaN (the renormalisation ``p / sum(p)`` divides by ``inf``).
 * A probability row summing to 0 is NaN for categorical cross-entropy (``0 / 0`` in the
   renormalisation), a finite input giving NaN in TensorFlow and here alike.
 * In float16 the upper clip bound ``1 - eps`` rounds to 1, so binary cross-entropy of a
