@@ -31,12 +31,12 @@ class KnownDeviation:
 
     ``applies(params)`` says whether the parameter setting can show it; ``matches(x,
     params)`` whether a drawn input (a :class:`~lossverify.strategies.LossInputs`) is
-    one where it shows. A failing example of ``check`` that matches is reported as this
-    deviation, not as a failure.
+    one where it shows. A failing example of one of ``checks`` that matches is reported
+    as this deviation, not as a failure.
     """
 
     id: str
-    check: str
+    checks: tuple[str, ...]
     summary: str
     reproducer: str
     applies: Callable[[Mapping[str, Any]], bool]
@@ -144,7 +144,7 @@ def _axis_differs_from_last(x: Any, params: Mapping[str, Any]) -> bool:
 
 _BFCE_NAN = KnownDeviation(
     id="keras-binary-focal-nan-grad",
-    check="gradient",
+    checks=("gradient", "graph", "xla"),
     summary="binary_focal_crossentropy with gamma < 1 (gamma = 0 included) has a NaN "
             "gradient where p_t == 1 exactly: tf.pow's gradient gamma * 0**(gamma - 1) is "
             "inf (gamma > 0) or 0 * inf (gamma = 0), and the chain multiplies it by 0.",
@@ -155,7 +155,7 @@ _BFCE_NAN = KnownDeviation(
 )
 _NOTES_FOCAL_NAN = KnownDeviation(
     id="notes-focal-nan-grad",
-    check="gradient",
+    checks=("gradient", "graph", "xla"),
     summary="the notes' focal loss clips to [eps, 1.0]; where the float32 softmax is "
             "exactly 1.0 and gamma < 1, (1 - p)**gamma has gradient 0**(gamma - 1) = inf, "
             "times log(1) = 0 gives NaN (the true limit is 0).",
@@ -166,7 +166,7 @@ _NOTES_FOCAL_NAN = KnownDeviation(
 )
 _SMOOTHING_AXIS = KnownDeviation(
     id="keras-label-smoothing-axis",
-    check="value",
+    checks=("value", "graph", "xla"),
     summary="categorical label smoothing takes the class count from the last axis "
             "(ops.shape(y_true)[-1]) whatever `axis` says; the documentation's ls / C uses "
             "the class axis.",

@@ -407,12 +407,11 @@ def test_scales_are_positive_and_finite_and_kink_is_a_per_sample_bool(data, name
     # Positive, except that an exactly-zero MSE (y_pred == y_true == 0) is computed
     # exactly in any precision, so a zero error budget is right there.
     singular = (name == "binary_focal_crossentropy" and 0 < params["gamma"] < 1
-                and not interior)  # see the xfail below
+                and not interior)
     assert np.all((np.isfinite(vs) | singular) & ((vs > 0) | (v == 0))), ev.value_scale
     # value_scale sums the absolute sizes of every term the loss adds or takes the log
-    # of, so it is at least |value| (sparse CE: see the xfail below).
-    if name != "sparse_categorical_crossentropy":
-        assert np.all((vs >= np.abs(v)) | singular), (ev.value, ev.value_scale)
+    # of, so it is at least |value|.
+    assert np.all((vs >= np.abs(v)) | singular), (ev.value, ev.value_scale)
     gfinite = np.isfinite(ev.grad)
     gs, g = ev.grad_scale[gfinite], ev.grad[gfinite]
     assert np.all(np.isfinite(gs) & (gs >= 0)), f"grad_scale {ev.grad_scale}"
@@ -422,11 +421,6 @@ def test_scales_are_positive_and_finite_and_kink_is_a_per_sample_bool(data, name
     assert np.all((gs > 0) | (g == 0))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor) in lossverify.reference: sparse CE's value_scale sums |logits| but "
-           "not the size of log(sum(exp(z - max))), so logits [0, 0, 0] give value log 3 = "
-           "1.0986 with value_scale 1.0.")
 def test_sparse_value_scale_bounds_the_value():
     ev = evaluate("sparse_categorical_crossentropy", [0], [[0.0, 0.0, 0.0]], from_logits=True)
     assert np.all(ev.value_scale >= np.abs(ev.value)), (ev.value, ev.value_scale)
@@ -439,32 +433,17 @@ def test_kink_flag_marks_a_renormalised_probability_at_a_clip_bound():
         assert evaluate(name, np.eye(3)[:2], y_pred).kink.tolist() == [True, False]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG in lossverify.reference: binary focal from logits with 0 < gamma < 1 and a "
-           "hard label y = 1 at z >= ~37 (float64 sigmoid rounds to 1): the focal term is "
-           "bce * inf * (1 - 2y), then times dp = p (1 - p) = 0 gives NaN. The limit is 0.")
 def test_binary_focal_from_saturated_logits_has_the_limit_gradient_zero():
     ev = evaluate("binary_focal_crossentropy", [[1.0]], [[40.0]], gamma=0.5, from_logits=True)
     assert np.isfinite(ev.grad).all() and abs(ev.grad[0, 0]) < 1e-20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG in lossverify.reference: binary focal value_scale at p_t == 1 with "
-           "0 < gamma < 1 is NaN (y=0, p=0: |grad| * |p| = inf * 0) or inf (y=1, p=1) while "
-           "the value is a finite 0; a NaN/inf budget fails or accepts every comparison.")
 @pytest.mark.parametrize("y, p", [(0.0, 0.0), (1.0, 1.0)])
 def test_binary_focal_value_scale_is_finite_at_p_t_one(y, p):
     ev = evaluate("binary_focal_crossentropy", [[y]], [[p]], gamma=0.5)
     assert np.isfinite(ev.value).all() and np.isfinite(ev.value_scale).all(), ev.value_scale
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG in lossverify.reference: binary focal computes 1 - p_t by subtraction, so "
-           "for y = 0 and p < ~1e-16 it is 0 instead of p: value 0 and gradient +inf where "
-           "the exact derivative gamma p**(gamma-1) bce / n is finite.")
 def test_binary_focal_focal_factor_of_a_tiny_probability_is_exact():
     p, gamma = 1e-30, 0.5
     ev = evaluate("binary_focal_crossentropy", [[0.0]], [[p]], gamma=gamma)

@@ -146,26 +146,36 @@ def _eval_binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False,
     # The cross-entropy part: from logits exactly (Keras recovers the logits behind its
     # own sigmoid), from probabilities with the clip.
     bce, dbce, bce_size, dbce_size = _bce_terms(y, yp, from_logits, dtype)
-    p = sigmoid(yp) if from_logits else yp
-    dp = p * (1 - p) if from_logits else np.ones_like(p)  # d p / d y_pred
-    p_t = y * p + (1 - y) * (1 - p)
-    a = 1.0 - p_t
+    if from_logits:
+        p, q = sigmoid(yp), sigmoid(-yp)  # p and 1 - p, each without cancellation
+        dp = p * q  # d p / d z
+    else:
+        p, q = yp, 1.0 - yp
+        dp = np.ones_like(p)
+    p_t = y * p + (1 - y) * q
+    # 1 - p_t computed without cancellation (an implementation that forms 1 - p_t
+    # loses digits there; the budget below allows for that, the reference does not).
+    a = y * q + (1 - y) * p
     f = np.power(a, gamma)
     w = y * alpha + (1 - y) * (1 - alpha) if apply_class_balancing else np.ones_like(y)
     t = w * f * bce
-    # d t / d p through the focal factor: f'(a) * da/dp, with da/dp = 1 - 2y.
+    # d t / d p through the focal factor: f'(a) * da/dp, with da/dp = 1 - 2y. Where a
+    # factor is exactly 0 the product is 0 (the limits are 0 or the term is absent).
     f_prime = pow_derivative(a, gamma)
-    with np.errstate(invalid="ignore"):
-        focal_part = bce * f_prime * (1 - 2 * y)
-        focal_part = np.where((bce == 0) | (1 - 2 * y == 0), 0.0, focal_part)
-    if from_logits:
-        grad = w * (f * dbce + focal_part * dp)  # dbce is already d/dz
-    else:
-        grad = w * (f * dbce + focal_part)
     with np.errstate(invalid="ignore", over="ignore"):
-        grad_size = w * (f * dbce_size + _ABS(focal_part) * dp)
-        cond = _ABS(grad) * _ABS(p) / np.where(dp > 0, dp, 1.0)
-        value_scale = (w * f * bce_size + cond).sum(-1) / n + 1.0
+        focal_part = np.where((bce == 0) | (1 - 2 * y == 0), 0.0, bce * f_prime * (1 - 2 * y))
+        focal_z = np.where(dp == 0, 0.0, focal_part * dp)
+    grad = w * (f * dbce + focal_z)  # dbce is d/dz on logits, d/dp on probabilities
+    # Error scales: the terms, plus the sensitivity to a relative error u in p_t (an
+    # implementation computing 1 - p_t turns it into an absolute error u in a):
+    # |dt/da| p_t for the value, |d(dt/dp)/da| p_t for the gradient.
+    f_second = gamma * (gamma - 1.0) * np.power(np.where(a > 0, a, 1.0), gamma - 2.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        sens = np.where(a > 0, w * bce * _ABS(f_prime) * p_t, 0.0)
+        grad_sens = np.where(a > 0, w * (_ABS(f_prime) * dbce_size + bce * _ABS(f_second))
+                             * p_t * dp, 0.0)
+        grad_size = w * (f * dbce_size + _ABS(focal_z)) + grad_sens
+        value_scale = (w * f * bce_size + sens + gamma * _ABS(t)).sum(-1) / n + 1.0
     ev = Evaluation(t.mean(-1), grad / n, value_scale, grad_size / n, _no_kink(yp.shape))
     return ev.moved(ax, yp.ndim)
 
@@ -353,7 +363,8 @@ def _eval_sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ign
     grad = (sm - onehot) * dlogits
     grad_size = (sm + onehot) * _ABS(dlogits)
     big = _ABS(logits).max(-1)
-    value_scale = (sm * _ABS(logits)).sum(-1) + (onehot * _ABS(logits)).sum(-1) + big + 1.0
+    value_scale = ((sm * _ABS(logits)).sum(-1) + (onehot * _ABS(logits)).sum(-1) + big
+                   + _ABS(value) + 1.0)
     vmask = valid[..., None]
     ev = Evaluation(np.where(valid, value, 0.0), np.where(vmask, grad, 0.0),
                     np.where(valid, value_scale, 1.0), np.where(vmask, grad_size, 0.0),
