@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true",
                    help="count known upstream deviations as failures")
     p.add_argument("--json", metavar="PATH", help="write the report as JSON")
+    p.add_argument("--markdown", metavar="PATH", help="write the summary table as Markdown")
     p.add_argument("--quiet", action="store_true", help="print only the summary table")
     p.set_defaults(func=run)
 
@@ -101,7 +102,8 @@ def _format_params(params: dict[str, Any]) -> str:
 
 
 def _row(label: str, form: str, params: dict[str, Any], report: Any) -> list[str]:
-    examples = min(c.examples for c in report.checks.values())
+    first = next(iter(report.checks.values()))
+    examples = report.checks.get("value", first).examples
     worst = max(report.checks.values(), key=lambda c: c.worst_ratio)
     verdicts = {c.verdict for c in report.checks.values()}
     verdict = "FAIL" if "FAIL" in verdicts else (
@@ -114,9 +116,18 @@ def _row(label: str, form: str, params: dict[str, Any], report: Any) -> list[str
             worst.name, verdict]
 
 
+_HEAD = ["loss", "form", "parameters", "examples", "worst err", "err/allowed", "check",
+         "verdict"]
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(_HEAD) + " |", "|" + "---|" * len(_HEAD)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def print_table(rows: list[list[str]]) -> None:
-    head = ["loss", "form", "parameters", "examples", "worst err", "err/allowed", "check",
-            "verdict"]
+    head = _HEAD
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     print(fmt.format(*head))
@@ -127,9 +138,12 @@ def print_table(rows: list[list[str]]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import lossverify
-    from lossverify._io import write_json
+    import tensorflow as tf
 
+    import lossverify
+    from lossverify._io import write_json, write_text
+
+    tf.get_logger().setLevel("ERROR")  # retracing and autograph notices are not findings
     checks = args.checks.split(",") if args.checks else None
     started = time.perf_counter()
     reports = []
@@ -165,4 +179,8 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, {"schema_version": REPORT_SCHEMA_VERSION,
                                "seed": args.seed, "max_examples": args.max_examples,
                                "runs": [r.to_dict() for r in reports]})
+    if args.markdown:
+        write_text(args.markdown, f"# lossverify conformance (seed {args.seed}, "
+                                  f"{args.max_examples} examples per check)\n\n"
+                                  + markdown_table(rows))
     return 1 if failed else 0

@@ -172,8 +172,8 @@ def _eval_binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False,
     f_second = gamma * (gamma - 1.0) * np.power(np.where(a > 0, a, 1.0), gamma - 2.0)
     with np.errstate(invalid="ignore", over="ignore"):
         sens = np.where(a > 0, w * bce * _ABS(f_prime) * p_t, 0.0)
-        grad_sens = np.where(a > 0, w * (_ABS(f_prime) * dbce_size + bce * _ABS(f_second))
-                             * p_t * dp, 0.0)
+        grad_sens = np.where(a > 0, w * (_ABS(f_prime) * dbce_size + bce * _ABS(f_second) * dp)
+                             * p_t, 0.0)
         grad_size = w * (f * dbce_size + _ABS(focal_z)) + grad_sens
         value_scale = (w * f * bce_size + sens + gamma * _ABS(t)).sum(-1) / n + 1.0
     ev = Evaluation(t.mean(-1), grad / n, value_scale, grad_size / n, _no_kink(yp.shape))

@@ -1,0 +1,88 @@
+"""nox sessions for lossverify. ``nox -l`` lists them.
+
+    tests      the test suite (pytest, 2 workers), what CI runs
+    verify     the conformance report: every Keras built-in and notes' loss vs its reference
+    thorough   the conformance report over every parameter combination, more examples
+    bench      pytest-benchmark: the MNIST training step, saved and compared with the last run
+    lint       ruff
+    typecheck  mypy on the typed package
+    notf       lossverify.reference and the strategies in an environment without TensorFlow
+    compat     the conformance report under the oldest Keras-3 TensorFlow and the newest
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["tests"]
+
+OUT = "lossverify-out"
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    session.run("pytest", "-n", "2", "-m", "not slow", "-p", "no:cacheprovider",
+                *session.posargs)
+
+
+@nox.session
+def verify(session: nox.Session) -> None:
+    session.install("-e", ".[tf]")
+    session.run("lossverify", "verify", "--json", f"{OUT}/conformance.json",
+                "--markdown", f"{OUT}/conformance.md", *session.posargs)
+
+
+@nox.session
+def thorough(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    session.run("lossverify", "verify", "--thorough", "--max-examples", "200", "--quiet",
+                "--json", f"{OUT}/thorough.json", "--markdown", f"{OUT}/thorough.md",
+                *session.posargs)
+    session.run("pytest", "-n", "2", "-m", "slow", "-p", "no:cacheprovider",
+                "--lossverify-profile=thorough", success_codes=[0, 5])
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    session.install("-e", ".[bench]")
+    session.run("pytest", "benchmarks", "-p", "no:cacheprovider",
+                f"--benchmark-json={OUT}/bench.json", "--benchmark-autosave",
+                "--benchmark-compare", *session.posargs)
+    session.run("lossverify", "bench", f"{OUT}/bench.json")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", "lossverify", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[tf]", "mypy>=1.10")
+    session.run("mypy", "lossverify")
+
+
+@nox.session
+def notf(session: nox.Session) -> None:
+    """NumPy + Hypothesis only: what a PyTorch or JAX suite would install."""
+    session.install("-e", ".[strategies]", "pytest>=8")
+    session.run("python", "-c", "import sys, lossverify.reference, lossverify.strategies; "
+                "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'")
+    session.run("pytest", "-p", "no:cacheprovider", "-p", "no:lossverify",
+                "tests/test_reference_values.py", "tests/test_reference_gradients.py",
+                "tests/test_reference_errors.py", "tests/test_reference_fuzz.py",
+                "--doctest-modules", "lossverify/reference")
+
+
+@nox.session
+@nox.parametrize("tensorflow", ["2.16.2", "2.21.0"])
+def compat(session: nox.Session, tensorflow: str) -> None:
+    """The conformance report under one TensorFlow release (Keras 3 from 2.16 on)."""
+    session.install("-e", ".[tf]", f"tensorflow=={tensorflow}")
+    session.run("python", "-c", "import tensorflow as tf, keras; "
+                "print('tensorflow', tf.__version__, 'keras', keras.__version__)")
+    session.run("lossverify", "verify", "--quiet", "--json",
+                f"{OUT}/compat-tf{tensorflow}.json", *session.posargs, success_codes=[0, 1])
