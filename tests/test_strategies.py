@@ -1,0 +1,269 @@
+"""Meta-tests of :mod:`lossverify.strategies`: the inputs are what the docstrings promise,
+and every advertised regime actually occurs (a strategy that never draws exact 0 probabilities
+would make every downstream check vacuous there)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, find, given, settings
+from hypothesis import strategies as st
+
+import lossverify.strategies as lst
+
+NAMES = sorted(lst.LABEL_KIND)
+TAKES_LOGITS_FLAG = {n for n, k in lst.LABEL_KIND.items() if k in ("binary", "categorical",
+                                                                   "sparse")}
+FAST = settings(max_examples=40, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FIND = settings(max_examples=3000, deadline=None, database=None,
+                phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+
+
+def _param_grid() -> list[tuple[str, dict]]:
+    grid = []
+    for name in NAMES:
+        kind = lst.LABEL_KIND[name]
+        variants: list[dict] = [{}, {"with_sample_weight": True, "rank": 3},
+                                {"rank": 2, "soft_labels": False}]
+        if name in TAKES_LOGITS_FLAG:
+            variants.append({"from_logits": True})
+        if kind.startswith("sparse"):
+            variants.append({"ignore_class": -1})
+        if kind.endswith("_logits"):
+            variants.append({"class_num": 5, "gamma": 2.0})
+        grid += [(name, v) for v in variants]
+    return grid
+
+
+def _row_gaps(y_pred: np.ndarray) -> np.ndarray:
+    rows = np.sort(y_pred.reshape(-1, y_pred.shape[-1]).astype(np.float64), axis=-1)
+    return rows[:, -1] - rows[:, -2]
+
+
+def _uses_logits(name: str, params: dict) -> bool:
+    return params.get("from_logits", False) or lst.LABEL_KIND[name].endswith("_logits")
+
+
+# ------------------------------------------------------------------ invariants
+
+@pytest.mark.parametrize(("name", "params"), _param_grid(),
+                         ids=[f"{n}-{'-'.join(map(str, p.items())) or 'default'}"
+                              for n, p in _param_grid()])
+@FAST
+@given(data=st.data())
+def test_loss_inputs_invariants(name: str, params: dict, data: st.DataObject):
+    x = data.draw(lst.loss_inputs(name, **params))
+    kind = lst.LABEL_KIND[name]
+    yp, yt = x.y_pred, x.y_true
+    assert yp.dtype == np.float32 and yp.ndim in (2, 3) and np.isfinite(yp).all()
+    if "rank" in params:
+        assert yp.ndim == params["rank"]
+    if "class_num" in params:
+        assert yp.shape[-1] == params["class_num"]
+    assert 1 <= yp.shape[0] <= 16 and x.rows == int(np.prod(yp.shape[:-1]))
+
+    # labels of the right kind
+    if kind.startswith("sparse"):
+        assert yt.dtype == np.int32 and yt.shape == yp.shape[:-1]
+        valid = (yt >= 0) & (yt < yp.shape[-1])
+        if params.get("ignore_class") is not None:
+            valid |= yt == params["ignore_class"]
+        assert valid.all()
+    else:
+        assert yt.dtype == np.float32 and yt.shape == yp.shape and np.isfinite(yt).all()
+    if kind.startswith("categorical"):
+        sums = yt.sum(axis=-1, dtype=np.float64)
+        if x.notes["labels"] == "one_hot":
+            assert set(np.unique(yt)) <= {0.0, 1.0} and (sums == 1.0).all()
+        else:
+            assert params.get("soft_labels", True)
+            assert ((yt >= 0) & (yt <= 1)).all() and np.allclose(sums, 1.0, atol=1e-5)
+    if kind == "binary":
+        assert ((yt >= 0) & (yt <= 1)).all()
+        if not params.get("soft_labels", True):
+            assert set(np.unique(yt)) <= {0.0, 1.0}
+
+    # predictions: probabilities or logits in their regime
+    if _uses_logits(name, params):
+        assert x.regime in lst.LOGIT_REGIMES
+        if x.regime == "wide":
+            assert (np.abs(yp) <= 1e3).all()
+        elif x.regime == "moderate":
+            assert (np.abs(yp) <= 8).all()
+        elif kind != "binary":  # a lead over the other classes (see the xfail test below)
+            assert (_row_gaps(yp) >= (20 if x.regime == "gap20" else 100) - 16).all()
+    elif kind != "regression":
+        assert x.regime in lst.REGIMES
+        assert (yp >= 0).all()
+        sums = yp.reshape(-1, yp.shape[-1]).sum(axis=-1, dtype=np.float64)
+        assert (sums > 0).all(), "every row needs a positive sum"
+        if kind == "binary":
+            assert (yp <= 1).all() and x.regime != "unnormalised"
+        elif x.regime != "unnormalised":
+            assert np.allclose(sums, 1.0, atol=1e-5 * yp.shape[-1]), sums
+
+    if params.get("with_sample_weight"):
+        w = x.sample_weight
+        assert w is not None and w.dtype == np.float32 and w.shape == yp.shape[:-1]
+        assert (w >= 0).all() and np.isfinite(w).all()
+    else:
+        assert x.sample_weight is None
+
+
+@pytest.mark.xfail(strict=True, reason="strategies.logits adds a lead in [20, 40] / [100, "
+                   "200] to base values in [-8, 8], so a row's lead over the runner-up can "
+                   "be as small as 4 / 84 (and is exactly 20 / 100 in the minimal example); "
+                   "the docstring promises > 20 / > 100")
+@pytest.mark.parametrize(("regime", "lead"), [("gap20", 20), ("gap100", 100)])
+@settings(FAST, phases=[Phase.generate])
+@given(data=st.data())
+def test_gap_logits_lead_as_documented(regime: str, lead: int, data: st.DataObject):
+    shape = data.draw(lst.batch_shapes(max_extra_dims=1))
+    yp = data.draw(lst.logits(shape, regime))
+    assert yp.dtype == np.float32 and (_row_gaps(yp) > lead).all(), _row_gaps(yp).min()
+
+
+@pytest.mark.parametrize("regime", lst.REGIMES)
+@pytest.mark.parametrize("normalised", [True, False])
+@FAST
+@given(data=st.data())
+def test_probabilities_regimes(regime: str, normalised: bool, data: st.DataObject):
+    shape = data.draw(lst.batch_shapes())
+    p = data.draw(lst.probabilities(shape, regime, normalised=normalised))
+    assert p.dtype == np.float32 and p.shape == shape and np.isfinite(p).all()
+    sums = p.reshape(-1, shape[-1]).sum(axis=-1, dtype=np.float64)
+    assert (p >= 0).all() and (sums > 0).all()
+    if normalised and regime != "unnormalised":
+        assert np.allclose(sums, 1.0, atol=1e-5 * shape[-1]) and (p <= 1).all()
+    elif regime != "unnormalised":
+        assert (p <= 1).all()
+
+
+# ------------------------------------------------------------------ regimes occur
+
+def _probs(name: str = "categorical_crossentropy", **params):
+    return lst.loss_inputs(name, **params)
+
+
+OCCURS = {
+    "exact 0 and 1 probabilities": (
+        _probs(), lambda x: (x.y_pred == 0).any() and (x.y_pred == 1).any()),
+    "binary exact 0 and 1 in one batch": (
+        _probs("binary_crossentropy"), lambda x: (x.y_pred == 0).any() and (x.y_pred == 1).any()),
+    "probabilities below 1e-7": (
+        _probs(), lambda x: ((x.y_pred > 0) & (x.y_pred < 1e-7)).any()),
+    "binary probabilities below 1e-7": (
+        _probs("binary_crossentropy"), lambda x: ((x.y_pred > 0) & (x.y_pred < 1e-7)).any()),
+    "probabilities at the clip edge 1 - 1e-7": (
+        _probs("binary_crossentropy"), lambda x: (x.y_pred == np.float32(1 - 1e-7)).any()),
+    "batch size 1": (_probs(), lambda x: x.y_pred.shape[0] == 1),
+    "batch size 1 rank 3": (_probs(), lambda x: x.y_pred.shape[0] == 1 and x.y_pred.ndim == 3),
+    "rank 3": (_probs(), lambda x: x.y_pred.ndim == 3),
+    "batch size > 8": (_probs(), lambda x: x.y_pred.shape[0] > 8),
+    "unnormalised rows (sum < 0.5)": (
+        _probs(), lambda x: (x.y_pred.sum(axis=-1, dtype=np.float64) < 0.5).any()),
+    "unnormalised rows (sum > 2)": (
+        _probs(), lambda x: (x.y_pred.sum(axis=-1, dtype=np.float64) > 2).any()),
+    "soft labels": (_probs(), lambda x: x.notes["labels"] == "soft"),
+    "logit gap beyond 20": (
+        _probs(from_logits=True), lambda x: (_row_gaps(x.y_pred) > 20).any()),
+    "logit gap beyond 100": (
+        _probs(from_logits=True), lambda x: (_row_gaps(x.y_pred) > 100).any()),
+    "every row's logit gap beyond 20": (
+        _probs(from_logits=True), lambda x: (_row_gaps(x.y_pred) > 20).all()
+        and x.rows > 1),
+    "logits beyond +-500": (
+        _probs(from_logits=True), lambda x: (np.abs(x.y_pred) > 500).any()),
+    "focal logit gap beyond 100": (
+        _probs("focal_loss"), lambda x: (_row_gaps(x.y_pred) > 100).any()),
+    "zero sample weight": (
+        _probs(with_sample_weight=True), lambda x: (x.sample_weight == 0).any()),
+    "ignored sparse labels": (
+        _probs("sparse_categorical_crossentropy", ignore_class=-1),
+        lambda x: (x.y_true == -1).any() and (x.y_true >= 0).any()),
+    "sparse label at the last class": (
+        _probs("sparse_categorical_crossentropy"),
+        lambda x: (x.y_true == x.y_pred.shape[-1] - 1).any()),
+}
+
+
+@pytest.mark.parametrize("what", sorted(OCCURS))
+def test_regime_occurs(what: str):
+    strategy, condition = OCCURS[what]
+    find(strategy, condition, settings=FIND)  # raises NoSuchExample if never drawn
+
+
+def test_every_regime_is_drawn():
+    seen = {"prob": set(), "logit": set()}
+
+    def collect(x):
+        seen["logit" if x.regime in lst.LOGIT_REGIMES else "prob"].add(x.regime)
+        return False
+
+    for params in ({}, {"from_logits": True}):
+        with pytest.raises(Exception, match="No examples"):
+            find(lst.loss_inputs("categorical_crossentropy", **params), collect,
+                 settings=settings(FIND, max_examples=300))
+    assert seen == {"prob": set(lst.REGIMES), "logit": set(lst.LOGIT_REGIMES)}
+
+
+# ------------------------------------------------------------------ bad arguments
+
+@pytest.mark.parametrize(("make", "argument"), [
+    (lambda: lst.probabilities((2, 3), regime="nope"), "regime"),
+    (lambda: lst.logits((2, 3), regime="nope"), "regime"),
+    (lambda: lst.categorical_labels((2, 3), kind="nope"), "kind"),
+    (lambda: find(lst.loss_inputs("nope"), lambda x: True), "reference"),
+])
+def test_bad_arguments_name_the_argument(make, argument: str):
+    with pytest.raises(ValueError, match=f"^{argument}: .*'nope'"):
+        make()
+
+
+# ------------------------------------------------------------------ without TensorFlow
+
+NO_TF_SCRIPT = textwrap.dedent('''
+    import sys
+    for blocked in ("tensorflow", "keras", "torch", "jax"):
+        sys.modules[blocked] = None  # any import of these now raises ImportError
+
+    import numpy as np
+    from hypothesis import Phase, find, given, settings
+
+    import lossverify.reference as R
+    from lossverify import strategies as lst
+
+    quick = settings(max_examples=300, database=None, deadline=None, phases=[Phase.generate])
+    for name, kind in sorted(lst.LABEL_KIND.items()):
+        params = {"class_num": 4} if kind == "sparse_logits" else {}
+        x = find(lst.loss_inputs(name, **params), lambda x: x.rows > 1, settings=quick)
+        value, grad = R.value_and_grad(name, x.y_true, x.y_pred, **params)
+        assert value.shape == x.y_pred.shape[:-1] and np.isfinite(value).all(), name
+        assert grad.shape == x.y_pred.shape, name
+        if kind in ("binary", "categorical", "sparse"):
+            z = find(lst.loss_inputs(name, from_logits=True), lambda x: True, settings=quick)
+            value = R.evaluate(name, z.y_true, z.y_pred, from_logits=True).value
+            assert np.isfinite(value).all(), name
+
+    @settings(max_examples=10, database=None, deadline=None)
+    @given(lst.loss_inputs("categorical_crossentropy", from_logits=True))
+    def test_mine(x):  # what a PyTorch or JAX suite would write
+        expected = R.categorical_crossentropy(x.y_true, x.y_pred, from_logits=True)
+        assert expected.shape == x.y_pred.shape[:-1] and (expected >= 0).all()
+
+    test_mine()
+    assert all(sys.modules[m] is None for m in ("tensorflow", "keras", "torch", "jax"))
+    print("ok without tensorflow")
+''')
+
+
+def test_strategies_and_reference_work_without_tensorflow():
+    proc = subprocess.run([sys.executable, "-c", NO_TF_SCRIPT], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ok without tensorflow" in proc.stdout
