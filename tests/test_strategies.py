@@ -208,7 +208,7 @@ def test_every_regime_is_drawn():
     for params in ({}, {"from_logits": True}):
         with pytest.raises(Exception, match="No examples"):
             find(lst.loss_inputs("categorical_crossentropy", **params), collect,
-                 settings=settings(FIND, max_examples=300))
+                 settings=settings(FIND, max_examples=120))
     assert seen == {"prob": set(lst.REGIMES), "logit": set(lst.LOGIT_REGIMES)}
 
 
