@@ -63,6 +63,13 @@ def bce_straight_through_clip(y_true, y_pred):
     return -tf.reduce_mean(y_true * tf.math.log(p) + (1 - y_true) * tf.math.log(1 - p), axis=-1)
 
 
+def bce_logits_relu_abs_form(y_true, y_pred):
+    y_true = tf.cast(y_true, tf.float32)
+    z = y_pred
+    per = tf.maximum(z, 0.0) - z * y_true + tf.math.log1p(tf.exp(-tf.abs(z)))
+    return tf.reduce_mean(per, axis=-1)
+
+
 def cce_float16_intermediate(y_true, y_pred):
     y16 = tf.cast(y_true, tf.float16)
     p = tf.cast(y_pred, tf.float16)
@@ -200,6 +207,11 @@ CATALOGUE = [
     # through version passes 1/p-type gradients at exactly 0 and 1 (the "extreme" regime).
     pytest.param(_const(bce_straight_through_clip), "binary_crossentropy", {}, "gradient",
                  id="gradient-bce-straight-through-clip"),
+    # gradient: the textbook stable BCE from logits max(z, 0) - z y + log1p(exp(-|z|)) has
+    # the right values, but TF's subgradients at z == 0 (maximum: 1, abs: 0) give 1 - y
+    # instead of sigmoid(0) - y = 0.5 - y. Logit 0 is drawn often.
+    pytest.param(_const(bce_logits_relu_abs_form), "binary_crossentropy",
+                 {"from_logits": True}, "gradient", id="gradient-bce-logits-max-abs-kink-at-0"),
     # graph: .numpy() does not exist on symbolic tensors inside tf.function.
     pytest.param(_const(mse_calls_numpy), "mean_squared_error", {}, "graph",
                  id="graph-mse-calls-numpy"),

@@ -1,0 +1,194 @@
+"""The public ``verify`` API: argument errors, determinism, ``assert_verified``, the
+report text and the ``lossverify verify`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+import lossverify  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cce_clip_1e5(y_true, y_pred):
+    """Wrong: clips at 1e-5 instead of Keras's 1e-7."""
+    y_true = tf.cast(y_true, tf.float32)
+    p = y_pred / tf.reduce_sum(y_pred, axis=-1, keepdims=True)
+    p = tf.clip_by_value(p, 1e-5, 1.0 - 1e-5)
+    return -tf.reduce_sum(y_true * tf.math.log(p), axis=-1)
+
+
+# ------------------------------------------------------------------- argument errors
+
+
+def test_unknown_reference_is_a_value_error_naming_reference():
+    with pytest.raises(ValueError, match="reference"):
+        lossverify.verify(keras.losses.categorical_crossentropy, "no_such_loss")
+
+
+@pytest.mark.parametrize("checks", [("value", "nope"), (), ("XLA",), "values"])
+def test_bad_checks_is_a_value_error_naming_checks(checks):
+    with pytest.raises(ValueError, match="checks"):
+        lossverify.verify(keras.losses.categorical_crossentropy, "categorical_crossentropy",
+                          checks=checks)
+
+
+@pytest.mark.parametrize("max_examples", [0, -1])
+def test_non_positive_max_examples_is_a_value_error(max_examples):
+    with pytest.raises(ValueError, match="max_examples"):
+        lossverify.verify(keras.losses.categorical_crossentropy, "categorical_crossentropy",
+                          max_examples=max_examples)
+
+
+def test_unknown_reference_kwarg_is_a_type_error_naming_it():
+    with pytest.raises(TypeError, match="gamma_typo"):
+        lossverify.verify(keras.losses.categorical_crossentropy, "categorical_crossentropy",
+                          gamma_typo=2.0)
+
+
+# ------------------------------------------------------------------------ determinism
+
+
+def _dump(report):
+    return json.dumps(report.to_dict(), sort_keys=True)
+
+
+def test_same_seed_gives_identical_report():
+    kw = dict(max_examples=10, checks=("value", "gradient"))
+    a = lossverify.verify(keras.losses.CategoricalCrossentropy(), "categorical_crossentropy",
+                          seed=3, **kw)
+    b = lossverify.verify(keras.losses.CategoricalCrossentropy(), "categorical_crossentropy",
+                          seed=3, **kw)
+    assert _dump(a) == _dump(b)
+
+
+def test_same_seed_gives_identical_failing_report():
+    kw = dict(max_examples=10, checks=("value",), seed=1)
+    a = lossverify.verify(cce_clip_1e5, "categorical_crossentropy", **kw)
+    b = lossverify.verify(cce_clip_1e5, "categorical_crossentropy", **kw)
+    assert not a.ok
+    assert _dump(a) == _dump(b)
+    assert str(a) == str(b)
+
+
+def test_different_seeds_draw_different_inputs():
+    kw = dict(max_examples=10, checks=("value",))
+    reports = [lossverify.verify(keras.losses.mean_squared_error, "mean_squared_error",
+                                 seed=s, **kw).to_dict() for s in (0, 1)]
+    drawn = [(r["checks"]["value"]["worst_input"], r["checks"]["value"]["rows"])
+             for r in reports]
+    assert drawn[0] != drawn[1]
+    assert reports[0]["seed"] == 0 and reports[1]["seed"] == 1
+
+
+def test_seed_none_means_zero():
+    kw = dict(max_examples=5, checks=("value",))
+    a = lossverify.verify(keras.losses.mean_squared_error, "mean_squared_error", **kw)
+    b = lossverify.verify(keras.losses.mean_squared_error, "mean_squared_error", seed=0, **kw)
+    assert _dump(a) == _dump(b)
+
+
+# ---------------------------------------------------------- assert_verified and report
+
+
+def test_assert_verified_raises_with_counterexample_and_reproducer():
+    with pytest.raises(AssertionError) as info:
+        lossverify.assert_verified(cce_clip_1e5, "categorical_crossentropy", max_examples=20,
+                                   seed=0, checks=("value",))
+    text = str(info.value)
+    assert "minimal counterexample" in text
+    assert "reproduce with: lossverify.verify(loss, 'categorical_crossentropy'" in text
+    assert "seed=0" in text
+
+
+def test_assert_verified_returns_the_report_when_correct():
+    report = lossverify.assert_verified(keras.losses.CategoricalCrossentropy(),
+                                        "categorical_crossentropy", max_examples=5, seed=0,
+                                        checks=("value", "gradient"))
+    assert isinstance(report, lossverify.VerifyReport)
+    assert report.ok
+    assert report.form == "class"
+
+
+def test_report_text_has_the_per_check_table():
+    report = lossverify.verify(keras.losses.categorical_crossentropy,
+                               "categorical_crossentropy", max_examples=5, seed=0,
+                               checks=("value", "gradient", "graph"))
+    text = str(report)
+    assert report.ok, text
+    header = text.splitlines()[1]
+    for column in ("check", "examples", "rows", "worst err", "err/allowed", "ulp", "verdict"):
+        assert column in header
+    for name in ("value", "gradient", "graph"):
+        row = next(ln for ln in text.splitlines() if ln.strip().startswith(name))
+        assert row.rstrip().endswith("ok")
+        assert report.checks[name].examples == 5
+        assert report.checks[name].verdict == "ok"
+    assert "reproduce with" not in text
+    assert report.form == "function"
+
+
+def test_to_dict_is_json_and_complete():
+    report = lossverify.verify(cce_clip_1e5, "categorical_crossentropy", max_examples=10,
+                               seed=0, checks=("value",))
+    d = json.loads(_dump(report))
+    assert d["ok"] is False and d["reference"] == "categorical_crossentropy"
+    assert d["checks"]["value"]["verdict"] == "FAIL"
+    assert d["checks"]["value"]["failures"] == report.checks["value"].failures > 0
+    assert d["checks"]["value"]["counterexample"]
+
+
+# ------------------------------------------------------------------------------ CLI
+
+WRONG_MODULE = """
+import tensorflow as tf
+
+
+def loss(y_true, y_pred):
+    y_true = tf.cast(y_true, tf.float32)
+    p = y_pred / tf.reduce_sum(y_pred, axis=-1, keepdims=True)
+    p = tf.clip_by_value(p, 1e-5, 1.0 - 1e-5)
+    return -tf.reduce_sum(y_true * tf.math.log(p), axis=-1)
+"""
+
+CORRECT_MODULE = """
+import keras
+
+loss = keras.losses.categorical_crossentropy
+"""
+
+
+def _cli(tmp_path, module_name, source, *extra):
+    (tmp_path / f"{module_name}.py").write_text(textwrap.dedent(source))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run(
+        [sys.executable, "-m", "lossverify", "verify", "--loss", f"{module_name}:loss",
+         "--reference", "categorical_crossentropy", "--max-examples", "5", *extra],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_wrong_loss_exits_1_with_counterexample(tmp_path):
+    proc = _cli(tmp_path, "wrong_cce_mod", WRONG_MODULE, "--checks", "value")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "minimal counterexample" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_cli_correct_loss_exits_0_and_writes_json(tmp_path):
+    proc = _cli(tmp_path, "correct_cce_mod", CORRECT_MODULE, "--checks",
+                "value,gradient,graph", "--json", "out.json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert "schema_version" in data
+    assert data["runs"] and data["runs"][0]["ok"] is True
