@@ -38,3 +38,12 @@ def central_difference() -> Callable[..., np.ndarray]:
     Session-scoped so Hypothesis ``@given`` tests can use it.
     """
     return _central_difference
+
+
+def pytest_make_parametrize_id(config, val, argname):
+    """Stable test ids for objects (loss instances, functions): the default repr holds a
+    memory address, which differs between pytest-xdist workers and breaks collection."""
+    if val is None or isinstance(val, str | int | float | bool | tuple | list):
+        return None
+    name = getattr(val, "__name__", None) or getattr(val, "name", None)
+    return str(name) if isinstance(name, str) else type(val).__name__

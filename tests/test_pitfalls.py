@@ -70,6 +70,17 @@ SOFTMAX_LOSSES = {
 }
 
 
+
+
+def _stable_id(val):
+    """Test ids without memory addresses (they differ between xdist workers)."""
+    name = getattr(val, "__name__", None) or getattr(val, "name", None)
+    if isinstance(name, str):
+        return name
+    if isinstance(val, list | np.ndarray):
+        return "x".join(str(d) for d in np.shape(val)) + "-" + str(np.asarray(val).dtype)
+    return type(val).__name__
+
 @pytest.mark.parametrize("loss", sorted(SOFTMAX_LOSSES))
 def test_double_softmax_fires_on_a_softmax_model(softmax_model, loss):
     pitfall = fires(detect_double_softmax, softmax_model, SOFTMAX_LOSSES[loss](),
@@ -126,7 +137,7 @@ PROBABILITY_LOSSES = [
 ]
 
 
-@pytest.mark.parametrize("loss", PROBABILITY_LOSSES, ids=str)
+@pytest.mark.parametrize("loss", PROBABILITY_LOSSES, ids=_stable_id)
 def test_probability_loss_on_logits_fires(logits_model, loss):
     pitfall = fires(detect_from_logits_mismatch, logits_model, loss,
                     code="probabilities-loss-on-logits")
@@ -173,7 +184,7 @@ ONE_HOT = np.eye(10, dtype=np.float32)[[3, 1, 4]]
 @pytest.mark.parametrize("labels", sorted(SPARSE_LABELS))
 @pytest.mark.parametrize("loss", [keras.losses.CategoricalCrossentropy(), N.FocalLoss(),
                                   keras.losses.CategoricalFocalCrossentropy(),
-                                  N.focal_loss()], ids=str)
+                                  N.focal_loss()], ids=_stable_id)
 def test_sparse_labels_for_dense_loss_fire(labels, loss):
     pitfall = fires(detect_label_format, SPARSE_LABELS[labels], loss,
                     code="sparse-labels-for-dense-loss")
@@ -181,7 +192,7 @@ def test_sparse_labels_for_dense_loss_fire(labels, loss):
 
 
 @pytest.mark.parametrize("loss", [keras.losses.SparseCategoricalCrossentropy(),
-                                  N.SparseFocalLoss(), N.sparse_focal_loss()], ids=str)
+                                  N.SparseFocalLoss(), N.sparse_focal_loss()], ids=_stable_id)
 def test_one_hot_labels_for_sparse_loss_fire(loss):
     pitfall = fires(detect_label_format, ONE_HOT, loss, code="one-hot-labels-for-sparse-loss")
     assert "argmax" in pitfall.message
@@ -194,7 +205,7 @@ def test_one_hot_labels_for_sparse_loss_fire(loss):
     (SPARSE_LABELS["int (N, 1)"], N.SparseFocalLoss()),
     (np.array([[1.0], [0.0]]), keras.losses.BinaryCrossentropy()),
     (np.zeros((0,), np.int64), keras.losses.CategoricalCrossentropy()),
-], ids=str)
+], ids=_stable_id)
 def test_label_format_silent_on_correct_use(labels, loss):
     silent(detect_label_format, labels, loss)
 
@@ -202,7 +213,7 @@ def test_label_format_silent_on_correct_use(labels, loss):
 # --------------------------------------------------------------------------- label range
 
 
-@pytest.mark.parametrize("labels", [[0, 10, 3], [-1, 2], np.array([[11.0], [2.0]])], ids=str)
+@pytest.mark.parametrize("labels", [[0, 10, 3], [-1, 2], np.array([[11.0], [2.0]])], ids=_stable_id)
 def test_out_of_range_labels_fire(labels):
     pitfall = fires(detect_out_of_range_labels, labels, 10, code="labels-out-of-range")
     assert "[0, 10)" in pitfall.message and "all-zero rows" in pitfall.message
@@ -213,7 +224,7 @@ def test_out_of_range_labels_really_give_zero_loss_in_the_notes():
     assert loss.numpy()[0] == 0.0 and loss.numpy()[1] > 0.0
 
 
-@pytest.mark.parametrize("labels", [[0, 9, 3], np.array([[9], [0]]), np.zeros((0,))], ids=str)
+@pytest.mark.parametrize("labels", [[0, 9, 3], np.array([[9], [0]]), np.zeros((0,))], ids=_stable_id)
 def test_in_range_labels_silent(labels):
     silent(detect_out_of_range_labels, labels, 10)
 

@@ -287,7 +287,15 @@ def _focal_q_terms(y: np.ndarray, qc: np.ndarray, m: np.ndarray, gamma: float, s
     with np.errstate(invalid="ignore", divide="ignore"):
         focal = np.where(a > 0, pow_derivative(a, gamma) * log_qc, 0.0)
     h = scale * y * (focal - f / qc) * m
-    h_size = _ABS(scale * y) * (_ABS(focal) + f / qc) * m
+    # Sensitivity of h to a relative rounding error in q (which becomes an absolute
+    # error in a = 1 - q when q is near 1): |dh/dq| q, with dh/dq =
+    # y [-gamma (gamma - 1) a**(gamma - 2) log q + 2 gamma a**(gamma - 1) / q + a**gamma / q**2].
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        second = np.where(a > 0, gamma * (gamma - 1.0) * np.power(np.where(a > 0, a, 1.0),
+                                                                   gamma - 2.0) * log_qc, 0.0)
+        first = np.where(a > 0, 2.0 * pow_derivative(a, gamma) / qc, 0.0)
+        dh = _ABS(second) + first + f / (qc * qc)
+    h_size = _ABS(scale * y) * (_ABS(focal) + f / qc + dh * qc) * m
     return t, h, h_size
 
 
