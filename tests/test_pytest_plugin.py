@@ -161,7 +161,6 @@ def pytest_addoption(parser):
     (("--lossverify-profile=dev",), 20, 20),
     (("--lossverify-profile=ci", "--lossverify-seed=3"), 60, 60),
     (("--lossverify-profile=thorough",), 500, 1000),
-    (("--hypothesis-profile=lossverify-dev",), 20, 20),
     ((), 60, 100),  # no profile chosen: check() uses ci, Hypothesis keeps its default
 ])
 def test_profile_sets_examples_and_seed(pytester: pytest.Pytester, args: tuple[str, ...],
