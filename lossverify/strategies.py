@@ -147,13 +147,19 @@ def logits(shape: tuple[int, ...], regime: str = "moderate") -> st.SearchStrateg
     gap_lo = 20.0 if regime == "gap20" else 100.0
 
     def lift(pair: tuple[np.ndarray, int, float]) -> np.ndarray:
+        """Set one class per row to the row's largest other logit plus ``gap``."""
         arr, hot, gap = pair
         arr = arr.copy()
         rows = arr.reshape(-1, shape[-1])
-        rows[np.arange(rows.shape[0]), (hot + np.arange(rows.shape[0])) % shape[-1]] += F32(gap)
+        idx = np.arange(rows.shape[0]), (hot + np.arange(rows.shape[0])) % shape[-1]
+        others = rows.copy()
+        others[idx] = -np.inf
+        runner_up = np.where(shape[-1] > 1, others.max(axis=-1), rows[idx])
+        rows[idx] = runner_up + F32(gap)
         return arr.astype(F32)
 
-    return st.tuples(base, st.integers(0, 1000), _float32(gap_lo, gap_lo * 2)).map(lift)
+    # The gap starts one above the promised lead, so float32 rounding keeps it > lead.
+    return st.tuples(base, st.integers(0, 1000), _float32(gap_lo + 1.0, gap_lo * 2)).map(lift)
 
 
 def categorical_labels(shape: tuple[int, ...], kind: str = "one_hot") -> st.SearchStrategy:

@@ -69,11 +69,10 @@ class CheckReport:
         self.skipped_rows += outcome.skipped_rows
         cmp = outcome.comparison
         if cmp is not None and (cmp.worst_ratio > self.worst_ratio or not self.worst_input):
-            if cmp.worst_ratio >= self.worst_ratio:
-                self.worst_ratio = cmp.worst_ratio
-                self.worst_abs, self.worst_rel, self.worst_ulp = (cmp.worst_abs, cmp.worst_rel,
-                                                                  cmp.worst_ulp)
-                self.worst_input = example_repr()
+            self.worst_ratio = cmp.worst_ratio
+            self.worst_abs, self.worst_rel, self.worst_ulp = (cmp.worst_abs, cmp.worst_rel,
+                                                              cmp.worst_ulp)
+            self.worst_input = example_repr()
         if outcome.ok:
             return
         if deviation is not None:
@@ -108,6 +107,9 @@ class VerifyReport:
 
     def reproduce_line(self) -> str:
         args = "".join(f", {k}={v!r}" for k, v in self.params.items())
+        chosen = tuple(self.checks)
+        if chosen != C.CHECKS:
+            args = f", checks={chosen!r}" + args
         return (f"lossverify.verify(loss, {self.reference!r}, max_examples="
                 f"{self.max_examples}, seed={self.seed}{args})")
 

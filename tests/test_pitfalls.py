@@ -224,7 +224,8 @@ def test_out_of_range_labels_really_give_zero_loss_in_the_notes():
     assert loss.numpy()[0] == 0.0 and loss.numpy()[1] > 0.0
 
 
-@pytest.mark.parametrize("labels", [[0, 9, 3], np.array([[9], [0]]), np.zeros((0,))], ids=_stable_id)
+@pytest.mark.parametrize("labels", [[0, 9, 3], np.array([[9], [0]]), np.zeros((0,))],
+                         ids=_stable_id)
 def test_in_range_labels_silent(labels):
     silent(detect_out_of_range_labels, labels, 10)
 

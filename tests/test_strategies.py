@@ -115,10 +115,6 @@ def test_loss_inputs_invariants(name: str, params: dict, data: st.DataObject):
         assert x.sample_weight is None
 
 
-@pytest.mark.xfail(strict=True, reason="strategies.logits adds a lead in [20, 40] / [100, "
-                   "200] to base values in [-8, 8], so a row's lead over the runner-up can "
-                   "be as small as 4 / 84 (and is exactly 20 / 100 in the minimal example); "
-                   "the docstring promises > 20 / > 100")
 @pytest.mark.parametrize(("regime", "lead"), [("gap20", 20), ("gap100", 100)])
 @settings(FAST, phases=[Phase.generate])
 @given(data=st.data())

@@ -134,11 +134,6 @@ def near_bounds(q: np.ndarray, lo: float, hi: float | None, n_terms: int) -> np.
     return np.any(close, axis=-1)
 
 
-def safe_pow(a: np.ndarray, gamma: float) -> np.ndarray:
-    """``a ** gamma`` for ``a >= 0`` with ``0 ** 0 == 1`` (as ``tf.pow``)."""
-    return np.power(a, gamma)
-
-
 def pow_derivative(a: np.ndarray, gamma: float) -> np.ndarray:
     """``d a**gamma / d a = gamma * a**(gamma - 1)``, with the limits at ``a == 0``.
 

@@ -187,11 +187,15 @@ def _check_real_scalar(value: Any, name: str) -> float:
     return v
 
 
-def check_label_smoothing(value: Any) -> float:
-    v = _check_real_scalar(value, "label_smoothing")
+def _check_unit_interval(value: Any, name: str) -> float:
+    v = _check_real_scalar(value, name)
     if not 0.0 <= v <= 1.0:
-        raise ValueError(f"label_smoothing: expected a number in [0, 1], got {value!r}")
+        raise ValueError(f"{name}: expected a number in [0, 1], got {value!r}")
     return v
+
+
+def check_label_smoothing(value: Any) -> float:
+    return _check_unit_interval(value, "label_smoothing")
 
 
 def check_gamma(value: Any) -> float:
@@ -202,10 +206,7 @@ def check_gamma(value: Any) -> float:
 
 
 def check_alpha(value: Any) -> float:
-    v = _check_real_scalar(value, "alpha")
-    if not 0.0 <= v <= 1.0:
-        raise ValueError(f"alpha: expected a number in [0, 1], got {value!r}")
-    return v
+    return _check_unit_interval(value, "alpha")
 
 
 def as_labels(y_true: Any, n_classes: int, name: str = "y_true",
