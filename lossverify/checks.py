@@ -14,8 +14,9 @@ A check is a small function ``(run, expected) -> Outcome`` over one drawn batch:
   budget already bounds every correct float32 evaluation order.
 
 :class:`Executor` runs the loss once per mode and records exceptions, so a loss that
-raises, returns the wrong shape or dtype, or cannot be traced gets a failed check with
-the reason instead of crashing the verifier.
+raises, returns the wrong shape or dtype, hangs, cannot be traced, or writes into its
+input tensors (compared byte for byte before and after each call) gets a failed check
+with the reason instead of crashing the verifier.
 """
 
 from __future__ import annotations
@@ -170,19 +171,26 @@ class Executor:
         args = [tf.constant(x.y_true), tf.constant(x.y_pred)]
         if x.sample_weight is not None and self.reduced:
             args.append(tf.constant(x.sample_weight))
+        names = ("y_true", "y_pred", "sample_weight")
+        before = [np.asarray(a).tobytes() for a in args]
         box: dict[str, Any] = {}
 
         def target() -> None:
             try:
                 box["out"] = fn(*args)
             except Exception as exc:  # the loss under test may raise anything
-                box["error"] = f"{type(exc).__name__}: {_first_line(exc)}"
+                kind = type(exc).__name__
+                box["error"] = f"raised {kind}: {_first_line(exc).removeprefix(kind + ': ')}"
 
         worker = threading.Thread(target=target, daemon=True)
         worker.start()
         worker.join(self.time_limit)
         if worker.is_alive():
             return ModeResult(error=f"timed out: no result after {self.time_limit:g} s")
+        mutated = [n for n, a, b in zip(names, args, before) if np.asarray(a).tobytes() != b]
+        if mutated:
+            return ModeResult(error=f"mutated its input {' and '.join(mutated)} in place "
+                                    "(the tensor's contents changed during the call)")
         if "error" in box:
             return ModeResult(error=box["error"])
         value, grad, connected = box["out"]
@@ -245,7 +253,7 @@ def _shape_problem(result: ModeResult, expected: Expected) -> str | None:
 
 def check_value(eager: ModeResult, expected: Expected, rows: int) -> Outcome:
     if eager.value is None:
-        return Outcome(False, message=f"raised {eager.error}", rows=rows)
+        return Outcome(False, message=str(eager.error), rows=rows)
     problem = _shape_problem(eager, expected)
     if problem:
         return Outcome(False, message=problem, rows=rows)
@@ -254,9 +262,7 @@ def check_value(eager: ModeResult, expected: Expected, rows: int) -> Outcome:
 
 
 def check_gradient(eager: ModeResult, expected: Expected, rows: int) -> Outcome:
-    if eager.value is None:
-        return Outcome(False, message=f"raised {eager.error}", rows=rows)
-    if eager.error:
+    if eager.value is None or eager.error:
         return Outcome(False, message=eager.error, rows=rows)
     assert eager.grad is not None
     if eager.grad.shape != expected.grad.shape:
@@ -275,10 +281,10 @@ def check_mode(mode: str, other: ModeResult, eager: ModeResult, expected: Expect
     """``graph`` or ``xla`` against eager, on value and gradient."""
     if other.value is None:
         if eager.value is None:
-            return Outcome(False, message=f"raised {other.error} (eager raised too)", rows=rows)
+            return Outcome(False, message=f"{other.error} (eagerly too)", rows=rows)
         return Outcome(False, message=f"fails under {mode}: {other.error}", rows=rows)
     if eager.value is None:
-        return Outcome(False, message=f"eager raised {eager.error}, {mode} did not", rows=rows)
+        return Outcome(False, message=f"eagerly {eager.error}, under {mode} not", rows=rows)
     if other.value.shape != eager.value.shape:
         return Outcome(False, message=f"{mode} shape {other.value.shape} != eager "
                        f"{eager.value.shape}", rows=rows)

@@ -145,6 +145,24 @@ def cce_raises(y_true, y_pred):
     raise ValueError("deliberately broken loss: 42 is not a probability")
 
 
+def cce_mutates_y_pred(y_true, y_pred):
+    """Renormalises ``y_pred`` in place, the NumPy habit ``p /= p.sum(-1, keepdims=True)``.
+    An eager tensor is read-only from NumPy, so the write goes through its buffer with
+    ctypes; the value it returns is Keras's, correct for the mutated input."""
+    if tf.executing_eagerly():
+        import ctypes
+
+        import numpy as np
+
+        view = np.asarray(y_pred)
+        ptr = ctypes.cast(view.ctypes.data, ctypes.POINTER(np.ctypeslib.as_ctypes_type(
+            view.dtype)))
+        writable = np.ctypeslib.as_array(ptr, shape=view.shape)
+        writable /= writable.sum(axis=-1, keepdims=True)
+        writable[..., 0] += 0.25
+    return keras.losses.categorical_crossentropy(y_true, y_pred)
+
+
 def cce_scalar_mean(y_true, y_pred):
     return tf.reduce_mean(keras.losses.categorical_crossentropy(y_true, y_pred))
 
@@ -274,6 +292,26 @@ def test_raising_loss_message_in_report():
     report = _verify(cce_raises, "categorical_crossentropy", {}, "value", max_examples=5)
     assert "42 is not a probability" in report.checks["value"].message
     assert "42 is not a probability" in str(report)
+
+
+def test_mutating_loss_is_named_and_other_checks_go_on():
+    report = lossverify.verify(cce_mutates_y_pred, "categorical_crossentropy",
+                               checks=("value", "gradient", "graph"), max_examples=5, seed=0)
+    value = report.checks["value"]
+    assert value.failures == value.examples == 5, str(report)
+    assert "mutated its input y_pred in place" in value.message, str(report)
+    # the graph run cannot write into a symbolic tensor, and the loss is otherwise Keras's:
+    # the other checks run on every example and report the eager mutation, not a crash
+    assert report.checks["graph"].examples == 5, str(report)
+    assert "mutated its input y_pred" in report.checks["graph"].message, str(report)
+
+
+def test_raising_loss_fails_every_check_and_verify_finishes():
+    report = lossverify.verify(cce_raises, "categorical_crossentropy", max_examples=3, seed=0)
+    for name in ("value", "gradient", "graph"):
+        check = report.checks[name]
+        assert check.examples == 3 and check.failures == 3, str(report)
+        assert "raised ValueError: deliberately broken loss" in check.message, str(report)
 
 
 def test_wrong_shape_message_in_report():

@@ -165,6 +165,8 @@ def promised_finite(name: str, params: dict, y_true: np.ndarray, y_pred: np.ndar
 def test_reference_returns_per_sample_losses_or_refuses(case):
     name, y_true, y_pred, params = case
     fn = getattr(R, name)
+    arrays_in = [a for a in (y_true, y_pred) if isinstance(a, np.ndarray)]
+    before = [a.copy() for a in arrays_in]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         try:
@@ -174,6 +176,8 @@ def test_reference_returns_per_sample_losses_or_refuses(case):
             return
         ev = R.evaluate(name, y_true, y_pred, **params)
     event(f"evaluated: {name}")
+    for arg, old in zip(arrays_in, before):  # references never write into their inputs
+        np.testing.assert_array_equal(arg, old, strict=True)
     ax = class_axis(params, y_pred.ndim)
     assert ax is not None, "an invalid axis was accepted"
     assert isinstance(out, np.ndarray) and out.dtype == np.float64

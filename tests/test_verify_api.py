@@ -192,3 +192,19 @@ def test_cli_correct_loss_exits_0_and_writes_json(tmp_path):
     data = json.loads((tmp_path / "out.json").read_text())
     assert "schema_version" in data
     assert data["runs"] and data["runs"][0]["ok"] is True
+
+
+def test_cli_reports_are_byte_identical_across_processes(tmp_path):
+    """Determinism across runs: two fresh processes, same seed, same bytes, for a failing
+    run too (its counterexample and reproduce line included)."""
+    outputs = []
+    for run in ("a", "b"):
+        proc = _cli(tmp_path, "wrong_cce_mod", WRONG_MODULE, "--checks", "value,graph",
+                    "--seed", "7", "--json", f"{run}.json", "--markdown", f"{run}.md")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        outputs.append(proc.stdout.split("\n1 runs,")[0])
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    assert (tmp_path / "a.md").read_bytes() == (tmp_path / "b.md").read_bytes()
+    assert outputs[0] == outputs[1]
+    assert "reproduce with: lossverify.verify(loss, 'categorical_crossentropy', " \
+           "max_examples=5, seed=7, checks=('value', 'graph'))" in outputs[0]
