@@ -307,6 +307,28 @@ def _check_reference_params(spec: S.LossSpec, params: Mapping[str, Any]) -> None
     if unknown:
         raise TypeError(f"reference_kwargs: {spec.name} takes {sorted(accepted)}, "
                         f"got unexpected {unknown}")
+    # Scalar parameters are checked here, before any input is drawn, with the reference's
+    # own validators, so the error names the parameter rather than surfacing mid-search.
+    from lossverify.reference import _validate as V
+
+    scalar_checks: dict[str, Callable[[Any], Any]] = {
+        "gamma": V.check_gamma, "alpha": V.check_alpha,
+        "label_smoothing": V.check_label_smoothing, "ignore_class": V.check_ignore_class,
+        "from_logits": lambda v: V.check_flag(v, "from_logits"),
+        "apply_class_balancing": lambda v: V.check_flag(v, "apply_class_balancing"),
+        "axis": lambda v: V.check_int(v, "axis"),
+        "class_num": _check_class_num,
+    }
+    for name, value in params.items():
+        if name in scalar_checks:
+            scalar_checks[name](value)
+
+
+def _check_class_num(value: Any) -> None:
+    from lossverify.reference import _validate as V
+
+    if value is not None and V.check_int(value, "class_num") < 1:
+        raise ValueError(f"class_num: expected a positive int, got {value!r}")
 
 
 class _Found(AssertionError):

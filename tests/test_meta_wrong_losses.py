@@ -314,6 +314,14 @@ def test_raising_loss_fails_every_check_and_verify_finishes():
         assert "raised ValueError: deliberately broken loss" in check.message, str(report)
 
 
+def test_integer_result_is_named_by_dtype():
+    def cce_int(y_true, y_pred):
+        return tf.cast(keras.losses.categorical_crossentropy(y_true, y_pred), tf.int32)
+
+    report = _verify(cce_int, "categorical_crossentropy", {}, "value", max_examples=3)
+    assert "returned dtype int32, expected a float dtype" in report.checks["value"].message
+
+
 def test_wrong_shape_message_in_report():
     report = _verify(cce_scalar_mean, "categorical_crossentropy", {}, "value", max_examples=5)
     assert "shape" in report.checks["value"].message, str(report)

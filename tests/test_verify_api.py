@@ -57,6 +57,31 @@ def test_unknown_reference_kwarg_is_a_type_error_naming_it():
                           gamma_typo=2.0)
 
 
+BAD_PARAMS = [
+    ("focal_loss", {"gamma": -1.0}, ValueError, "gamma"),
+    ("focal_loss", {"gamma": "2"}, TypeError, "gamma"),
+    ("categorical_crossentropy", {"label_smoothing": 1.5}, ValueError, "label_smoothing"),
+    ("binary_focal_crossentropy", {"alpha": 1.5, "apply_class_balancing": True}, ValueError,
+     "alpha"),
+    ("binary_focal_crossentropy", {"apply_class_balancing": "yes"}, TypeError,
+     "apply_class_balancing"),
+    ("categorical_crossentropy", {"from_logits": "yes"}, TypeError, "from_logits"),
+    ("categorical_crossentropy", {"axis": 1.0}, TypeError, "axis"),
+    ("categorical_crossentropy", {"axis": 5}, ValueError, "axis"),
+    ("sparse_categorical_crossentropy", {"ignore_class": "x"}, TypeError, "ignore_class"),
+    ("sparse_focal_loss", {"class_num": 0}, ValueError, "class_num"),
+    ("sparse_focal_loss", {"class_num": 2.5}, TypeError, "class_num"),
+]
+
+
+@pytest.mark.parametrize(("reference", "params", "error", "name"), BAD_PARAMS,
+                         ids=[f"{r}-{n}" for r, _, _, n in BAD_PARAMS])
+def test_bad_reference_parameter_is_refused_naming_it(reference, params, error, name):
+    with pytest.raises(error, match=rf"^{name}: expected"):
+        lossverify.verify(keras.losses.categorical_crossentropy, reference, max_examples=1,
+                          **params)
+
+
 # ------------------------------------------------------------------------ determinism
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "check_flag",
     "check_gamma",
     "check_ignore_class",
+    "check_int",
     "check_label_smoothing",
     "check_same_shape",
     "quiet",
@@ -154,7 +155,7 @@ def check_choice(value: Any, choices: Collection[Any], name: str) -> Any:
     return value
 
 
-def _check_int(value: Any, name: str, expected: str = "an int") -> int:
+def check_int(value: Any, name: str, expected: str = "an int") -> int:
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected {expected}, got {value!r}")
     return int(value)
@@ -162,12 +163,12 @@ def _check_int(value: Any, name: str, expected: str = "an int") -> int:
 
 def check_ignore_class(value: Any) -> int | None:
     """``None`` or an int label to ignore (any int: Keras allows e.g. -1 or 255)."""
-    return None if value is None else _check_int(value, "ignore_class", "an int or None")
+    return None if value is None else check_int(value, "ignore_class", "an int or None")
 
 
 def check_class_num(value: Any, y_pred: np.ndarray) -> int:
     """``class_num`` for one-hot encoding: must equal the size of y_pred's last axis."""
-    n = _check_int(value, "class_num")
+    n = check_int(value, "class_num")
     if y_pred.ndim < 1:
         raise ValueError(f"y_pred: expected at least rank 1 (a class axis), "
                          f"got rank {y_pred.ndim}")
