@@ -1,0 +1,446 @@
+"""Invariants: metamorphic properties of losses, checked on Hypothesis-drawn inputs.
+
+A value check needs a trusted reference value; an invariant needs only the mathematics.
+Each relation calls the loss(es) under test on related inputs and compares the results
+with each other:
+
+==================================  ==========================================================
+``non_negative``                    ``loss(x) >= 0`` (cross-entropies, focal losses, MSE)
+``batch_permutation``               permuting the batch permutes per-sample losses; a
+                                    reduced loss (``keras.losses.Loss``) is unchanged
+``batch_split``                     a batch split in two gives the same per-sample losses;
+                                    a reduced loss of two equal halves averages (``sum``:
+                                    adds) to the loss of the whole
+``class_matches_function``          a ``Loss`` instance equals its function's per-sample
+                                    losses reduced with the instance's ``reduction`` and
+                                    ``sample_weight`` (Keras's documented semantics)
+``sparse_matches_dense``            a sparse loss on integer labels equals its dense twin on
+                                    the one-hot rows of the same labels
+``focal_gamma0_matches_cross_entropy``  focal with ``gamma = 0`` equals ``alpha`` times the
+                                    cross-entropy on the same inputs
+``focal_not_above_cross_entropy``   focal never exceeds ``alpha`` times the cross-entropy
+                                    (the factor ``(1 - p_t)**gamma`` is at most 1)
+==================================  ==========================================================
+
+Tolerance. Two float32 evaluations of mathematically equal quantities each lie within
+their reference budget (:mod:`lossverify.numerics`) of the exact value, so a relation
+``a == b`` allows the sum of the two budgets; ``a >= 0`` allows ``-budget``. Where two
+references differ by definition (the notes' focal loss clips ``p`` to ``[eps, 1]``,
+``from_logits`` cross-entropy does not clip at all), ``a - b`` is compared with the
+references' own difference on the drawn input (and ``a <= b`` allows it when positive),
+so the relation tests the implementations, never the clipping conventions. Nothing is
+calibrated to make a test pass.
+
+    >>> import keras, lossverify.invariants as inv                    # doctest: +SKIP
+    >>> inv.check_invariant("sparse_matches_dense",
+    ...                     keras.losses.sparse_categorical_crossentropy,
+    ...                     keras.losses.categorical_crossentropy,
+    ...                     reference="sparse_categorical_crossentropy").ok
+    True
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from hypothesis import Phase
+from hypothesis import strategies as st
+
+from lossverify import checks as C
+from lossverify import numerics
+from lossverify import reference as R
+from lossverify import specs as S
+from lossverify import strategies as lst
+
+__all__ = ["INVARIANTS", "InvariantReport", "assert_invariant", "check_invariant"]
+
+#: invariant name -> number of losses it takes
+INVARIANTS: dict[str, int] = {
+    "non_negative": 1,
+    "batch_permutation": 1,
+    "batch_split": 1,
+    "class_matches_function": 2,
+    "sparse_matches_dense": 2,
+    "focal_gamma0_matches_cross_entropy": 2,
+    "focal_not_above_cross_entropy": 2,
+}
+
+#: sparse reference -> (its dense twin, parameters the twin keeps)
+_DENSE_TWIN = {
+    "sparse_categorical_crossentropy": ("categorical_crossentropy", ("from_logits",)),
+    "sparse_focal_loss": ("focal_loss", ("gamma",)),
+}
+#: focal reference -> (the cross-entropy it reduces to at gamma = 0, parameters kept,
+#: cross-entropy parameters forced)
+_CROSS_ENTROPY_OF = {
+    "focal_loss": ("categorical_crossentropy", (), {"from_logits": True}),
+    "sparse_focal_loss": ("sparse_categorical_crossentropy", (), {"from_logits": True}),
+    "categorical_focal_crossentropy": ("categorical_crossentropy",
+                                       ("from_logits", "label_smoothing", "axis"), {}),
+    "binary_focal_crossentropy": ("binary_crossentropy",
+                                  ("from_logits", "label_smoothing", "axis"), {}),
+}
+
+
+class _Violation(AssertionError):
+    pass
+
+
+@dataclass
+class InvariantReport:
+    """The result of :func:`check_invariant`."""
+
+    invariant: str
+    losses: tuple[str, ...]
+    reference: str
+    params: dict[str, Any]
+    seed: int
+    max_examples: int
+    examples: int
+    ok: bool
+    worst_ratio: float
+    message: str = ""
+    counterexample: str = ""
+
+    def reproduce_line(self) -> str:
+        args = "".join(f", {k}={v!r}" for k, v in self.params.items())
+        losses = ", ".join(f"loss{i + 1}" for i in range(len(self.losses)))
+        return (f"lossverify.invariants.check_invariant({self.invariant!r}, {losses}, "
+                f"reference={self.reference!r}, max_examples={self.max_examples}, "
+                f"seed={self.seed}{args})")
+
+    def __str__(self) -> str:
+        head = (f"lossverify invariant {self.invariant}: {' vs '.join(self.losses)} "
+                f"(inputs for {self.reference}, {self.params or 'defaults'}) seed={self.seed}"
+                f": {'OK' if self.ok else 'FAILED'} after {self.examples} examples, worst "
+                f"error/allowed {self.worst_ratio:.3g}")
+        if self.ok:
+            return head
+        lines = [head, f"  {self.message}", "  minimal counterexample:"]
+        lines += ["    " + ln for ln in self.counterexample.splitlines()]
+        lines.append(f"  reproduce with: {self.reproduce_line()}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": "lossverify.invariant-report/1", "invariant": self.invariant,
+                "losses": list(self.losses), "reference": self.reference,
+                "params": self.params, "seed": self.seed, "max_examples": self.max_examples,
+                "examples": self.examples, "ok": self.ok, "worst_ratio": self.worst_ratio,
+                "message": self.message, "counterexample": self.counterexample}
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _call(loss: Callable, x: lst.LossInputs, reduced: bool) -> np.ndarray:
+    """The loss's value on ``x`` (eagerly) as float64; a failure to produce one is a
+    violation that says why."""
+    import tensorflow as tf
+
+    args = [tf.constant(x.y_true), tf.constant(x.y_pred)]
+    try:
+        if reduced and x.sample_weight is not None:
+            out = loss(*args, sample_weight=tf.constant(x.sample_weight))
+        else:
+            out = loss(*args)
+        out = tf.convert_to_tensor(out)
+    except Exception as exc:  # the loss under test may raise anything
+        raise _Violation(f"{_name(loss)} raised {type(exc).__name__}: "
+                         f"{C._first_line(exc)}") from None
+    if not out.dtype.is_floating:
+        raise _Violation(f"{_name(loss)} returned dtype {out.dtype.name}, expected a float")
+    return np.asarray(out.numpy(), np.float64)
+
+
+def _name(loss: Any) -> str:
+    return str(getattr(loss, "name", None) or getattr(loss, "__name__", None)
+               or type(loss).__name__)
+
+
+def _reduction(loss: Any) -> str:
+    return getattr(loss, "reduction", None) or "none"
+
+
+def _budget(reference: str, params: Mapping[str, Any], x: lst.LossInputs, loss: Any
+            ) -> C.Expected:
+    reduced = C.is_keras_loss(loss)
+    return C.expected_for(reference, params, x, reduced,
+                          _reduction(loss) if reduced else "none")
+
+
+def _same_shape(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    if a.shape != b.shape:
+        raise _Violation(f"{what}: shapes differ, {a.shape} vs {b.shape}")
+
+
+def _equal(a: np.ndarray, b: np.ndarray, allowed: np.ndarray, what: str) -> float:
+    _same_shape(a, b, what)
+    cmp = numerics.compare(a, b, allowed)
+    if not cmp.ok:
+        raise _Violation(f"{what}: {cmp.describe()}")
+    return cmp.worst_ratio
+
+
+def _take(x: lst.LossInputs, index: np.ndarray) -> lst.LossInputs:
+    w = None if x.sample_weight is None else x.sample_weight[index]
+    return lst.LossInputs(x.y_true[index], x.y_pred[index], w, x.regime, x.notes)
+
+
+def _default(reference: str, name: str) -> Any:
+    return inspect.signature(S.get_spec(reference).evaluator).parameters[name].default
+
+
+def _one_hot(x: lst.LossInputs, classes: int) -> lst.LossInputs:
+    labels = np.asarray(x.y_true)
+    if labels.ndim == x.y_pred.ndim:
+        labels = labels[..., 0]
+    dense = np.eye(classes, dtype=np.float32)[labels]
+    return lst.LossInputs(dense, x.y_pred, x.sample_weight, x.regime, x.notes)
+
+
+# -------------------------------------------------------------------------- relations
+
+
+def _non_negative(losses, x, reference, params, draw_int):
+    (loss,) = losses
+    out = _call(loss, x, C.is_keras_loss(loss))
+    allowed = _budget(reference, params, x, loss).value_allowed
+    if np.isnan(out).any():
+        raise _Violation(f"non_negative: NaN at {np.argwhere(np.isnan(out)).tolist()[:4]}")
+    ratio = np.where(out < 0, -out / allowed, 0.0)
+    if (ratio > 1).any():
+        i = np.unravel_index(int(np.argmax(ratio)), np.shape(ratio))
+        raise _Violation(f"non_negative: loss {np.asarray(out)[i]:.9g} < 0 at {i} beyond "
+                         f"the rounding budget {np.broadcast_to(allowed, out.shape)[i]:.3g}")
+    return float(np.max(ratio, initial=0.0))
+
+
+def _batch_permutation(losses, x, reference, params, draw_int):
+    (loss,) = losses
+    n = x.y_pred.shape[0]
+    perm = np.random.default_rng(draw_int).permutation(n)
+    reduced = C.is_keras_loss(loss)
+    out, out_p = _call(loss, x, reduced), _call(loss, _take(x, perm), reduced)
+    allowed = _budget(reference, params, x, loss).value_allowed
+    if reduced:
+        return _equal(out_p, out, 2 * allowed, f"batch_permutation {perm.tolist()}")
+    return _equal(out_p, out[perm], 2 * allowed[perm], f"batch_permutation {perm.tolist()}")
+
+
+def _batch_split(losses, x, reference, params, draw_int):
+    (loss,) = losses
+    n = x.y_pred.shape[0]
+    reduced = C.is_keras_loss(loss)
+    reduction = _reduction(loss) if reduced else "none"
+    if reduction in ("sum_over_batch_size", "mean", "sum", "mean_with_sample_weight"):
+        n -= n % 2  # reduced: equal halves
+        k = n // 2
+    else:
+        k = 1 + draw_int % max(n - 1, 1)
+    if n < 2:
+        return 0.0
+    if reduction == "mean_with_sample_weight":
+        x = lst.LossInputs(x.y_true, x.y_pred, None, x.regime, x.notes)
+    whole = _take(x, np.arange(n))
+    head, tail = _take(x, np.arange(k)), _take(x, np.arange(k, n))
+    out = _call(loss, whole, reduced)
+    parts = [_call(loss, part, reduced) for part in (head, tail)]
+    budgets = [_budget(reference, params, part, loss).value_allowed
+               for part in (whole, head, tail)]
+    what = f"batch_split at row {k} of {n}"
+    if not reduced or reduction == "none":
+        return _equal(np.concatenate(parts), out, np.concatenate(budgets[1:]) + budgets[0],
+                      what)
+    scale = 1.0 if reduction == "sum" else 0.5
+    joined = scale * (parts[0] + parts[1])
+    return _equal(joined, out, scale * (budgets[1] + budgets[2]) + budgets[0], what)
+
+
+def _class_matches_function(losses, x, reference, params, draw_int):
+    instance, function = losses
+    reduction = _reduction(instance)
+    out = _call(instance, x, True)
+    per_sample = _call(function, x, False)
+    mask = None
+    if params.get("ignore_class") is not None:
+        labels = np.asarray(x.y_true)
+        labels = labels[..., 0] if labels.ndim == x.y_pred.ndim else labels
+        mask = labels != params["ignore_class"]
+    if per_sample.shape != _per_sample_shape(x, params):
+        raise _Violation(f"class_matches_function: the function returned shape "
+                         f"{per_sample.shape}, expected per-sample {_per_sample_shape(x, params)}")
+    reduced = np.asarray(R.reduce(per_sample, x.sample_weight, reduction, mask))
+    allowed = 2 * _budget(reference, params, x, instance).value_allowed
+    return _equal(out, reduced, allowed,
+                  f"class_matches_function ({reduction}, sample_weight "
+                  f"{'given' if x.sample_weight is not None else 'none'})")
+
+
+def _per_sample_shape(x: lst.LossInputs, params: Mapping[str, Any]) -> tuple[int, ...]:
+    axis = params.get("axis", -1) % x.y_pred.ndim
+    return x.y_pred.shape[:axis] + x.y_pred.shape[axis + 1:]
+
+
+def _sparse_matches_dense(losses, x, reference, params, draw_int):
+    sparse, dense = losses
+    twin, kept = _DENSE_TWIN[reference]
+    twin_params = {k: v for k, v in params.items() if k in kept}
+    xd = _one_hot(x, x.y_pred.shape[-1])
+    a, b = _call(sparse, x, C.is_keras_loss(sparse)), _call(dense, xd, C.is_keras_loss(dense))
+    ea, eb = _budget(reference, params, x, sparse), _budget(twin, twin_params, xd, dense)
+    _same_shape(a, b, "sparse_matches_dense")
+    return _equal(a - b, ea.value - eb.value, ea.value_allowed + eb.value_allowed,
+                  "sparse_matches_dense: sparse - dense vs the references' difference")
+
+
+def _focal_vs_cross_entropy(losses, x, reference, params, *, equal: bool):
+    focal, cross = losses
+    ce_ref, kept, forced = _CROSS_ENTROPY_OF[reference]
+    ce_params = {**{k: v for k, v in params.items() if k in kept}, **forced}
+    alpha = 1.0
+    if reference == "categorical_focal_crossentropy":
+        alpha = float(params.get("alpha", _default(reference, "alpha")))
+    a = _call(focal, x, C.is_keras_loss(focal))
+    b = alpha * _call(cross, x, C.is_keras_loss(cross))
+    ea, eb = _budget(reference, params, x, focal), _budget(ce_ref, ce_params, x, cross)
+    allowed = ea.value_allowed + alpha * eb.value_allowed
+    ref_gap = ea.value - alpha * eb.value
+    _same_shape(a, b, "focal vs cross-entropy")
+    if equal:
+        return _equal(a - b, ref_gap, allowed, f"focal(gamma=0) - {alpha:g} * CE vs the "
+                      "references' difference (their clipping conventions)")
+    excess = a - b - np.maximum(ref_gap, 0.0)
+    ratio = np.where(excess > 0, excess / allowed, 0.0)
+    if np.isnan(a).any() or np.isnan(b).any() or (ratio > 1).any():
+        i = np.unravel_index(int(np.nanargmax(np.where(np.isnan(ratio), np.inf, ratio))),
+                             np.shape(ratio))
+        raise _Violation(f"focal_not_above_cross_entropy: focal {np.asarray(a)[i]:.9g} > "
+                         f"{alpha:g} * CE = {np.asarray(b)[i]:.9g} at {i} (budget "
+                         f"{np.broadcast_to(allowed, a.shape)[i]:.3g})")
+    return float(np.max(ratio, initial=0.0))
+
+
+_RELATIONS: dict[str, Callable[..., float]] = {
+    "non_negative": _non_negative,
+    "batch_permutation": _batch_permutation,
+    "batch_split": _batch_split,
+    "class_matches_function": _class_matches_function,
+    "sparse_matches_dense": _sparse_matches_dense,
+    "focal_gamma0_matches_cross_entropy":
+        lambda losses, x, ref, params, _: _focal_vs_cross_entropy(losses, x, ref, params,
+                                                                  equal=True),
+    "focal_not_above_cross_entropy":
+        lambda losses, x, ref, params, _: _focal_vs_cross_entropy(losses, x, ref, params,
+                                                                  equal=False),
+}
+
+
+def _validate(invariant: str, losses: tuple[Callable, ...], reference: str,
+              params: Mapping[str, Any]) -> None:
+    if invariant not in INVARIANTS:
+        raise ValueError(f"invariant: expected one of {sorted(INVARIANTS)}, got {invariant!r}")
+    if len(losses) != INVARIANTS[invariant]:
+        raise TypeError(f"losses: {invariant} takes {INVARIANTS[invariant]} loss(es), "
+                        f"got {len(losses)}")
+    for loss in losses:
+        if not callable(loss):
+            raise TypeError(f"losses: expected callables (y_true, y_pred) -> tensor, "
+                            f"got {loss!r}")
+    S.get_spec(reference)
+    if invariant == "class_matches_function" and (
+            not C.is_keras_loss(losses[0]) or C.is_keras_loss(losses[1])):
+        raise TypeError("losses: class_matches_function takes a keras.losses.Loss instance "
+                        "and a per-sample function, in that order")
+    if invariant == "batch_split" and params.get("ignore_class") is not None and \
+            C.is_keras_loss(losses[0]):
+        raise ValueError("ignore_class: a reduced loss divides by the valid labels of each "
+                         "half, so halves do not average to the whole; check the function")
+    if invariant == "sparse_matches_dense":
+        if reference not in _DENSE_TWIN:
+            raise ValueError(f"reference: sparse_matches_dense needs a sparse reference "
+                             f"({sorted(_DENSE_TWIN)}), got {reference!r}")
+        if params.get("ignore_class") is not None:
+            raise ValueError("ignore_class: sparse_matches_dense has no dense twin for "
+                             "ignored labels; leave ignore_class unset")
+    if invariant.startswith("focal_"):
+        if reference not in _CROSS_ENTROPY_OF:
+            raise ValueError(f"reference: {invariant} needs a focal reference "
+                             f"({sorted(_CROSS_ENTROPY_OF)}), got {reference!r}")
+        if invariant == "focal_gamma0_matches_cross_entropy":
+            if params.get("gamma", None) != 0:
+                raise ValueError(f"gamma: {invariant} holds at gamma=0; build the focal "
+                                 f"loss with gamma=0 and pass gamma=0, got "
+                                 f"{params.get('gamma')!r}")
+            if params.get("apply_class_balancing"):
+                raise ValueError("apply_class_balancing: with class balancing, binary focal "
+                                 "at gamma=0 is a weighted cross-entropy; leave it False")
+    if invariant in ("batch_permutation", "batch_split") and params.get("axis", -1) not in (
+            -1, None):
+        raise ValueError(f"axis: {invariant} permutes or splits axis 0 and needs the class "
+                         f"axis last (axis=-1), got {params.get('axis')!r}")
+
+
+def check_invariant(invariant: str, *losses: Callable, reference: str,
+                    max_examples: int = 100, seed: int | None = None,
+                    **params: Any) -> InvariantReport:
+    """Check one metamorphic relation (see the module docstring) on ``max_examples``
+    batches drawn for ``reference`` with ``params``; on failure, shrink to a minimal
+    counterexample. ``params`` are the reference's parameters the losses were built
+    with (``gamma=0.0``, ``from_logits=True``, ...). Deterministic for a given seed."""
+    from lossverify.verifier import _check_reference_params, _run_hypothesis
+
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+        raise ValueError(f"max_examples: expected a positive int, got {max_examples!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed: expected an int or None, got {seed!r}")
+    seed = 0 if seed is None else seed
+    _validate(invariant, losses, reference, params)
+    _check_reference_params(S.get_spec(reference), params)
+    relation = _RELATIONS[invariant]
+    weighted = any(C.is_keras_loss(loss) for loss in losses)
+    inputs = lst.loss_inputs(reference, with_sample_weight=weighted,
+                             soft_labels=invariant != "sparse_matches_dense", **params)
+    strategy = st.tuples(inputs, st.booleans() if weighted else st.just(False),
+                         st.integers(0, 2**32 - 1))
+    state: dict[str, Any] = {"examples": 0, "worst": 0.0}
+
+    def test(drawn: tuple[lst.LossInputs, bool, int]) -> None:
+        x, drop_weight, draw_int = drawn
+        if drop_weight:
+            x = lst.LossInputs(x.y_true, x.y_pred, None, x.regime, x.notes)
+        if "message" not in state:
+            state["examples"] += 1
+        try:
+            ratio = relation(losses, x, reference, params, draw_int)
+        except _Violation as exc:
+            state["message"], state["example"] = str(exc), repr(x)
+            raise
+        if "message" not in state:
+            state["worst"] = max(state["worst"], ratio)
+
+    try:
+        _run_hypothesis(test, strategy, max_examples, seed,
+                        (Phase.explicit, Phase.generate, Phase.shrink))
+    except Exception:  # the violation, or Hypothesis's report of a flaky one
+        if "message" not in state:
+            raise
+    failed = "message" in state
+    return InvariantReport(
+        invariant=invariant, losses=tuple(_name(loss) for loss in losses),
+        reference=reference, params=dict(params), seed=seed, max_examples=max_examples,
+        examples=state["examples"], ok=not failed,
+        worst_ratio=float("inf") if failed else state["worst"],
+        message=state.get("message", ""), counterexample=state.get("example", ""))
+
+
+def assert_invariant(invariant: str, *losses: Callable, reference: str,
+                     **kwargs: Any) -> InvariantReport:
+    """:func:`check_invariant`, raising ``AssertionError`` with the report when violated."""
+    report = check_invariant(invariant, *losses, reference=reference, **kwargs)
+    if not report.ok:
+        raise AssertionError(str(report))
+    return report

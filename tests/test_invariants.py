@@ -1,0 +1,238 @@
+"""Invariants (metamorphic relations): correct Keras and notes' losses satisfy each one
+over several seeds; a deliberately wrong loss violates the one it must, with a minimal
+counterexample and a reproduce line; bad arguments are refused naming the argument."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from lossverify import notes_losses as N  # noqa: E402
+from lossverify.invariants import INVARIANTS, assert_invariant, check_invariant  # noqa: E402
+
+K = keras.losses
+
+
+def cce_from_logits(y_true, y_pred):
+    return K.categorical_crossentropy(y_true, y_pred, from_logits=True)
+
+
+def scce_ignore0(y_true, y_pred):
+    return K.sparse_categorical_crossentropy(y_true, y_pred, ignore_class=0)
+
+
+# (id, invariant, loss factories, reference, params)
+CORRECT = [
+    ("nonneg-cce", "non_negative", (lambda: K.categorical_crossentropy,),
+     "categorical_crossentropy", {}),
+    ("nonneg-bce-logits", "non_negative", (lambda: K.BinaryCrossentropy(from_logits=True),),
+     "binary_crossentropy", {"from_logits": True}),
+    ("nonneg-bfce", "non_negative", (lambda: K.BinaryFocalCrossentropy(),),
+     "binary_focal_crossentropy", {}),
+    ("nonneg-notes-focal", "non_negative", (lambda: N.focal_loss(gamma=2.0),), "focal_loss",
+     {"gamma": 2.0}),
+    ("nonneg-mse", "non_negative", (lambda: K.MeanSquaredError(),), "mean_squared_error", {}),
+    ("perm-cce-class", "batch_permutation", (lambda: K.CategoricalCrossentropy(),),
+     "categorical_crossentropy", {}),
+    ("perm-scce", "batch_permutation", (lambda: K.sparse_categorical_crossentropy,),
+     "sparse_categorical_crossentropy", {}),
+    ("perm-notes-focal-class", "batch_permutation", (lambda: N.FocalLoss(gamma=2.0),),
+     "focal_loss", {"gamma": 2.0}),
+    ("split-cce-class", "batch_split", (lambda: K.CategoricalCrossentropy(),),
+     "categorical_crossentropy", {}),
+    ("split-mse-sum", "batch_split", (lambda: K.MeanSquaredError(reduction="sum"),),
+     "mean_squared_error", {}),
+    ("split-bce", "batch_split", (lambda: K.binary_crossentropy,), "binary_crossentropy", {}),
+    ("split-notes-sparse-focal", "batch_split",
+     (lambda: N.sparse_focal_loss(gamma=2.0, class_num=10),), "sparse_focal_loss",
+     {"gamma": 2.0, "class_num": 10}),
+    ("class=fn-cce", "class_matches_function",
+     (lambda: K.CategoricalCrossentropy(), lambda: K.categorical_crossentropy),
+     "categorical_crossentropy", {}),
+    ("class=fn-scce-ignore", "class_matches_function",
+     (lambda: K.SparseCategoricalCrossentropy(ignore_class=0), lambda: scce_ignore0),
+     "sparse_categorical_crossentropy", {"ignore_class": 0}),
+    ("class=fn-cfce", "class_matches_function",
+     (lambda: K.CategoricalFocalCrossentropy(), lambda: K.categorical_focal_crossentropy),
+     "categorical_focal_crossentropy", {}),
+    ("class=fn-notes-mse", "class_matches_function",
+     (lambda: N.MeanSquaredError(), lambda: N.mean_squared_error), "mean_squared_error", {}),
+    ("class=fn-notes-focal", "class_matches_function",
+     (lambda: N.FocalLoss(gamma=2.0), lambda: N.focal_loss(gamma=2.0)), "focal_loss",
+     {"gamma": 2.0}),
+    ("sparse=dense-scce", "sparse_matches_dense",
+     (lambda: K.sparse_categorical_crossentropy, lambda: K.categorical_crossentropy),
+     "sparse_categorical_crossentropy", {}),
+    ("sparse=dense-notes-focal", "sparse_matches_dense",
+     (lambda: N.sparse_focal_loss(gamma=2.0, class_num=10), lambda: N.focal_loss(gamma=2.0)),
+     "sparse_focal_loss", {"gamma": 2.0, "class_num": 10}),
+    ("gamma0-notes-focal", "focal_gamma0_matches_cross_entropy",
+     (lambda: N.focal_loss(gamma=0.0), lambda: cce_from_logits), "focal_loss", {"gamma": 0.0}),
+    ("gamma0-cfce", "focal_gamma0_matches_cross_entropy",
+     (lambda: K.CategoricalFocalCrossentropy(gamma=0.0), lambda: K.CategoricalCrossentropy()),
+     "categorical_focal_crossentropy", {"gamma": 0.0}),
+    ("gamma0-bfce-logits", "focal_gamma0_matches_cross_entropy",
+     (lambda: K.BinaryFocalCrossentropy(gamma=0.0, from_logits=True),
+      lambda: K.BinaryCrossentropy(from_logits=True)),
+     "binary_focal_crossentropy", {"gamma": 0.0, "from_logits": True}),
+    ("focal<=ce-notes", "focal_not_above_cross_entropy",
+     (lambda: N.focal_loss(gamma=2.0), lambda: cce_from_logits), "focal_loss", {"gamma": 2.0}),
+    ("focal<=ce-bfce", "focal_not_above_cross_entropy",
+     (lambda: K.binary_focal_crossentropy, lambda: K.binary_crossentropy),
+     "binary_focal_crossentropy", {}),
+]
+
+
+def test_every_invariant_has_a_correct_case():
+    assert {case[1] for case in CORRECT} == set(INVARIANTS)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize(("invariant", "factories", "reference", "params"),
+                         [c[1:] for c in CORRECT], ids=[c[0] for c in CORRECT])
+def test_correct_losses_satisfy_the_invariant(invariant, factories, reference, params, seed):
+    report = check_invariant(invariant, *(f() for f in factories), reference=reference,
+                             max_examples=25, seed=seed, **params)
+    assert report.ok, str(report)
+    assert report.examples == 25 and report.worst_ratio <= 1.0
+
+
+# ----------------------------------------------------------------------- wrong losses
+
+
+def cce_missing_minus(y_true, y_pred):
+    """sum(y log p): the sign forgotten."""
+    return tf.reduce_sum(y_true * tf.math.log(tf.clip_by_value(y_pred, 1e-7, 1.0)), axis=-1)
+
+
+def cce_first_row_labels(y_true, y_pred):
+    """An indexing slip: every row is scored against the first row's labels."""
+    return K.categorical_crossentropy(tf.broadcast_to(y_true[:1], tf.shape(y_pred)), y_pred)
+
+
+def focal_softmax_over_batch(y_true, y_pred):
+    """The notes' focal loss with softmax over axis 0 (the batch) instead of the classes."""
+    p = tf.clip_by_value(tf.nn.softmax(y_pred, axis=0), 1e-7, 1.0)
+    return -tf.reduce_sum(y_true * (1 - p) ** 2 * tf.math.log(p), axis=-1)
+
+
+class CCEOverFixedBatch(keras.losses.Loss):
+    """Meant ``sum / 32`` (the notes' batch size) whatever the batch: scales each sample by
+    ``n / 32`` and lets the default reduction divide by ``n``. Right at n = 32 only."""
+
+    def __init__(self):
+        super().__init__(name="cce_over_32")
+
+    def call(self, y_true, y_pred):
+        n = tf.cast(tf.shape(y_true)[0], tf.float32)
+        return K.categorical_crossentropy(y_true, y_pred) * n / 32.0
+
+
+class CCEOtherEpsilon(keras.losses.Loss):
+    """A class that clips at 1e-4 while its function twin (Keras's) clips at 1e-7."""
+
+    def call(self, y_true, y_pred):
+        p = tf.clip_by_value(y_pred / tf.reduce_sum(y_pred, -1, keepdims=True), 1e-4, 1 - 1e-4)
+        return -tf.reduce_sum(y_true * tf.math.log(p), axis=-1)
+
+
+def scce_off_by_one(y_true, y_pred):
+    labels = tf.cast(tf.reshape(y_true, tf.shape(y_pred)[:-1]), tf.int32)
+    dense = tf.one_hot((labels + 1) % tf.shape(y_pred)[-1], tf.shape(y_pred)[-1])
+    return K.categorical_crossentropy(dense, y_pred)
+
+
+def focal_double_softmax_gamma0(y_true, y_pred):
+    """The notes' focal (gamma = 0) fed a softmax output: softmax applied twice."""
+    return N.focal_loss(gamma=0.0)(y_true, tf.nn.softmax(y_pred))
+
+
+def focal_gamma_times(y_true, y_pred):
+    """``(1 - p) * gamma`` where ``(1 - p) ** gamma`` was meant (gamma = 2)."""
+    p = tf.clip_by_value(tf.nn.softmax(y_pred), 1e-7, 1.0)
+    return -tf.reduce_sum(y_true * (1 - p) * 2.0 * tf.math.log(p), axis=-1)
+
+
+WRONG = [
+    ("nonneg-missing-minus", "non_negative", (lambda: cce_missing_minus,),
+     "categorical_crossentropy", {}),
+    ("perm-first-row-labels", "batch_permutation", (lambda: cce_first_row_labels,),
+     "categorical_crossentropy", {}),
+    ("split-softmax-over-batch", "batch_split", (lambda: focal_softmax_over_batch,),
+     "focal_loss", {"gamma": 2.0}),
+    ("split-fixed-batch-size", "batch_split", (CCEOverFixedBatch,),
+     "categorical_crossentropy", {}),
+    ("class!=fn-epsilon", "class_matches_function",
+     (CCEOtherEpsilon, lambda: K.categorical_crossentropy), "categorical_crossentropy", {}),
+    ("class!=fn-notes-mse-as-written", "class_matches_function",
+     (N.AS_WRITTEN["MeanSquaredError"], lambda: N.mean_squared_error),
+     "mean_squared_error", {}),
+    ("sparse!=dense-off-by-one", "sparse_matches_dense",
+     (lambda: scce_off_by_one, lambda: K.categorical_crossentropy),
+     "sparse_categorical_crossentropy", {}),
+    ("gamma0-double-softmax", "focal_gamma0_matches_cross_entropy",
+     (lambda: focal_double_softmax_gamma0, lambda: cce_from_logits), "focal_loss",
+     {"gamma": 0.0}),
+    ("focal>ce-gamma-times", "focal_not_above_cross_entropy",
+     (lambda: focal_gamma_times, lambda: cce_from_logits), "focal_loss", {"gamma": 2.0}),
+]
+
+
+def test_every_invariant_has_a_wrong_case():
+    assert {case[1] for case in WRONG} == set(INVARIANTS)
+
+
+@pytest.mark.parametrize(("invariant", "factories", "reference", "params"),
+                         [c[1:] for c in WRONG], ids=[c[0] for c in WRONG])
+def test_wrong_loss_violates_the_invariant(invariant, factories, reference, params):
+    report = check_invariant(invariant, *(f() for f in factories), reference=reference,
+                             max_examples=50, seed=0, **params)
+    text = str(report)
+    assert not report.ok, text
+    assert report.message.startswith(invariant.split("_")[0]) or invariant in text, text
+    assert "minimal counterexample" in text and report.counterexample, text
+    assert f"check_invariant({invariant!r}" in text and "seed=0" in text, text
+    with pytest.raises(AssertionError, match="minimal counterexample"):
+        assert_invariant(invariant, *(f() for f in factories), reference=reference,
+                         max_examples=50, seed=0, **params)
+
+
+def test_violation_report_is_deterministic():
+    a, b = (check_invariant("batch_permutation", cce_first_row_labels,
+                            reference="categorical_crossentropy", max_examples=30, seed=4)
+            for _ in range(2))
+    assert a.to_dict() == b.to_dict()
+
+
+@pytest.mark.parametrize(("args", "kwargs", "error", "match"), [
+    (("no_such", K.categorical_crossentropy), {"reference": "categorical_crossentropy"},
+     ValueError, "invariant: expected one of"),
+    (("non_negative", K.categorical_crossentropy, K.categorical_crossentropy),
+     {"reference": "categorical_crossentropy"}, TypeError, "losses: non_negative takes 1"),
+    (("non_negative", "cce"), {"reference": "categorical_crossentropy"}, TypeError,
+     "losses: expected callables"),
+    (("non_negative", K.categorical_crossentropy), {"reference": "nope"}, ValueError,
+     "reference: expected one of"),
+    (("sparse_matches_dense", K.categorical_crossentropy, K.categorical_crossentropy),
+     {"reference": "categorical_crossentropy"}, ValueError, "reference: sparse_matches_dense"),
+    (("focal_gamma0_matches_cross_entropy", cce_from_logits, cce_from_logits),
+     {"reference": "focal_loss", "gamma": 2.0}, ValueError, "gamma: "),
+    (("class_matches_function", K.categorical_crossentropy, K.CategoricalCrossentropy()),
+     {"reference": "categorical_crossentropy"}, TypeError, "losses: class_matches_function"),
+    (("batch_split", K.categorical_crossentropy),
+     {"reference": "categorical_crossentropy", "axis": 0}, ValueError, "axis: "),
+    (("non_negative", K.categorical_crossentropy),
+     {"reference": "categorical_crossentropy", "max_examples": 0}, ValueError,
+     "max_examples"),
+    (("non_negative", K.categorical_crossentropy),
+     {"reference": "categorical_crossentropy", "gamma": 2.0}, TypeError, "reference_kwargs"),
+])
+def test_bad_arguments_are_refused_naming_them(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        check_invariant(*args, **kwargs)
