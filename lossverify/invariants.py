@@ -444,3 +444,58 @@ def assert_invariant(invariant: str, *losses: Callable, reference: str,
     if not report.ok:
         raise AssertionError(str(report))
     return report
+
+
+# ---------------------------------------------------------------- conformance cases
+
+
+def _impl(spec_name: str, owner: str, form: str) -> S.Implementation | None:
+    for impl in S.get_spec(spec_name).implementations:
+        if impl.label.startswith(owner + ".") and impl.form == form:
+            return impl
+    return None
+
+
+def conformance_cases(spec_name: str, params: Mapping[str, Any]
+                      ) -> list[tuple[str, str, tuple[Callable, ...], str, dict[str, Any]]]:
+    """The invariants the conformance run checks for one spec and parameter setting:
+    ``(label, invariant, losses, reference, params)`` for Keras's and the notes' pairs.
+    Batch relations run on the class (its reduction is what a split or permutation can
+    break), non-negativity on the function."""
+    params = dict(params)
+    cases: list[tuple[str, str, tuple[Callable, ...], str, dict[str, Any]]] = []
+    batch_ok = params.get("axis", -1) == -1
+    for owner in ("keras", "notes"):
+        cls, fn = _impl(spec_name, owner, "class"), _impl(spec_name, owner, "function")
+        if cls is None or fn is None:
+            continue
+        build = S.build_implementation
+        cases.append((f"{cls.label} = {fn.label}", "class_matches_function",
+                      (build(cls, params), build(fn, params)), spec_name, params))
+        cases.append((fn.label, "non_negative", (build(fn, params),), spec_name, params))
+        if batch_ok:
+            for inv in ("batch_permutation", "batch_split"):
+                if inv == "batch_split" and params.get("ignore_class") is not None:
+                    continue
+                cases.append((cls.label, inv, (build(cls, params),), spec_name, params))
+        if spec_name in _DENSE_TWIN and params.get("ignore_class") is None:
+            twin, kept = _DENSE_TWIN[spec_name]
+            twin_fn = _impl(twin, owner, "function")
+            if twin_fn is not None:
+                twin_params = {k: v for k, v in params.items() if k in kept}
+                cases.append((f"{fn.label} = {twin_fn.label}", "sparse_matches_dense",
+                              (build(fn, params), build(twin_fn, twin_params)), spec_name,
+                              params))
+        if spec_name in _CROSS_ENTROPY_OF:
+            ce, kept, forced = _CROSS_ENTROPY_OF[spec_name]
+            ce_fn = _impl(ce, "keras", "function")
+            assert ce_fn is not None
+            ce_params = {**{k: v for k, v in params.items() if k in kept}, **forced}
+            cases.append((f"{fn.label} <= {ce_fn.label}", "focal_not_above_cross_entropy",
+                          (build(fn, params), build(ce_fn, ce_params)), spec_name, params))
+            if not params.get("apply_class_balancing"):
+                p0 = {**params, "gamma": 0.0}
+                cases.append((f"{fn.label}(gamma=0) = {ce_fn.label}",
+                              "focal_gamma0_matches_cross_entropy",
+                              (build(fn, p0), build(ce_fn, ce_params)), spec_name, p0))
+    return cases

@@ -43,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="sweep every parameter combination the references accept")
     p.add_argument("--strict", action="store_true",
                    help="count known upstream deviations as failures")
+    p.add_argument("--invariant-examples", type=int, default=None, metavar="N",
+                   help="conformance run: examples per invariant (metamorphic relation: "
+                        "class = function, sparse = dense, batch permutation/split, focal "
+                        "vs cross-entropy, non-negativity); default max-examples / 4, "
+                        "0 skips them")
     p.add_argument("--json", metavar="PATH", help="write the report as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write the summary table as Markdown")
     p.add_argument("--quiet", action="store_true", help="print only the summary table")
@@ -85,16 +90,15 @@ def load_target(target: str) -> Any:
     return obj
 
 
-def conformance_jobs(only: list[str], thorough: bool) -> Iterator[tuple[S.LossSpec,
-                                                                        S.Implementation,
-                                                                        dict[str, Any]]]:
+def conformance_jobs(only: list[str], thorough: bool
+                     ) -> Iterator[tuple[S.LossSpec, dict[str, Any], list[S.Implementation]]]:
+    """Per reference and parameter setting, the implementations to verify."""
     for name, spec in S.SPECS.items():
         if only and name not in only:
             continue
         grid = spec.thorough_grid() if thorough and spec.thorough_axes else spec.default_grid
         for params in grid:
-            for impl in spec.implementations:
-                yield spec, impl, dict(params)
+            yield spec, dict(params), list(spec.implementations)
 
 
 def _format_params(params: dict[str, Any]) -> str:
@@ -120,14 +124,25 @@ _HEAD = ["loss", "form", "parameters", "examples", "worst err", "err/allowed", "
          "verdict"]
 
 
-def markdown_table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(_HEAD) + " |", "|" + "---|" * len(_HEAD)]
+_INV_HEAD = ["losses", "invariant", "parameters", "examples", "err/allowed", "verdict"]
+
+
+def _invariant_row(label: str, report: Any) -> list[str]:
+    ratio = report.worst_ratio
+    return [label, report.invariant, _format_params(report.params), str(report.examples),
+            "inf" if ratio == float("inf") else f"{ratio:.3f}",
+            "ok" if report.ok else "FAIL"]
+
+
+def markdown_table(rows: list[list[str]], head: list[str] | None = None) -> str:
+    head = head or _HEAD
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
-def print_table(rows: list[list[str]]) -> None:
-    head = _HEAD
+def print_table(rows: list[list[str]], head: list[str] | None = None) -> None:
+    head = head or _HEAD
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     print(fmt.format(*head))
@@ -146,8 +161,10 @@ def run(args: argparse.Namespace) -> int:
     tf.get_logger().setLevel("ERROR")  # retracing and autograph notices are not findings
     checks = args.checks.split(",") if args.checks else None
     started = time.perf_counter()
-    reports = []
-    rows = []
+    reports: list[Any] = []
+    rows: list[list[str]] = []
+    inv_reports: list[Any] = []
+    inv_rows: list[list[str]] = []
     if args.loss or args.reference:
         if not (args.loss and args.reference):
             raise SystemExit("verify: --loss and --reference go together")
@@ -160,27 +177,53 @@ def run(args: argparse.Namespace) -> int:
         reports.append(report)
         rows.append(_row(args.loss, report.form, params, report))
     else:
-        for spec, impl, params in conformance_jobs(args.only, args.thorough):
-            loss = S.build_implementation(impl, params)
-            report = lossverify.verify(loss, spec.name, max_examples=args.max_examples,
-                                       seed=args.seed, checks=checks, strict=args.strict,
-                                       **params)
-            reports.append(report)
-            rows.append(_row(impl.label, impl.form, params, report))
-            if not args.quiet and not report.ok:
-                print(report, file=sys.stderr)
+        from lossverify import invariants as I
+
+        inv_examples = (max(args.max_examples // 4, 1) if args.invariant_examples is None
+                        else args.invariant_examples)
+        for spec, params, impls in conformance_jobs(args.only, args.thorough):
+            for impl in impls:
+                loss = S.build_implementation(impl, params)
+                report = lossverify.verify(loss, spec.name, max_examples=args.max_examples,
+                                           seed=args.seed, checks=checks,
+                                           strict=args.strict, **params)
+                reports.append(report)
+                rows.append(_row(impl.label, impl.form, params, report))
+                if not args.quiet and not report.ok:
+                    print(report, file=sys.stderr)
+            if inv_examples <= 0:
+                continue
+            for label, invariant, losses, ref, inv_params in I.conformance_cases(spec.name,
+                                                                                 params):
+                inv = I.check_invariant(invariant, *losses, reference=ref,
+                                        max_examples=inv_examples, seed=args.seed,
+                                        **inv_params)
+                inv_reports.append(inv)
+                inv_rows.append(_invariant_row(label, inv))
+                if not args.quiet and not inv.ok:
+                    print(inv, file=sys.stderr)
         print_table(rows)
+        if inv_rows:
+            print()
+            print_table(inv_rows, _INV_HEAD)
     elapsed = time.perf_counter() - started
     failed = sum(not r.ok for r in reports)
+    inv_failed = sum(not r.ok for r in inv_reports)
     examples = sum(c.examples for r in reports for c in r.checks.values())
-    print(f"\n{len(reports)} runs, {failed} failed; {examples} check-examples in "
+    examples += sum(r.examples for r in inv_reports)
+    invariants = f", {len(inv_reports)} invariants, {inv_failed} violated" if inv_reports else ""
+    print(f"\n{len(reports)} runs, {failed} failed{invariants}; {examples} check-examples in "
           f"{elapsed:.1f} s ({examples / max(elapsed, 1e-9):.0f} per second); seed {args.seed}")
     if args.json:
         write_json(args.json, {"schema_version": REPORT_SCHEMA_VERSION,
                                "seed": args.seed, "max_examples": args.max_examples,
-                               "runs": [r.to_dict() for r in reports]})
+                               "runs": [r.to_dict() for r in reports],
+                               "invariants": [r.to_dict() for r in inv_reports]})
     if args.markdown:
         write_text(args.markdown, f"# lossverify conformance (seed {args.seed}, "
                                   f"{args.max_examples} examples per check)\n\n"
-                                  + markdown_table(rows))
-    return 1 if failed else 0
+                                  + markdown_table(rows)
+                                  + (f"\n## Invariants ({inv_rows and inv_reports[0].max_examples}"
+                                     f" examples each)\n\n" + markdown_table(inv_rows, _INV_HEAD)
+                                     if inv_rows else ""))
+    return 1 if failed or inv_failed else 0

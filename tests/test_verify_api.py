@@ -233,3 +233,20 @@ def test_cli_reports_are_byte_identical_across_processes(tmp_path):
     assert outputs[0] == outputs[1]
     assert "reproduce with: lossverify.verify(loss, 'categorical_crossentropy', " \
            "max_examples=5, seed=7, checks=('value', 'graph'))" in outputs[0]
+
+
+def test_cli_conformance_run_includes_the_invariants(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "lossverify", "verify", "--only", "sparse_focal_loss",
+         "--max-examples", "3", "--invariant-examples", "3", "--checks", "value",
+         "--json", "c.json", "--markdown", "c.md", "--quiet"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((tmp_path / "c.json").read_text())
+    names = {r["invariant"] for r in data["invariants"]}
+    assert {"class_matches_function", "sparse_matches_dense", "batch_split",
+            "focal_not_above_cross_entropy", "focal_gamma0_matches_cross_entropy"} <= names
+    assert all(r["ok"] and r["examples"] == 3 for r in data["invariants"])
+    assert "## Invariants" in (tmp_path / "c.md").read_text()
+    assert "notes.SparseFocalLoss = notes.sparse_focal_loss" in proc.stdout
