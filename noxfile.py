@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.reuse_venv = "yes"
@@ -84,5 +86,12 @@ def compat(session: nox.Session, tensorflow: str) -> None:
     session.install("-e", ".[tf]", f"tensorflow=={tensorflow}")
     session.run("python", "-c", "import tensorflow as tf, keras; "
                 "print('tensorflow', tf.__version__, 'keras', keras.__version__)")
-    session.run("lossverify", "verify", "--quiet", "--json",
-                f"{OUT}/compat-tf{tensorflow}.json", *session.posargs, success_codes=[0, 1])
+    # Exit 1 means "some run failed", but an uncaught exception also exits 1: only a
+    # freshly written report tells the two apart (a crash must not pass, nor leave a
+    # stale report from an earlier run in place).
+    report = Path(OUT, f"compat-tf{tensorflow}.json")
+    report.unlink(missing_ok=True)
+    session.run("lossverify", "verify", "--quiet", "--json", str(report), *session.posargs,
+                success_codes=[0, 1])
+    if not report.exists():
+        session.error(f"lossverify verify crashed: no {report} written")

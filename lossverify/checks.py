@@ -65,6 +65,7 @@ class Expected:
     grad_allowed: np.ndarray
     grad_rows: np.ndarray  # bool per y_pred element: compare the gradient here
     kink_rows: int
+    dtype: str = "float32"  # the dtype the implementation computes in (for ULP counts)
 
 
 def is_keras_loss(loss: Any) -> bool:
@@ -75,14 +76,35 @@ def is_keras_loss(loss: Any) -> bool:
 
 def expected_for(spec_name: str, params: Mapping[str, Any], x: Any, reduced: bool,
                  reduction: str = "sum_over_batch_size", dtype: str = "float32") -> Expected:
-    """Evaluate the reference on ``x`` and size the tolerances (numerics docstring)."""
-    ev = R.evaluate(spec_name, x.y_true, x.y_pred, **params)
-    with R.computing_in(np.float32), np.errstate(all="ignore"):
+    """Evaluate the reference on ``x`` and size the tolerances (numerics docstring).
+
+    ``dtype`` is the precision the implementation computes in. The reference runs in a
+    higher one (float64; extended precision when checking float64) and once in
+    ``dtype`` itself, the yardstick. In float16 and bfloat16, where the yardstick is not
+    finite the dtype cannot represent the answer (a gradient ``1 / p`` beyond float16's
+    65504, say); those elements get an infinite allowance and are not compared.
+    """
+    hi = np.longdouble if dtype == "float64" else np.float64
+    if x.y_pred.dtype.kind == "V":  # bfloat16 (ml_dtypes): the NumPy references take
+        # float32 holding the same values; their clip bounds are then float32's
+        x = type(x)(x.y_true.astype(np.float32) if x.y_true.dtype.kind == "V" else x.y_true,
+                    x.y_pred.astype(np.float32), x.sample_weight, x.regime, x.notes)
+    with R.computing_in(hi), np.errstate(all="ignore"):
+        ev = R.evaluate(spec_name, x.y_true, x.y_pred, **params)
+    with R.computing_in(numerics.np_dtype(dtype)), np.errstate(all="ignore"):
         ev32 = R.evaluate(spec_name, x.y_true, x.y_pred, **params)
+    ev, ev32 = (R.Evaluation(*(f if f.dtype == bool else np.asarray(f, np.float64)
+                               for f in (e.value, e.grad, e.value_scale, e.grad_scale,
+                                         e.kink)))
+                for e in (ev, ev32))
     axis = params.get("axis", -1)
     n_terms = int(np.shape(x.y_pred)[axis])
-    allowed = numerics.tolerance(ev.value_scale, n_terms, dtype, ev32.value - ev.value)
-    g_allowed = numerics.tolerance(ev.grad_scale, n_terms, dtype, ev32.grad - ev.grad)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: no yardstick there
+        allowed = numerics.tolerance(ev.value_scale, n_terms, dtype, ev32.value - ev.value)
+        g_allowed = numerics.tolerance(ev.grad_scale, n_terms, dtype, ev32.grad - ev.grad)
+    if numerics.np_dtype(dtype).itemsize == 2:
+        allowed = np.where(np.isfinite(ev32.value), allowed, np.inf)
+        g_allowed = np.where(np.isfinite(ev32.grad), g_allowed, np.inf)
     kink = np.broadcast_to(np.expand_dims(ev.kink, axis), ev.grad.shape)
     mask = None
     if spec_name == "sparse_categorical_crossentropy" and params.get("ignore_class") is not None:
@@ -91,7 +113,7 @@ def expected_for(spec_name: str, params: Mapping[str, Any], x: Any, reduced: boo
             labels = labels[..., 0]
         mask = labels != params["ignore_class"]
     if not reduced:
-        return Expected(ev.value, allowed, ev.grad, g_allowed, ~kink, int(ev.kink.sum()))
+        return Expected(ev.value, allowed, ev.grad, g_allowed, ~kink, int(ev.kink.sum()), dtype)
     w = R.sample_weights(ev.value, x.sample_weight, mask, reduction)
     w = np.ones_like(ev.value) if w is None else np.broadcast_to(w, ev.value.shape)
     value = R.reduce(ev.value, x.sample_weight, reduction, mask)
@@ -112,7 +134,25 @@ def expected_for(spec_name: str, params: Mapping[str, Any], x: Any, reduced: boo
     grad = ev.grad * factor
     grad_allowed = g_allowed * np.abs(factor) + numerics.K * u * np.abs(grad) + tiny
     return Expected(np.asarray(value), np.asarray(value_allowed), grad, grad_allowed, ~kink,
-                    int(ev.kink.sum()))
+                    int(ev.kink.sum()), dtype)
+
+
+def cast_inputs(x: Any, dtype: str) -> Any:
+    """``x`` with ``y_pred`` (and float labels) rounded to ``dtype``, clipped to its
+    finite range (a float32 logit of 1e5 becomes float16's 65504, not inf). Integer
+    labels and sample weights are left as they are."""
+    target = numerics.np_dtype(dtype)
+    if x.y_pred.dtype == target:
+        return x
+    big = float(np.finfo(np.float32).max if target.itemsize == 2 and target != np.float16
+                else np.finfo(target).max)
+
+    def cast(a: np.ndarray) -> np.ndarray:
+        wide = np.asarray(a, np.float64)
+        return np.where(np.isfinite(wide), np.clip(wide, -big, big), wide).astype(target)
+
+    y_true = cast(x.y_true) if x.y_true.dtype.kind in "fV" else x.y_true
+    return type(x)(y_true, cast(x.y_pred), x.sample_weight, x.regime, x.notes)
 
 
 class Executor:
@@ -257,7 +297,7 @@ def check_value(eager: ModeResult, expected: Expected, rows: int) -> Outcome:
     problem = _shape_problem(eager, expected)
     if problem:
         return Outcome(False, message=problem, rows=rows)
-    cmp = numerics.compare(eager.value, expected.value, expected.value_allowed)
+    cmp = numerics.compare(eager.value, expected.value, expected.value_allowed, expected.dtype)
     return Outcome(cmp.ok, cmp, "" if cmp.ok else cmp.describe(), rows=rows)
 
 
@@ -271,7 +311,8 @@ def check_gradient(eager: ModeResult, expected: Expected, rows: int) -> Outcome:
     sel = expected.grad_rows
     actual = np.where(sel, eager.grad, 0.0)
     want = np.where(sel, expected.grad, 0.0)
-    cmp = numerics.compare(actual, want, np.where(sel, expected.grad_allowed, 1.0))
+    cmp = numerics.compare(actual, want, np.where(sel, expected.grad_allowed, 1.0),
+                           expected.dtype)
     return Outcome(cmp.ok, cmp, "" if cmp.ok else "gradient " + cmp.describe(), rows=rows,
                    skipped_rows=expected.kink_rows)
 
@@ -288,15 +329,15 @@ def check_mode(mode: str, other: ModeResult, eager: ModeResult, expected: Expect
     if other.value.shape != eager.value.shape:
         return Outcome(False, message=f"{mode} shape {other.value.shape} != eager "
                        f"{eager.value.shape}", rows=rows)
-    v_tol = numerics.mode_tolerance(eager.value, expected.value_allowed)
-    g_tol = numerics.mode_tolerance(eager.grad, expected.grad_allowed)
-    cmp = numerics.compare(other.value, eager.value, v_tol)
+    v_tol = numerics.mode_tolerance(eager.value, expected.value_allowed, expected.dtype)
+    g_tol = numerics.mode_tolerance(eager.grad, expected.grad_allowed, expected.dtype)
+    cmp = numerics.compare(other.value, eager.value, v_tol, expected.dtype)
     if not cmp.ok:
         return Outcome(False, cmp, f"{mode} value differs from eager: {cmp.describe()}",
                        rows=rows)
     sel = expected.grad_rows
     gcmp = numerics.compare(np.where(sel, other.grad, 0.0), np.where(sel, eager.grad, 0.0),
-                            np.where(sel, g_tol, 1.0))
+                            np.where(sel, g_tol, 1.0), expected.dtype)
     if not gcmp.ok:
         return Outcome(False, gcmp, f"{mode} gradient differs from eager: {gcmp.describe()}",
                        rows=rows)

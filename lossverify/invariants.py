@@ -157,8 +157,9 @@ def _call(loss: Callable, x: lst.LossInputs, reduced: bool) -> np.ndarray:
 
 
 def _name(loss: Any) -> str:
-    return str(getattr(loss, "name", None) or getattr(loss, "__name__", None)
-               or type(loss).__name__)
+    from lossverify.verifier import _loss_name
+
+    return _loss_name(loss)
 
 
 def _reduction(loss: Any) -> str:

@@ -47,10 +47,12 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "DTYPES",
     "K",
     "Comparison",
     "compare",
     "mode_tolerance",
+    "np_dtype",
     "tiny",
     "tolerance",
     "ulp_distance",
@@ -115,13 +117,31 @@ def mode_tolerance(value: np.ndarray, budget: np.ndarray, dtype: str = "float32"
     constant, another formula under ``tf.executing_eagerly()``) does not: a relative
     change of 1e-5 is already beyond it for any loss whose terms are of order one.
     """
-    spacing = np.spacing(np.abs(np.asarray(value, np.float64)).astype(_np_dtype(dtype)))
+    ftype = np_dtype(dtype)
+    if ftype.itemsize == 2 and ftype != np.float16:  # bfloat16: 7 stored mantissa bits
+        spacing = np.abs(np.asarray(value, np.float64)) * 2.0**-7
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            spacing = np.spacing(np.abs(np.asarray(value, np.float64)).astype(ftype))
     return np.maximum(ulps * spacing.astype(np.float64), np.asarray(budget))
 
 
-def _np_dtype(dtype: str) -> type:
-    return {"float16": np.float16, "float32": np.float32, "float64": np.float64}.get(
-        str(dtype), np.float32)
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def np_dtype(dtype: str) -> np.dtype:
+    """The NumPy dtype for a dtype name; ``bfloat16`` comes from ``ml_dtypes`` (installed
+    with TensorFlow), float32 standing in when it is missing."""
+    name = str(dtype)
+    if name not in DTYPES:
+        raise ValueError(f"dtype: expected one of {DTYPES}, got {dtype!r}")
+    if name == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            return np.dtype(np.float32)
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
 
 
 def ulp_distance(a: np.ndarray, b: np.ndarray, dtype: str = "float32") -> np.ndarray:
@@ -130,18 +150,20 @@ def ulp_distance(a: np.ndarray, b: np.ndarray, dtype: str = "float32") -> np.nda
     Uses the sign-magnitude to two's-complement mapping of the IEEE bit patterns, so it
     is exact across zero. NaN against anything is reported as the maximum integer.
     """
-    ftype = _np_dtype(dtype)
-    itype = {np.float16: np.int16, np.float32: np.int32, np.float64: np.int64}[ftype]
-    x = np.asarray(a, dtype=ftype)
-    y = np.asarray(b, dtype=ftype)
+    ftype = np_dtype(dtype)
+    itype = {2: np.int16, 4: np.int32, 8: np.int64}[ftype.itemsize]
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond the dtype's range: inf
+        x = np.asarray(np.asarray(a, dtype=np.float64), dtype=ftype)
+        y = np.asarray(np.asarray(b, dtype=np.float64), dtype=ftype)
     ix = x.view(itype).astype(np.int64)
     iy = y.view(itype).astype(np.int64)
     top = np.int64(np.iinfo(itype).min)
     ix = np.where(ix < 0, top - ix, ix)
     iy = np.where(iy < 0, top - iy, iy)
     dist = np.abs(ix - iy)
-    nan = np.isnan(x) | np.isnan(y)
-    both_nan = np.isnan(x) & np.isnan(y)
+    xn, yn = np.isnan(x.astype(np.float64)), np.isnan(y.astype(np.float64))
+    nan = xn | yn
+    both_nan = xn & yn
     return np.where(both_nan, 0, np.where(nan, np.iinfo(np.int64).max, dist))
 
 
@@ -186,7 +208,9 @@ def compare(actual: np.ndarray, expected: np.ndarray, allowed: np.ndarray,
         err = np.where(same_inf | both_nan, 0.0, np.abs(a - e))
     err = np.where(np.isnan(err), np.inf, err)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(err == 0, 0.0, err / tol)
+        # an infinite allowance marks an element the dtype cannot represent (see
+        # checks.expected_for): it is not compared
+        ratio = np.where((err == 0) | np.isposinf(tol), 0.0, err / tol)
         rel = np.where(err == 0, 0.0, err / np.abs(e))
     rel = np.where(np.isnan(rel), np.inf, rel)
     flat = int(np.argmax(ratio))

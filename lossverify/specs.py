@@ -105,8 +105,16 @@ def build_implementation(impl: Implementation, params: Mapping[str, Any]) -> Cal
 # --------------------------------------------------------------- deviation predicates
 
 
+def _in_input_dtype(x: Any, p32: np.ndarray) -> np.ndarray:
+    """``p32`` rounded to ``y_pred``'s dtype when that is narrower than float32 (float16,
+    bfloat16), back in float32: where such a probability is exactly 1.0."""
+    dt = np.asarray(x.y_pred).dtype
+    return (p32.astype(dt) if dt.itemsize < 4 else p32).astype(np.float32)
+
+
 def _f32_sigmoid_saturates(x: Any, params: Mapping[str, Any]) -> bool:
-    """Is ``p_t == 1`` exactly in float32 for some element (focal factor ``0**gamma``)?"""
+    """Is ``p_t == 1`` exactly in float32 (or the narrower input dtype) for some element
+    (focal factor ``0**gamma``)?"""
     y = np.asarray(x.y_true, np.float32)
     ls = float(params.get("label_smoothing", 0.0))
     if ls:
@@ -117,16 +125,18 @@ def _f32_sigmoid_saturates(x: Any, params: Mapping[str, Any]) -> bool:
             p = (np.float32(1) / (np.float32(1) + np.exp(-z))).astype(np.float32)
     else:
         p = np.asarray(x.y_pred, np.float32)
-    p_t = y * p + (np.float32(1) - y) * (np.float32(1) - p)
-    return bool(np.any(np.float32(1) - p_t == 0))
+    p = _in_input_dtype(x, p)
+    one = np.float32(1)
+    p_t = y * p + (one - y) * (one - p)
+    return bool(np.any(one - p_t == 0))
 
 
 def _f32_softmax_saturates(x: Any, params: Mapping[str, Any]) -> bool:
-    """Does a float32 softmax of ``y_pred`` reach exactly 1.0 in some row?"""
+    """Does a float32 (or narrower input dtype) softmax of ``y_pred`` reach exactly 1.0?"""
     z = np.asarray(x.y_pred, np.float32)
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     p = (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
-    return bool(np.any(p == np.float32(1)))
+    return bool(np.any(_in_input_dtype(x, p) == 1.0))
 
 
 def _gamma_below_one(params: Mapping[str, Any]) -> bool:
@@ -176,6 +186,61 @@ _SMOOTHING_AXIS = KnownDeviation(
     matches=_axis_differs_from_last,
 )
 
+def _from_logits(params: Mapping[str, Any]) -> bool:
+    return bool(params.get("from_logits"))
+
+
+def _labels_not_normalised(x: Any, params: Mapping[str, Any]) -> bool:
+    """Does some row of labels sum to other than exactly 1 (in float64)?"""
+    y = np.asarray(x.y_true, np.float64)
+    return bool(np.any(y.sum(axis=params.get("axis", -1)) != 1.0))
+
+
+_SOFTMAX_XENT_GRAD = KnownDeviation(
+    id="tf-softmax-xent-grad-unnormalised-labels",
+    checks=("gradient", "graph", "xla"),
+    summary="categorical_crossentropy(from_logits=True) calls "
+            "tf.nn.softmax_cross_entropy_with_logits, whose gradient is softmax(z) - y: "
+            "exact only when each row of y sums to 1. The derivative of -sum(y log "
+            "softmax(z)) is softmax(z) * sum(y) - y, so multi-hot or unnormalised soft "
+            "labels get a wrong gradient (the value is right). TensorFlow's documentation "
+            "requires rows of labels to be distributions; Keras neither says nor checks it.",
+    reproducer="keras.losses.categorical_crossentropy([[1., 1.]], z, from_logits=True) "
+               "with z = tf.Variable([[0., 0.]]): gradient [[-0.5, -0.5]], exact [[0., 0.]]; "
+               "float32-rounded soft labels such as [[0.33333334, 0.6666667]] (sum "
+               "1 + 3e-8) show it as a float64 gradient error of 1.5e-8",
+    applies=_from_logits,
+    matches=_labels_not_normalised,
+)
+
+def _probabilities(params: Mapping[str, Any]) -> bool:
+    return not params.get("from_logits")
+
+
+def _low_precision_near_clip(x: Any, params: Mapping[str, Any]) -> bool:
+    """float16/bfloat16 probabilities at 1 (where 1 - 1e-7 rounds to 1) or below
+    2**-14 (where 1 / p overflows float16)."""
+    p = np.asarray(x.y_pred)
+    if p.dtype.itemsize != 2:
+        return False
+    wide = p.astype(np.float64)
+    return bool(np.any(wide >= 1.0 - 2.0**-11) or np.any(wide <= 2.0**-14))
+
+
+_LOW_PRECISION_CLIP = KnownDeviation(
+    id="keras-epsilon-below-half-precision",
+    checks=("value", "gradient", "graph", "xla"),
+    summary="Keras clips probabilities to [1e-7, 1 - 1e-7] in y_pred's dtype; in float16 "
+            "and bfloat16, 1 - 1e-7 rounds to 1.0, so log(1 - p) is -inf at p = 1 (inf or "
+            "NaN gradients), and gradients through 1 / p overflow float16 for p < 2**-14. The "
+            "clip does not protect half-precision inputs; Keras's mixed-precision policy "
+            "computes losses in float32 (the Loss classes do), which is the supported path.",
+    reproducer="keras.losses.binary_crossentropy(y, p) with y = [[0.]], "
+               "p = tf.Variable([[1.]], dtype=tf.float16): loss inf, gradient inf",
+    applies=_probabilities,
+    matches=_low_precision_near_clip,
+)
+
 _K = "keras.losses"
 _N = "lossverify.notes_losses"
 
@@ -206,6 +271,7 @@ SPECS: dict[str, LossSpec] = {
         default_grid=({}, {"from_logits": True}, {"label_smoothing": 0.2}),
         thorough_axes={"from_logits": _BOOL, "label_smoothing": (0.0, 0.1, 1.0)},
         implementations=_keras_pair("BinaryCrossentropy", "binary_crossentropy"),
+        deviations=(_LOW_PRECISION_CLIP,),
         tolerance_notes="float32 clip bound 1 - 1e-7 = 0.99999988; log near 1 adds u.",
     ),
     "categorical_crossentropy": LossSpec(
@@ -214,7 +280,7 @@ SPECS: dict[str, LossSpec] = {
         thorough_axes={"from_logits": _BOOL, "label_smoothing": (0.0, 0.1, 1.0),
                        "axis": (-1, 0)},
         implementations=_keras_pair("CategoricalCrossentropy", "categorical_crossentropy"),
-        deviations=(_SMOOTHING_AXIS,),
+        deviations=(_SMOOTHING_AXIS, _SOFTMAX_XENT_GRAD, _LOW_PRECISION_CLIP),
         tolerance_notes="renormalisation p / sum(p) and large-logit logsumexp in the budget.",
     ),
     "sparse_categorical_crossentropy": LossSpec(
@@ -223,6 +289,7 @@ SPECS: dict[str, LossSpec] = {
         thorough_axes={"from_logits": _BOOL, "ignore_class": (None, 0)},
         implementations=_keras_pair("SparseCategoricalCrossentropy",
                                     "sparse_categorical_crossentropy"),
+        deviations=(_LOW_PRECISION_CLIP,),
     ),
     "binary_focal_crossentropy": LossSpec(
         name="binary_focal_crossentropy",
@@ -231,7 +298,7 @@ SPECS: dict[str, LossSpec] = {
         thorough_axes={"apply_class_balancing": _BOOL, "alpha": (0.25, 1.0), "gamma": _GAMMAS,
                        "from_logits": _BOOL, "label_smoothing": (0.0, 0.1)},
         implementations=_keras_pair("BinaryFocalCrossentropy", "binary_focal_crossentropy"),
-        deviations=(_BFCE_NAN,),
+        deviations=(_BFCE_NAN, _LOW_PRECISION_CLIP),
         tolerance_notes="(1 - p_t)**gamma near p_t = 1 amplifies rounding of p_t by "
                         "gamma / (1 - p_t); in the budget through |dL/dp| |p|.",
     ),
@@ -242,6 +309,7 @@ SPECS: dict[str, LossSpec] = {
                        "label_smoothing": (0.0, 0.1)},
         implementations=_keras_pair("CategoricalFocalCrossentropy",
                                     "categorical_focal_crossentropy"),
+        deviations=(_LOW_PRECISION_CLIP,),
     ),
     "focal_loss": LossSpec(
         name="focal_loss",

@@ -41,8 +41,17 @@ __all__ = [
 ]
 
 F32 = np.float32
+
+
+def _exact32(*values: float) -> tuple[float, ...]:
+    """The values as exact float32 numbers (Hypothesis with NumPy 1.x refuses an array
+    element that is not exactly representable in the array's dtype)."""
+    return tuple(float(F32(v)) for v in values)
+
+
 #: float32 values that sit on or next to the clip bounds and other edges.
-EDGE_PROBABILITIES = (0.0, 1.0, 1e-7, 1.1920929e-07, 0.99999988, 0.99999994, 1e-8, 1e-30, 0.5)
+EDGE_PROBABILITIES = _exact32(0.0, 1.0, 1e-7, 1.1920929e-07, 0.99999988, 0.99999994, 1e-8,
+                              1e-30, 0.5)
 REGIMES = ("uniform", "extreme", "peaked", "tiny", "unnormalised")
 LOGIT_REGIMES = ("moderate", "gap20", "gap100", "wide")
 
@@ -109,7 +118,7 @@ def probabilities(shape: tuple[int, ...], regime: str = "uniform",
         "uniform": _float32(0.0, 1.0),
         "extreme": st.one_of(st.sampled_from(EDGE_PROBABILITIES), _float32(0.0, 1.0)),
         "peaked": _float32(0.0, 0.05),
-        "tiny": st.one_of(_float32(0.0, 1e-6), st.sampled_from((0.0, 1e-8, 9e-8, 1e-7))),
+        "tiny": st.one_of(_float32(0.0, 1e-6), st.sampled_from(_exact32(0.0, 1e-8, 9e-8, 1e-7))),
         "unnormalised": _float32(1e-3, 1.0),
     }[regime]
 

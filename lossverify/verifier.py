@@ -17,16 +17,19 @@ with a random ``sample_weight``; any other callable is checked per sample.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hyp_seed
 from hypothesis import strategies as st
 
 from lossverify import checks as C
+from lossverify import numerics
 from lossverify import specs as S
 from lossverify import strategies as lst
 
@@ -51,6 +54,8 @@ class CheckReport:
     message: str = ""
     counterexample: str = ""
     deviations: dict[str, int] = field(default_factory=dict)
+    #: error / allowed of every compared example, in draw order (for plots; not in JSON)
+    ratios: list[float] = field(default_factory=list, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -68,6 +73,10 @@ class CheckReport:
         self.rows += outcome.rows
         self.skipped_rows += outcome.skipped_rows
         cmp = outcome.comparison
+        if cmp is not None:
+            self.ratios.append(cmp.worst_ratio)
+        elif not outcome.ok:
+            self.ratios.append(math.inf)
         if cmp is not None and (cmp.worst_ratio > self.worst_ratio or not self.worst_input):
             self.worst_ratio = cmp.worst_ratio
             self.worst_abs, self.worst_rel, self.worst_ulp = (cmp.worst_abs, cmp.worst_rel,
@@ -100,6 +109,10 @@ class VerifyReport:
     max_examples: int
     checks: dict[str, CheckReport]
     deviations: dict[str, S.KnownDeviation] = field(default_factory=dict)
+    dtype: str = "float32"
+    compute_dtype: str = "float32"
+    #: the implementation's name in a conformance run (``keras.losses.X``), else ``loss``
+    label: str = ""
 
     @property
     def ok(self) -> bool:
@@ -110,13 +123,17 @@ class VerifyReport:
         chosen = tuple(self.checks)
         if chosen != C.CHECKS:
             args = f", checks={chosen!r}" + args
+        if self.dtype != "float32":
+            args = f", dtype={self.dtype!r}" + args
         return (f"lossverify.verify(loss, {self.reference!r}, max_examples="
                 f"{self.max_examples}, seed={self.seed}{args})")
 
     def __str__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.params.items()) or "defaults"
+        dtype = self.dtype if self.dtype == self.compute_dtype else \
+            f"{self.dtype} inputs, computed in {self.compute_dtype}"
         head = (f"lossverify: {self.loss} ({self.form}) vs reference {self.reference}"
-                f" [{params}] seed={self.seed}: {'OK' if self.ok else 'FAILED'}")
+                f" [{params}] {dtype} seed={self.seed}: {'OK' if self.ok else 'FAILED'}")
         lines = [head, f"  {'check':<9} {'examples':>8} {'rows':>6} {'worst err':>10} "
                        f"{'err/allowed':>11} {'ulp':>8}  verdict"]
         for c in self.checks.values():
@@ -141,9 +158,9 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": "lossverify.verify-report/1",
-            "loss": self.loss, "reference": self.reference, "form": self.form,
+            "label": self.label or self.loss, "loss": self.loss, "reference": self.reference, "form": self.form,
             "params": self.params, "seed": self.seed, "max_examples": self.max_examples,
-            "ok": self.ok,
+            "dtype": self.dtype, "compute_dtype": self.compute_dtype, "ok": self.ok,
             "checks": {name: {
                 "examples": c.examples, "rows": c.rows, "failures": c.failures,
                 "skipped_rows": c.skipped_rows, "not_run": c.not_run, "worst_abs": c.worst_abs,
@@ -156,7 +173,11 @@ class VerifyReport:
 
 
 def _loss_name(loss: Any) -> str:
-    name = getattr(loss, "name", None) or getattr(loss, "__name__", None)
+    """A deterministic name: a ``keras.losses.Loss`` by its class (Keras makes instance
+    names unique per process, ``mean_squared_error_17``), a function by its name."""
+    if C.is_keras_loss(loss):
+        return type(loss).__name__
+    name = getattr(loss, "__name__", None) or getattr(loss, "name", None)
     return str(name or type(loss).__name__)
 
 
@@ -178,13 +199,20 @@ class _Session:
     """One loss against one reference: the executor, the strategy, the check loop."""
 
     def __init__(self, loss: Any, spec: S.LossSpec, params: dict[str, Any],
-                 chosen: tuple[str, ...], time_limit: float, strict: bool):
+                 chosen: tuple[str, ...], time_limit: float, strict: bool,
+                 dtype: str = "float32"):
         self.spec = spec
+        self.dtype = dtype
         self.params = params
         self.chosen = chosen
         self.strict = strict
         self.reduced = C.is_keras_loss(loss)
         self.reduction = getattr(loss, "reduction", "sum_over_batch_size") or "none"
+        # A keras.losses.Loss converts its inputs to its own dtype (float32 unless a
+        # dtype policy says otherwise); a function computes in its inputs' dtype.
+        self.compute_dtype = str(getattr(loss, "dtype", dtype)) if self.reduced else dtype
+        if self.compute_dtype not in numerics.DTYPES:
+            self.compute_dtype = dtype
         self.executor = C.Executor(loss, self.reduced, time_limit)
         inputs = lst.loss_inputs(spec.name, with_sample_weight=self.reduced, **params)
         if self.reduced:
@@ -198,7 +226,8 @@ class _Session:
     def outcomes(self, x: lst.LossInputs, only: str | None = None
                  ) -> dict[str, C.Outcome | None]:
         wanted = (only,) if only else self.chosen
-        expected = C.expected_for(self.spec.name, self.params, x, self.reduced, self.reduction)
+        x = C.cast_inputs(x, self.dtype)
+        expected = self._expected(x)
         eager = self.executor.run("eager", x)
         rows = x.rows
         out: dict[str, C.Outcome] = {}
@@ -220,10 +249,27 @@ class _Session:
         known = self.executor.xla_shapes
         if xp.y_pred.shape not in known and len(known) >= C.XLA_SHAPE_BUDGET:
             return None
-        expected = C.expected_for(self.spec.name, self.params, xp, self.reduced,
-                                  self.reduction)
+        expected = self._expected(xp)
         graph = self.executor.run("graph", xp)
         return C.check_mode("xla", self.executor.run("xla", xp), graph, expected, xp.rows)
+
+    def _expected(self, x: lst.LossInputs) -> C.Expected:
+        """The reference on the inputs as the loss computes them (a Loss instance sees
+        its inputs converted to its compute dtype)."""
+        expected = C.expected_for(self.spec.name, self.params,
+                                  C.cast_inputs(x, self.compute_dtype), self.reduced,
+                                  self.reduction, self.compute_dtype)
+        if numerics.unit_roundoff(self.dtype) > numerics.unit_roundoff(self.compute_dtype):
+            # the gradient flows back through the cast to the narrower input dtype
+            widen = (2 * numerics.unit_roundoff(self.dtype) * np.abs(expected.grad)
+                     + numerics.tiny(self.dtype))
+            # beyond the input dtype's range the gradient cannot be represented: not compared
+            top = float(np.finfo(np.float32).max) if self.dtype == "bfloat16" else \
+                float(np.finfo(numerics.np_dtype(self.dtype)).max)
+            allowed = np.where(np.abs(expected.grad) > top, np.inf,
+                               expected.grad_allowed + widen)
+            expected = dataclasses.replace(expected, grad_allowed=allowed)
+        return expected
 
     def deviation_for(self, check: str, x: lst.LossInputs) -> str | None:
         if self.strict:
@@ -248,7 +294,8 @@ def _run_hypothesis(test: Callable[[lst.LossInputs], None], strategy: st.SearchS
 
 def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int | None = None,
            checks: Iterable[str] | None = None, strict: bool = False,
-           time_limit: float = C.DEFAULT_TIME_LIMIT, **reference_kwargs: Any) -> VerifyReport:
+           time_limit: float = C.DEFAULT_TIME_LIMIT, dtype: str = "float32",
+           **reference_kwargs: Any) -> VerifyReport:
     """Check ``loss`` against the reference named ``reference``.
 
     Args:
@@ -261,6 +308,10 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
         checks: a subset of ``("value", "gradient", "graph", "xla")``; default all.
         strict: count known upstream deviations as failures.
         time_limit: seconds one call of ``loss`` may take before it counts as hung.
+        dtype: the dtype of the inputs: ``"float32"``, ``"float64"``, ``"float16"`` or
+            ``"bfloat16"``. Drawn inputs are rounded to it. The tolerance follows the
+            dtype the loss computes in: its inputs' for a function, the instance's own
+            (``loss.dtype``, float32 by default) for a ``keras.losses.Loss``.
         **reference_kwargs: parameters of the reference (``from_logits=True`` also
             makes the inputs logits).
     """
@@ -272,13 +323,16 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
         raise TypeError(f"loss: expected a callable (y_true, y_pred) -> tensor, got {loss!r}")
     spec = S.get_spec(reference)
     chosen = _validate_checks(checks)
+    if dtype not in numerics.DTYPES:
+        raise ValueError(f"dtype: expected one of {numerics.DTYPES}, got {dtype!r}")
     seed = 0 if seed is None else seed
     params = dict(reference_kwargs)
     _check_reference_params(spec, params)
-    session = _Session(loss, spec, params, chosen, time_limit, strict)
+    session = _Session(loss, spec, params, chosen, time_limit, strict, dtype)
     reports = {name: CheckReport(name) for name in chosen}
 
     def search(x: lst.LossInputs) -> None:
+        x = C.cast_inputs(x, dtype)
         for name, outcome in session.outcomes(x).items():
             if outcome is None:
                 reports[name].not_run += 1
@@ -295,7 +349,8 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
     return VerifyReport(
         loss=_loss_name(loss), reference=reference, form="class" if session.reduced
         else "function", params=params, seed=seed, max_examples=max_examples, checks=reports,
-        deviations={d.id: d for d in spec.deviations})
+        deviations={d.id: d for d in spec.deviations}, dtype=dtype,
+        compute_dtype=session.compute_dtype)
 
 
 def _check_reference_params(spec: S.LossSpec, params: Mapping[str, Any]) -> None:
@@ -341,6 +396,7 @@ def _shrink(session: _Session, check: str, max_examples: int, seed: int,
     last: dict[str, str] = {}
 
     def test(x: lst.LossInputs) -> None:
+        x = C.cast_inputs(x, session.dtype)
         outcome = session.outcomes(x, only=check)[check]
         if outcome is not None and not outcome.ok and session.deviation_for(check, x) is None:
             last["example"], last["message"] = repr(x), outcome.message

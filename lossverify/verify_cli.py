@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from lossverify import specs as S
@@ -48,6 +49,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "class = function, sparse = dense, batch permutation/split, focal "
                         "vs cross-entropy, non-negativity); default max-examples / 4, "
                         "0 skips them")
+    p.add_argument("--dtypes", default="float32",
+                   help="comma-separated input dtypes among float32,float64,float16,bfloat16 "
+                        "(default float32; the nox verify session runs float32,float64)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="conformance run: spread the runs over N processes (same report)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress lines on stderr")
+    p.add_argument("--plot", metavar="PATH",
+                   help="draw the error distribution (error / allowed) per loss and check "
+                        "as a PNG")
     p.add_argument("--json", metavar="PATH", help="write the report as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write the summary table as Markdown")
     p.add_argument("--quiet", action="store_true", help="print only the summary table")
@@ -115,13 +126,14 @@ def _row(label: str, form: str, params: dict[str, Any], report: Any) -> list[str
     failed = [c.name for c in report.checks.values() if c.failures]
     if failed:
         verdict += f" ({','.join(failed)})"
-    return [label, form, _format_params(params), str(examples), f"{worst.worst_abs:.2e}",
+    return [label, form, _format_params(params), report.dtype, str(examples),
+            f"{worst.worst_abs:.2e}",
             f"{worst.worst_ratio:.3f}" if worst.worst_ratio != float("inf") else "inf",
             worst.name, verdict]
 
 
-_HEAD = ["loss", "form", "parameters", "examples", "worst err", "err/allowed", "check",
-         "verdict"]
+_HEAD = ["loss", "form", "parameters", "dtype", "examples", "worst err", "err/allowed",
+         "check", "verdict"]
 
 
 _INV_HEAD = ["losses", "invariant", "parameters", "examples", "err/allowed", "verdict"]
@@ -151,6 +163,107 @@ def print_table(rows: list[list[str]], head: list[str] | None = None) -> None:
         print(fmt.format(*r))
 
 
+@dataclass(frozen=True)
+class Job:
+    """One unit of a conformance run, small and picklable for ``--jobs``: a verify run
+    (``invariant`` empty) or one invariant, by index into the spec's cases."""
+
+    spec: str
+    params: tuple[tuple[str, Any], ...]
+    label: str = ""
+    dtype: str = "float32"
+    invariant: int = -1
+
+
+def _plan(args: argparse.Namespace, dtypes: list[str]) -> list[Job]:
+    from lossverify import invariants as I
+
+    jobs: list[Job] = []
+    inv_examples = _invariant_examples(args)
+    for spec, params, impls in conformance_jobs(args.only, args.thorough):
+        frozen = tuple(params.items())
+        jobs += [Job(spec.name, frozen, impl.label, dtype) for impl in impls for dtype in dtypes]
+        if inv_examples > 0:
+            jobs += [Job(spec.name, frozen, invariant=i)
+                     for i in range(len(I.conformance_cases(spec.name, params)))]
+    return jobs
+
+
+def _invariant_examples(args: argparse.Namespace) -> int:
+    if args.invariant_examples is None:
+        return max(args.max_examples // 4, 1)
+    return int(args.invariant_examples)
+
+
+def _run_job(job: Job, args: argparse.Namespace, checks: list[str] | None) -> Any:
+    """Run one job (in this process or a worker); returns its report."""
+    import lossverify
+    from lossverify import invariants as I
+
+    params = dict(job.params)
+    if job.invariant >= 0:
+        label, invariant, losses, ref, inv_params = I.conformance_cases(job.spec,
+                                                                        params)[job.invariant]
+        report = I.check_invariant(invariant, *losses, reference=ref,
+                                   max_examples=_invariant_examples(args), seed=args.seed,
+                                   **inv_params)
+        return label, report
+    impl = next(i for i in S.get_spec(job.spec).implementations if i.label == job.label)
+    loss = S.build_implementation(impl, params)
+    report = lossverify.verify(loss, job.spec, max_examples=args.max_examples, seed=args.seed,
+                               checks=checks, strict=args.strict, dtype=job.dtype, **params)
+    report.label = impl.label
+    return impl.label, report
+
+
+def _worker_init() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+
+
+def _results(jobs: list[Job], args: argparse.Namespace, checks: list[str] | None
+             ) -> Iterator[tuple[Job, Any]]:
+    """Job results in plan order, computed here or across ``--jobs`` processes."""
+    if args.jobs <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield job, _run_job(job, args, checks)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
+    with ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=_worker_init) as pool:
+        futures = [pool.submit(_run_job, job, args, checks) for job in jobs]
+        for job, future in zip(jobs, futures, strict=True):
+            yield job, future.result()
+
+
+class Progress:
+    """One line per finished job on stderr: rewritten in place on a terminal, appended
+    otherwise (CI logs)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self.done = total, enabled, 0
+        self.tty = sys.stderr.isatty()
+        self.started = time.perf_counter()
+
+    def update(self, what: str, ok: bool) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / self.done * (self.total - self.done)
+        line = (f"[{self.done}/{self.total} {elapsed:5.0f}s, ~{eta:.0f}s left] "
+                f"{'ok  ' if ok else 'FAIL'} {what}")
+        if self.tty:
+            print("\r\033[K" + line[:150], end="" if self.done < self.total else "\n",
+                  file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -160,6 +273,9 @@ def run(args: argparse.Namespace) -> int:
 
     tf.get_logger().setLevel("ERROR")  # retracing and autograph notices are not findings
     checks = args.checks.split(",") if args.checks else None
+    dtypes = _parse_dtypes(args.dtypes)
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs: expected a positive int, got {args.jobs}")
     started = time.perf_counter()
     reports: list[Any] = []
     rows: list[list[str]] = []
@@ -170,38 +286,29 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit("verify: --loss and --reference go together")
         loss = load_target(args.loss)
         params = parse_params(args.param)
-        report = lossverify.verify(loss, args.reference, max_examples=args.max_examples,
-                                   seed=args.seed, checks=checks, strict=args.strict,
-                                   **params)
-        print(report)
-        reports.append(report)
-        rows.append(_row(args.loss, report.form, params, report))
+        for dtype in dtypes:
+            report = lossverify.verify(loss, args.reference, max_examples=args.max_examples,
+                                       seed=args.seed, checks=checks, strict=args.strict,
+                                       dtype=dtype, **params)
+            report.label = args.loss
+            print(report)
+            reports.append(report)
+            rows.append(_row(args.loss, report.form, params, report))
     else:
-        from lossverify import invariants as I
-
-        inv_examples = (max(args.max_examples // 4, 1) if args.invariant_examples is None
-                        else args.invariant_examples)
-        for spec, params, impls in conformance_jobs(args.only, args.thorough):
-            for impl in impls:
-                loss = S.build_implementation(impl, params)
-                report = lossverify.verify(loss, spec.name, max_examples=args.max_examples,
-                                           seed=args.seed, checks=checks,
-                                           strict=args.strict, **params)
+        jobs = _plan(args, dtypes)
+        progress = Progress(len(jobs), not args.no_progress)
+        for job, (label, report) in _results(jobs, args, checks):
+            if job.invariant >= 0:
+                inv_reports.append(report)
+                inv_rows.append(_invariant_row(label, report))
+                progress.update(f"{label}: {report.invariant}", report.ok)
+            else:
                 reports.append(report)
-                rows.append(_row(impl.label, impl.form, params, report))
-                if not args.quiet and not report.ok:
-                    print(report, file=sys.stderr)
-            if inv_examples <= 0:
-                continue
-            for label, invariant, losses, ref, inv_params in I.conformance_cases(spec.name,
-                                                                                 params):
-                inv = I.check_invariant(invariant, *losses, reference=ref,
-                                        max_examples=inv_examples, seed=args.seed,
-                                        **inv_params)
-                inv_reports.append(inv)
-                inv_rows.append(_invariant_row(label, inv))
-                if not args.quiet and not inv.ok:
-                    print(inv, file=sys.stderr)
+                rows.append(_row(label, report.form, report.params, report))
+                progress.update(f"{label} ({report.form}) {_format_params(report.params)} "
+                                f"{report.dtype}", report.ok)
+            if not args.quiet and not report.ok:
+                print(report, file=sys.stderr)
         print_table(rows)
         if inv_rows:
             print()
@@ -217,13 +324,31 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, {"schema_version": REPORT_SCHEMA_VERSION,
                                "seed": args.seed, "max_examples": args.max_examples,
+                               "dtypes": dtypes,
                                "runs": [r.to_dict() for r in reports],
                                "invariants": [r.to_dict() for r in inv_reports]})
     if args.markdown:
+        inv_part = ""
+        if inv_rows:
+            inv_part = (f"\n## Invariants ({inv_reports[0].max_examples} examples each)\n\n"
+                        + markdown_table(inv_rows, _INV_HEAD))
         write_text(args.markdown, f"# lossverify conformance (seed {args.seed}, "
                                   f"{args.max_examples} examples per check)\n\n"
-                                  + markdown_table(rows)
-                                  + (f"\n## Invariants ({inv_rows and inv_reports[0].max_examples}"
-                                     f" examples each)\n\n" + markdown_table(inv_rows, _INV_HEAD)
-                                     if inv_rows else ""))
+                                  + markdown_table(rows) + inv_part)
+    if args.plot:
+        from lossverify.report_plot import save_error_distributions
+
+        save_error_distributions(reports, args.plot)
+        print(f"error distributions: {args.plot}")
     return 1 if failed or inv_failed else 0
+
+
+def _parse_dtypes(text: str) -> list[str]:
+    from lossverify.numerics import DTYPES
+
+    chosen = [d.strip() for d in text.split(",") if d.strip()]
+    bad = [d for d in chosen if d not in DTYPES]
+    if bad or not chosen:
+        raise SystemExit(f"--dtypes: expected a comma-separated subset of {','.join(DTYPES)}, "
+                         f"got {text!r}")
+    return chosen

@@ -250,3 +250,23 @@ def test_cli_conformance_run_includes_the_invariants(tmp_path):
     assert all(r["ok"] and r["examples"] == 3 for r in data["invariants"])
     assert "## Invariants" in (tmp_path / "c.md").read_text()
     assert "notes.SparseFocalLoss = notes.sparse_focal_loss" in proc.stdout
+
+
+def test_cli_jobs_give_the_same_report_and_plot_is_written(tmp_path):
+    """--jobs 2 spreads runs over processes; the report is byte-identical to --jobs 1."""
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    base = [sys.executable, "-m", "lossverify", "verify", "--only", "mean_squared_error",
+            "--max-examples", "3", "--invariant-examples", "2", "--dtypes", "float32,float64",
+            "--checks", "value,gradient", "--quiet"]
+    for jobs in ("1", "2"):
+        proc = subprocess.run([*base, "--jobs", jobs, "--json", f"j{jobs}.json",
+                               *(["--plot", "errors.png"] if jobs == "1" else [])],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                              env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"[{'1'}/" in proc.stderr  # progress lines
+    assert (tmp_path / "j1.json").read_bytes() == (tmp_path / "j2.json").read_bytes()
+    data = json.loads((tmp_path / "j1.json").read_text())
+    assert data["dtypes"] == ["float32", "float64"]
+    assert {r["dtype"] for r in data["runs"]} == {"float32", "float64"}
+    assert (tmp_path / "errors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

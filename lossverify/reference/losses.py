@@ -169,11 +169,15 @@ def _eval_binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False,
     # Error scales: the terms, plus the sensitivity to a relative error u in p_t (an
     # implementation computing 1 - p_t turns it into an absolute error u in a):
     # |dt/da| p_t for the value, |d(dt/dp)/da| p_t for the gradient.
+    # On logits, p = sigmoid(z) is itself rounded (absolute error u p), and that error
+    # reaches p_t with weight |y| + |1 - y| = 1: p_t carries u (p_t + p), not u p_t
+    # (the cancellation in 1 - p for p near 1, which float32 hides by rounding p to 1).
+    pt_err = p_t + p if from_logits else p_t
     f_second = gamma * (gamma - 1.0) * np.power(np.where(a > 0, a, 1.0), gamma - 2.0)
     with np.errstate(invalid="ignore", over="ignore"):
-        sens = np.where(a > 0, w * bce * _ABS(f_prime) * p_t, 0.0)
+        sens = np.where(a > 0, w * bce * _ABS(f_prime) * pt_err, 0.0)
         grad_sens = np.where(a > 0, w * (_ABS(f_prime) * dbce_size + bce * _ABS(f_second) * dp)
-                             * p_t, 0.0)
+                             * pt_err, 0.0)
         grad_size = w * (f * dbce_size + _ABS(focal_z)) + grad_sens
         value_scale = (w * f * bce_size + sens + gamma * _ABS(t)).sum(-1) / n + 1.0
     ev = Evaluation(t.mean(-1), grad / n, value_scale, grad_size / n, _no_kink(yp.shape))
