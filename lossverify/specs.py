@@ -176,7 +176,7 @@ _NOTES_FOCAL_NAN = KnownDeviation(
 )
 _SMOOTHING_AXIS = KnownDeviation(
     id="keras-label-smoothing-axis",
-    checks=("value", "graph", "xla"),
+    checks=("value", "gradient", "graph", "xla"),
     summary="categorical label smoothing takes the class count from the last axis "
             "(ops.shape(y_true)[-1]) whatever `axis` says; the documentation's ls / C uses "
             "the class axis.",

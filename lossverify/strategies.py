@@ -223,7 +223,7 @@ def loss_inputs(draw: st.DrawFn, reference: str, *, from_logits: bool = False,
                 with_sample_weight: bool = False, max_batch: int = 16, max_classes: int = 12,
                 rank: int | None = None, class_num: int | None = None,
                 ignore_class: int | None = None, soft_labels: bool = True,
-                **_ignored: Any) -> LossInputs:
+                axis: int = -1, **_ignored: Any) -> LossInputs:
     """A labelled batch of inputs for reference ``reference`` with these parameters.
 
     ``from_logits`` draws logits instead of probabilities; the notes' focal losses
@@ -272,7 +272,10 @@ def loss_inputs(draw: st.DrawFn, reference: str, *, from_logits: bool = False,
                 y_true = np.where(drop, np.int32(ignore_class), y_true).astype(np.int32)
     weight = None
     if with_sample_weight:
-        weight = draw(sample_weights(shape[:-1] if len(shape) > 1 else (1,)),
-                      label="sample_weight")
+        # one weight per sample: the shape of the losses, y_pred's without the class axis
+        class_axis = axis % len(shape)
+        loss_shape = tuple(int(n) for i, n in enumerate(shape) if i != class_axis) \
+            if len(shape) > 1 else (1,)
+        weight = draw(sample_weights(loss_shape), label="sample_weight")
     return LossInputs(y_true=y_true, y_pred=y_pred, sample_weight=weight, regime=regime,
                       notes=notes)

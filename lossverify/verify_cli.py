@@ -195,8 +195,45 @@ def _invariant_examples(args: argparse.Namespace) -> int:
     return int(args.invariant_examples)
 
 
+@dataclass
+class Crashed:
+    """A job that raised inside lossverify itself (a bug to report, not a loss finding):
+    the run goes on, the job counts as failed, and the traceback's last line is kept."""
+
+    label: str
+    form: str
+    params: dict[str, Any]
+    dtype: str
+    error: str
+    ok: bool = False
+    invariant: str = ""
+    examples: int = 0
+    worst_ratio: float = float("inf")
+    checks: dict[str, Any] | None = None
+
+    def __str__(self) -> str:
+        return f"lossverify crashed on {self.label} {self.params}: {self.error}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "form": self.form, "params": self.params,
+                "dtype": self.dtype, "ok": False, "crashed": self.error}
+
+
 def _run_job(job: Job, args: argparse.Namespace, checks: list[str] | None) -> Any:
-    """Run one job (in this process or a worker); returns its report."""
+    """Run one job (in this process or a worker); returns ``(label, report)``."""
+    try:
+        return _run_job_unguarded(job, args, checks)
+    except Exception as exc:  # a lossverify bug must not end the whole conformance run
+        kind = "invariant" if job.invariant >= 0 else "verify"
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        crashed = Crashed(job.label or f"{job.spec} {kind} #{job.invariant}", kind,
+                          dict(job.params), job.dtype, error,
+                          invariant=f"#{job.invariant}" if job.invariant >= 0 else "",
+                          checks={})
+        return crashed.label, crashed
+
+
+def _run_job_unguarded(job: Job, args: argparse.Namespace, checks: list[str] | None) -> Any:
     import lossverify
     from lossverify import invariants as I
 
@@ -298,6 +335,15 @@ def run(args: argparse.Namespace) -> int:
         jobs = _plan(args, dtypes)
         progress = Progress(len(jobs), not args.no_progress)
         for job, (label, report) in _results(jobs, args, checks):
+            if isinstance(report, Crashed):
+                (inv_reports if job.invariant >= 0 else reports).append(report)
+                (inv_rows if job.invariant >= 0 else rows).append(
+                    [label, report.form, _format_params(report.params), report.dtype, "0",
+                     "-", "inf", "-", "CRASHED"][:len(_INV_HEAD if job.invariant >= 0
+                                                       else _HEAD)])
+                progress.update(f"{label}: CRASHED {report.error}", False)
+                print(report, file=sys.stderr)
+                continue
             if job.invariant >= 0:
                 inv_reports.append(report)
                 inv_rows.append(_invariant_row(label, report))
@@ -316,7 +362,7 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     failed = sum(not r.ok for r in reports)
     inv_failed = sum(not r.ok for r in inv_reports)
-    examples = sum(c.examples for r in reports for c in r.checks.values())
+    examples = sum(c.examples for r in reports for c in (r.checks or {}).values())
     examples += sum(r.examples for r in inv_reports)
     invariants = f", {len(inv_reports)} invariants, {inv_failed} violated" if inv_reports else ""
     print(f"\n{len(reports)} runs, {failed} failed{invariants}; {examples} check-examples in "
@@ -338,7 +384,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from lossverify.report_plot import save_error_distributions
 
-        save_error_distributions(reports, args.plot)
+        save_error_distributions([r for r in reports if not isinstance(r, Crashed)], args.plot)
         print(f"error distributions: {args.plot}")
     return 1 if failed or inv_failed else 0
 

@@ -270,3 +270,27 @@ def test_cli_jobs_give_the_same_report_and_plot_is_written(tmp_path):
     assert data["dtypes"] == ["float32", "float64"]
     assert {r["dtype"] for r in data["runs"]} == {"float32", "float64"}
     assert (tmp_path / "errors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_run_survives_a_crash_inside_lossverify(monkeypatch, capsys):
+    """A bug in lossverify itself (here: verify raising) is reported as CRASHED for that
+    run; the conformance run goes on and exits 1."""
+    from lossverify import cli
+
+    calls = {"n": 0}
+    real = lossverify.verify
+
+    def flaky_verify(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated internal error")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lossverify, "verify", flaky_verify)
+    code = cli.main(["verify", "--only", "mean_squared_error", "--max-examples", "2",
+                     "--invariant-examples", "0", "--checks", "value", "--quiet",
+                     "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "CRASHED" in out and "simulated internal error" in err
+    assert calls["n"] == 4  # the other three implementations still ran
