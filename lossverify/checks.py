@@ -227,7 +227,8 @@ class Executor:
         worker.join(self.time_limit)
         if worker.is_alive():
             return ModeResult(error=f"timed out: no result after {self.time_limit:g} s")
-        mutated = [n for n, a, b in zip(names, args, before) if np.asarray(a).tobytes() != b]
+        mutated = [n for n, a, b in zip(names, args, before, strict=False)
+                   if np.asarray(a).tobytes() != b]
         if mutated:
             return ModeResult(error=f"mutated its input {' and '.join(mutated)} in place "
                                     "(the tensor's contents changed during the call)")
@@ -264,6 +265,7 @@ def pad_for_xla(x: Any) -> Any:
 
     y_true, y_pred, w = x.y_true, x.y_pred, x.sample_weight
     y_true, y_pred, w = tile(y_true, 0, XLA_ROWS), tile(y_pred, 0, XLA_ROWS), tile(w, 0, XLA_ROWS)
+    assert y_true is not None and y_pred is not None
     if y_pred.ndim == 3:
         y_pred = tile(y_pred, 1, XLA_STEPS)
         y_true = tile(y_true, 1, XLA_STEPS) if y_true.ndim >= 2 else y_true
@@ -293,7 +295,7 @@ def _shape_problem(result: ModeResult, expected: Expected) -> str | None:
 
 def check_value(eager: ModeResult, expected: Expected, rows: int) -> Outcome:
     if eager.value is None:
-        return Outcome(False, message=str(eager.error), rows=rows)
+        return Outcome(False, message=eager.error or "", rows=rows)
     problem = _shape_problem(eager, expected)
     if problem:
         return Outcome(False, message=problem, rows=rows)
@@ -303,7 +305,7 @@ def check_value(eager: ModeResult, expected: Expected, rows: int) -> Outcome:
 
 def check_gradient(eager: ModeResult, expected: Expected, rows: int) -> Outcome:
     if eager.value is None or eager.error:
-        return Outcome(False, message=eager.error, rows=rows)
+        return Outcome(False, message=eager.error or "", rows=rows)
     assert eager.grad is not None
     if eager.grad.shape != expected.grad.shape:
         return Outcome(False, message=f"gradient shape {eager.grad.shape}, expected "
@@ -329,6 +331,7 @@ def check_mode(mode: str, other: ModeResult, eager: ModeResult, expected: Expect
     if other.value.shape != eager.value.shape:
         return Outcome(False, message=f"{mode} shape {other.value.shape} != eager "
                        f"{eager.value.shape}", rows=rows)
+    assert eager.grad is not None and other.grad is not None
     v_tol = numerics.mode_tolerance(eager.value, expected.value_allowed, expected.dtype)
     g_tol = numerics.mode_tolerance(eager.grad, expected.grad_allowed, expected.dtype)
     cmp = numerics.compare(other.value, eager.value, v_tol, expected.dtype)

@@ -70,7 +70,7 @@ INVARIANTS: dict[str, int] = {
 }
 
 #: sparse reference -> (its dense twin, parameters the twin keeps)
-_DENSE_TWIN = {
+_DENSE_TWIN: dict[str, tuple[str, tuple[str, ...]]] = {
     "sparse_categorical_crossentropy": ("categorical_crossentropy", ("from_logits",)),
     "sparse_focal_loss": ("focal_loss", ("gamma",)),
 }
@@ -488,10 +488,10 @@ def conformance_cases(spec_name: str, params: Mapping[str, Any]
                               (build(fn, params), build(twin_fn, twin_params)), spec_name,
                               params))
         if spec_name in _CROSS_ENTROPY_OF:
-            ce, kept, forced = _CROSS_ENTROPY_OF[spec_name]
+            ce, ce_kept, forced = _CROSS_ENTROPY_OF[spec_name]
             ce_fn = _impl(ce, "keras", "function")
             assert ce_fn is not None
-            ce_params = {**{k: v for k, v in params.items() if k in kept}, **forced}
+            ce_params = {**{k: v for k, v in params.items() if k in ce_kept}, **forced}
             cases.append((f"{fn.label} <= {ce_fn.label}", "focal_not_above_cross_entropy",
                           (build(fn, params), build(ce_fn, ce_params)), spec_name, params))
             if not params.get("apply_class_balancing"):

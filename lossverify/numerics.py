@@ -157,7 +157,7 @@ def ulp_distance(a: np.ndarray, b: np.ndarray, dtype: str = "float32") -> np.nda
         y = np.asarray(np.asarray(b, dtype=np.float64), dtype=ftype)
     ix = x.view(itype).astype(np.int64)
     iy = y.view(itype).astype(np.int64)
-    top = np.int64(np.iinfo(itype).min)
+    top = np.int64(-(2 ** (8 * ftype.itemsize - 1)))  # the signed integer type's minimum
     ix = np.where(ix < 0, top - ix, ix)
     iy = np.where(iy < 0, top - iy, iy)
     dist = np.abs(ix - iy)

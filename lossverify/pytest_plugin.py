@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-PROFILES = {
+PROFILES: dict[str, dict[str, Any]] = {
     "dev": {"max_examples": 20},
     "ci": {"max_examples": 60, "derandomize": True},
     "thorough": {"max_examples": 1000},

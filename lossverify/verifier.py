@@ -158,7 +158,8 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": "lossverify.verify-report/1",
-            "label": self.label or self.loss, "loss": self.loss, "reference": self.reference, "form": self.form,
+            "label": self.label or self.loss, "loss": self.loss,
+            "reference": self.reference, "form": self.form,
             "params": self.params, "seed": self.seed, "max_examples": self.max_examples,
             "dtype": self.dtype, "compute_dtype": self.compute_dtype, "ok": self.ok,
             "checks": {name: {
@@ -230,7 +231,7 @@ class _Session:
         expected = self._expected(x)
         eager = self.executor.run("eager", x)
         rows = x.rows
-        out: dict[str, C.Outcome] = {}
+        out: dict[str, C.Outcome | None] = {}
         if "value" in wanted:
             out["value"] = C.check_value(eager, expected, rows)
         if "gradient" in wanted:
@@ -284,7 +285,7 @@ def _without_weight(x: lst.LossInputs) -> lst.LossInputs:
     return lst.LossInputs(x.y_true, x.y_pred, None, x.regime, x.notes)
 
 
-def _run_hypothesis(test: Callable[[lst.LossInputs], None], strategy: st.SearchStrategy,
+def _run_hypothesis(test: Callable[[Any], None], strategy: st.SearchStrategy,
                     max_examples: int, seed: int, phases: tuple[Phase, ...]) -> None:
     wrapped = settings(max_examples=max_examples, deadline=None, database=None,
                        suppress_health_check=_HEALTH, phases=phases, print_blob=False,

@@ -176,7 +176,7 @@ def test_reference_returns_per_sample_losses_or_refuses(case):
             return
         ev = R.evaluate(name, y_true, y_pred, **params)
     event(f"evaluated: {name}")
-    for arg, old in zip(arrays_in, before):  # references never write into their inputs
+    for arg, old in zip(arrays_in, before, strict=True):  # references never write into their inputs
         np.testing.assert_array_equal(arg, old, strict=True)
     ax = class_axis(params, y_pred.ndim)
     assert ax is not None, "an invalid axis was accepted"

@@ -19,6 +19,7 @@ This module imports NumPy only; TensorFlow is not needed to load or inspect the 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zipfile
 from collections.abc import Callable
@@ -225,8 +226,8 @@ def load_data(
         data = load_npz(path)
     elif cache_path is not None and Path(cache_path).expanduser().is_file():
         data = load_npz(cache_path)
-        data = MnistData(*(getattr(data, k) for k in _KEYS),
-                         source=f"MNIST from the Keras cache {Path(cache_path).expanduser()}")
+        data = dataclasses.replace(
+            data, source=f"MNIST from the Keras cache {Path(cache_path).expanduser()}")
     else:
         arrays = digits_as_mnist()
         data = MnistData(

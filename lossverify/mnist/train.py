@@ -109,7 +109,7 @@ def _save_checkpoint(path: Path, model, optimizer, meta: dict) -> None:
     for i, v in enumerate(optimizer.variables):
         arrays[f"optimizer_{i:03d}"] = keras.ops.convert_to_numpy(v)
     with atomic_write(path, "wb") as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds oddly
 
 
 def _read_checkpoint(path: Path) -> tuple[dict, list[np.ndarray], list[np.ndarray]]:
