@@ -251,12 +251,16 @@ class Executor:
 XLA_ROWS, XLA_STEPS, XLA_SHAPE_BUDGET = 16, 3, 4
 
 
-def pad_for_xla(x: Any) -> Any:
+def pad_for_xla(x: Any, axis: int = -1) -> Any:
     """``x`` with its batch (and time) axes tiled up to the fixed XLA bucket sizes.
 
     Rows are independent samples, so the padded batch is a valid input; the xla check
-    compares XLA with the graph result on the *same* padded batch.
+    compares XLA with the graph result on the *same* padded batch. With the class axis
+    elsewhere than last (``axis=0``), axis 0 is not a batch axis: ``x`` is left as it is
+    (the XLA shape budget still bounds the compiles).
     """
+    if axis % x.y_pred.ndim != x.y_pred.ndim - 1:
+        return x
     def tile(a: np.ndarray | None, axis: int, size: int) -> np.ndarray | None:
         if a is None or a.ndim <= axis:
             return a

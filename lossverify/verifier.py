@@ -246,7 +246,7 @@ class _Session:
     def _xla(self, x: lst.LossInputs) -> C.Outcome | None:
         """XLA against the graph on the padded batch; None once the compile budget of new
         shapes is spent (the example is then not counted for this check)."""
-        xp = C.pad_for_xla(x)
+        xp = C.pad_for_xla(x, self.params.get("axis", -1))
         known = self.executor.xla_shapes
         if xp.y_pred.shape not in known and len(known) >= C.XLA_SHAPE_BUDGET:
             return None

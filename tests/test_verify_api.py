@@ -294,3 +294,12 @@ def test_cli_run_survives_a_crash_inside_lossverify(monkeypatch, capsys):
     assert code == 1
     assert "CRASHED" in out and "simulated internal error" in err
     assert calls["n"] == 4  # the other three implementations still ran
+
+
+def test_class_axis_0_with_sample_weights_and_xla():
+    """Regression: with axis=0 the sample weights follow the losses' shape and XLA padding
+    leaves axis 0 alone (the thorough sweep once crashed on both)."""
+    report = lossverify.verify(keras.losses.CategoricalCrossentropy(axis=0),
+                               "categorical_crossentropy", axis=0, max_examples=15, seed=0)
+    assert report.ok, str(report)
+    assert report.checks["xla"].examples > 0
