@@ -209,9 +209,15 @@ def _one_hot(x: lst.LossInputs, classes: int) -> lst.LossInputs:
 def _non_negative(losses, x, reference, params, draw_int):
     (loss,) = losses
     out = _call(loss, x, C.is_keras_loss(loss))
-    allowed = _budget(reference, params, x, loss).value_allowed
-    if np.isnan(out).any():
-        raise _Violation(f"non_negative: NaN at {np.argwhere(np.isnan(out)).tolist()[:4]}")
+    expected = _budget(reference, params, x, loss)
+    allowed = expected.value_allowed
+    # NaN propagates where the mathematics gives NaN (a class axis whose probabilities sum
+    # to 0 renormalises to 0/0): only NaN where the reference is a number is a violation
+    bad = np.isnan(out) & ~np.isnan(np.broadcast_to(expected.value, np.shape(out)))
+    if bad.any():
+        raise _Violation(f"non_negative: NaN at {np.argwhere(bad).tolist()[:4]} where the "
+                         f"reference is a number")
+    out = np.where(np.isnan(out), 0.0, out)
     ratio = np.where(out < 0, -out / allowed, 0.0)
     if (ratio > 1).any():
         i = np.unravel_index(int(np.argmax(ratio)), np.shape(ratio))
