@@ -177,3 +177,31 @@ def test_custom_loop_under_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert all(np.isfinite(history["loss"]))
     assert history["loss"][1] < history["loss"][0]  # it learns
     assert (tmp_path / "checkpoint.npz").exists()
+
+
+def test_training_runs_the_pitfall_detectors(tiny, tmp_path):
+    """`train` runs lossverify.pitfalls on the model, the loss and the labels: integer
+    labels for a dense loss are reported; the double softmax is reported once (by
+    DoubleSoftmaxWarning, not again as a PitfallWarning)."""
+    from lossverify.pitfalls import PitfallWarning
+
+    # the warning comes before the first step, which then fails on the rank mismatch
+    with pytest.warns(PitfallWarning, match="sparse-labels-for-dense-loss"), \
+            pytest.raises(ValueError, match="same rank"):
+        train_run(tiny, RunConfig(loss="keras.losses:categorical_crossentropy",
+                                  sparse_labels=True, logits=False, **_TINY),
+                  tmp_path / "sparse", verbose=0, echo=lambda _: None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_run(tiny, RunConfig(logits=False, **_TINY), tmp_path / "double", verbose=0,
+                  echo=lambda _: None)
+    kinds = [type(w.message).__name__ for w in caught]
+    assert kinds.count("DoubleSoftmaxWarning") == 1 and "PitfallWarning" not in kinds, kinds
+
+
+def test_correct_training_raises_no_pitfall(tiny, tmp_path):
+    from lossverify.pitfalls import PitfallWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PitfallWarning)
+        train_run(tiny, RunConfig(**_TINY), tmp_path, verbose=0, echo=lambda _: None)

@@ -85,6 +85,25 @@ def _model_ends_in_softmax(model: keras.Model) -> bool:
     return getattr(last, "activation", None) is keras.activations.softmax
 
 
+def _check_pitfalls(model: keras.Model, choice: LossChoice, y_sample: np.ndarray, *,
+                    double_softmax_warned: bool) -> None:
+    """Run :mod:`lossverify.pitfalls` on the model, the loss and a sample of the labels
+    the loss will get (format, range, ``from_logits``), re-emitting each warning once:
+    the double softmax is already reported by :class:`DoubleSoftmaxWarning`."""
+    from lossverify import pitfalls
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pitfalls.PitfallWarning)
+        found = pitfalls.check_model_and_loss(model, choice.fn, y_true=y_sample)
+    del caught  # re-emitted below, attributed to the caller
+    for pitfall in found:
+        if double_softmax_warned and pitfall.code in ("double-softmax",
+                                                      "from-logits-on-probabilities"):
+            continue
+        warnings.warn(f"{pitfall.code}: {pitfall.message}", pitfalls.PitfallWarning,
+                      stacklevel=3)
+
+
 def _warn_double_softmax(choice: LossChoice, model: keras.Model) -> str | None:
     if not (choice.applies_softmax and _model_ends_in_softmax(model)):
         return None
@@ -185,7 +204,7 @@ def train_run(
         if config.loop == "fit":
             model.compile(optimizer=optimizer, loss=choice.fn,
                           metrics=[accuracy_metric(choice, "accuracy")])
-    _warn_double_softmax(choice, model)
+    warned = _warn_double_softmax(choice, model)
 
     history: dict[str, list] = {k: [] for k in _HISTORY_KEYS}
     start = 0
@@ -205,6 +224,7 @@ def train_run(
             echo(_epoch_line(history, i))
 
     y_train = labels_for(choice, data.y_train)
+    _check_pitfalls(model, choice, y_train[:512], double_softmax_warned=warned is not None)
     y_test = labels_for(choice, data.y_test)
     test_ds = epoch_dataset(data.x_test, y_test, config.batch_size)
     if config.loop == "custom":
