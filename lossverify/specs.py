@@ -131,6 +131,24 @@ def _f32_sigmoid_saturates(x: Any, params: Mapping[str, Any]) -> bool:
     return bool(np.any(one - p_t == 0))
 
 
+def _f32_pt_rounds_to_one(x: Any, params: Mapping[str, Any]) -> bool:
+    """Does Keras's ``1 - p_t`` cancel to 0 in float32 somewhere (soft or smoothed labels
+    included)? There a fused graph evaluation can land just below 0."""
+    ls = np.float32(params.get("label_smoothing", 0.0))
+    y = np.asarray(x.y_true, np.float32) * (np.float32(1) - ls) + np.float32(0.5) * ls
+    z = np.asarray(x.y_pred, np.float32)
+    if params.get("from_logits"):
+        with np.errstate(over="ignore"):
+            z = (np.float32(1) / (np.float32(1) + np.exp(-z))).astype(np.float32)
+    one = np.float32(1)
+    p_t = y * z + (one - y) * (one - z)
+    return bool(np.any(one - p_t <= 0))
+
+
+def _gamma_not_integer(params: Mapping[str, Any]) -> bool:
+    return float(params.get("gamma", 2.0)) % 1.0 != 0.0
+
+
 def _f32_softmax_saturates(x: Any, params: Mapping[str, Any]) -> bool:
     """Does a float32 (or narrower input dtype) softmax of ``y_pred`` reach exactly 1.0?"""
     z = np.asarray(x.y_pred, np.float32)
@@ -162,6 +180,19 @@ _BFCE_NAN = KnownDeviation(
                "p = tf.Variable([[1.]]): tape.gradient(loss, p) == [[nan]]",
     applies=_gamma_below_one,
     matches=_f32_sigmoid_saturates,
+)
+_BFCE_GRAPH_NAN = KnownDeviation(
+    id="keras-binary-focal-graph-nan",
+    checks=("graph", "xla"),
+    summary="binary_focal_crossentropy forms 1 - p_t by cancellation, p_t = y p + (1 - y)"
+            "(1 - p). Where that is 0 in eager float32, a tf.function (fused evaluation) "
+            "can make it slightly negative (-6e-24), and (1 - p_t)**gamma is NaN for a "
+            "non-integer gamma: graph NaN, eager and XLA 0. Computing a = y(1 - p) + "
+            "(1 - y)p directly, or clamping at 0, avoids it.",
+    reproducer="tf.function(lambda y, p: keras.losses.binary_focal_crossentropy(y, p, "
+               "gamma=3.5))([[2.220446e-16]], [[2.736202e-08]]) == [nan]; eagerly [0.]",
+    applies=_gamma_not_integer,
+    matches=_f32_pt_rounds_to_one,
 )
 _NOTES_FOCAL_NAN = KnownDeviation(
     id="notes-focal-nan-grad",
@@ -298,7 +329,7 @@ SPECS: dict[str, LossSpec] = {
         thorough_axes={"apply_class_balancing": _BOOL, "alpha": (0.25, 1.0), "gamma": _GAMMAS,
                        "from_logits": _BOOL, "label_smoothing": (0.0, 0.1)},
         implementations=_keras_pair("BinaryFocalCrossentropy", "binary_focal_crossentropy"),
-        deviations=(_BFCE_NAN, _LOW_PRECISION_CLIP),
+        deviations=(_BFCE_NAN, _BFCE_GRAPH_NAN, _LOW_PRECISION_CLIP),
         tolerance_notes="(1 - p_t)**gamma near p_t = 1 amplifies rounding of p_t by "
                         "gamma / (1 - p_t); in the budget through |dL/dp| |p|.",
     ),

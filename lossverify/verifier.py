@@ -287,7 +287,10 @@ def _without_weight(x: lst.LossInputs) -> lst.LossInputs:
 
 def _run_hypothesis(test: Callable[[Any], None], strategy: st.SearchStrategy,
                     max_examples: int, seed: int, phases: tuple[Phase, ...]) -> None:
-    wrapped = settings(max_examples=max_examples, deadline=None, database=None,
+    # The parent is Hypothesis's own default profile, not whatever profile is loaded (a
+    # pytest run loads one), so a seed draws the same batches in a script and in a test.
+    wrapped = settings(settings.get_profile("default"), max_examples=max_examples,
+                       deadline=None, database=None,
                        suppress_health_check=_HEALTH, phases=phases, print_blob=False,
                        derandomize=False)(given(strategy)(test))
     hyp_seed(seed)(wrapped)()

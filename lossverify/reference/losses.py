@@ -178,7 +178,13 @@ def _eval_binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False,
         sens = np.where(a > 0, w * bce * _ABS(f_prime) * pt_err, 0.0)
         grad_sens = np.where(a > 0, w * (_ABS(f_prime) * dbce_size + bce * _ABS(f_second) * dp)
                              * pt_err, 0.0)
-        grad_size = w * (f * dbce_size + _ABS(focal_z)) + grad_sens
+        # focal_z carries bce's own error, which is absolute (u per log of a number near
+        # 1: log(1 - q) for q near 0), so its scale is bce_size, not |bce|; and autodiff
+        # forms da/dp = 1 - 2y as the sum of two terms of sizes y and 1 - y (their
+        # cancellation for soft labels near 0.5 is in the budget, not in the reference)
+        focal_z_size = np.where((bce == 0) | (dp == 0), 0.0,
+                                bce_size * _ABS(f_prime) * (_ABS(y) + _ABS(1 - y)) * dp)
+        grad_size = w * (f * dbce_size + focal_z_size) + grad_sens
         value_scale = (w * f * bce_size + sens + gamma * _ABS(t)).sum(-1) / n + 1.0
     ev = Evaluation(t.mean(-1), grad / n, value_scale, grad_size / n, _no_kink(yp.shape))
     return ev.moved(ax, yp.ndim)
