@@ -12,7 +12,7 @@ sum per sample as ``Evaluation.value_scale`` (and per gradient element as
 ``grad_scale``) from its own float64 terms, on the *same float32-rounded inputs* the
 implementation sees. We then allow::
 
-    |actual - reference| <= K * u * (n + 1) * scale  +  2 |ref_low - ref|  +  tiny
+    |actual - reference| <= K * u * (n + 1) * scale  +  2 |ref_low - ref|  +  tiny / u
 
 * ``n`` is the number of terms summed along the class axis (summation error grows with
   it; TensorFlow does not promise pairwise summation, so we take the worst case).
@@ -26,7 +26,10 @@ implementation sees. We then allow::
   analysis misses: a float32 softmax that rounds to exactly 1.0 (so ``1 - p`` is 0 and
   a focal gradient vanishes), a ``sigmoid`` that saturates. Twice it, because another
   correct evaluation order may round the other way.
-* ``tiny`` is the smallest normal number of the dtype: below it, float32 flushes.
+* ``tiny / u`` (2e-31 in float32; ``tiny`` is the smallest normal number) allows for
+  flush-to-zero: TensorFlow's CPU kernels flush subnormals, intermediates included, so a
+  product of small factors can lose a result of 1e-37 entirely (:func:`underflow`). The
+  thorough sweep found such gradients of Keras's binary focal loss.
 
 This rejects the bugs that matter (an epsilon of 1e-5 instead of 1e-7 errs by ~4.6 at a
 zero probability; a float16 intermediate by ~1e-3 relative, thousands of times the
@@ -55,6 +58,7 @@ __all__ = [
     "np_dtype",
     "tiny",
     "tolerance",
+    "underflow",
     "ulp_distance",
     "unit_roundoff",
 ]
@@ -87,18 +91,30 @@ def unit_roundoff(dtype: str) -> float:
 
 def tolerance(scale: np.ndarray, n_terms: int, dtype: str = "float32",
               yardstick: np.ndarray | None = None) -> np.ndarray:
-    """The allowed absolute error ``K u (n + 1) scale + 2 |yardstick| + tiny``.
+    """The allowed absolute error ``K u (n + 1) scale + 2 |yardstick| + tiny / u``.
 
     ``yardstick`` is the reference evaluated in ``dtype`` minus the reference in float64
     (non-finite entries ignored): what rounding of intermediates did to one correct
     low-precision evaluation (see the module docstring).
     """
     u = unit_roundoff(dtype)
-    budget = K * u * (n_terms + 1) * np.asarray(scale, dtype=np.float64) + _TINY[str(dtype)]
+    budget = K * u * (n_terms + 1) * np.asarray(scale, dtype=np.float64) + underflow(dtype)
     if yardstick is not None:
         y = np.abs(np.asarray(yardstick, dtype=np.float64))
         budget = budget + 2.0 * np.where(np.isfinite(y), y, 0.0)
     return budget
+
+
+def underflow(dtype: str = "float32") -> float:
+    """The absolute allowance for underflow: ``tiny / u`` (2e-31 in float32).
+
+    TensorFlow's CPU kernels flush subnormal numbers to zero, in intermediates too: in a
+    product of small factors (a focal factor times a clipped probability's gradient) one
+    partial product can flush, taking a result of 1e-37 to exactly 0. Results that small
+    are indistinguishable from 0 for any loss whose terms are of order one; below
+    ``tiny / u`` we stop comparing digits.
+    """
+    return _TINY[str(dtype)] / unit_roundoff(dtype)
 
 
 def tiny(dtype: str = "float32") -> float:
