@@ -182,8 +182,12 @@ def _eval_binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False,
         # 1: log(1 - q) for q near 0), so its scale is bce_size, not |bce|; and autodiff
         # forms da/dp = 1 - 2y as the sum of two terms of sizes y and 1 - y (their
         # cancellation for soft labels near 0.5 is in the budget, not in the reference)
+        # On logits, dp = p (1 - p) is formed from the rounded p: 1 - p carries the
+        # absolute error u p, so dp's error scale is p (1 - p) + p * p = p, not dp (for
+        # z > 16, 1 - p is below float32's resolution near 1).
+        dp_size = p if from_logits else dp
         focal_z_size = np.where((bce == 0) | (dp == 0), 0.0,
-                                bce_size * _ABS(f_prime) * (_ABS(y) + _ABS(1 - y)) * dp)
+                                bce_size * _ABS(f_prime) * (_ABS(y) + _ABS(1 - y)) * dp_size)
         grad_size = w * (f * dbce_size + focal_z_size) + grad_sens
         value_scale = (w * f * bce_size + sens + gamma * _ABS(t)).sum(-1) / n + 1.0
     ev = Evaluation(t.mean(-1), grad / n, value_scale, grad_size / n, _no_kink(yp.shape))
