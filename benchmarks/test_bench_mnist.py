@@ -40,3 +40,40 @@ def test_mnist_training(benchmark, config):
     benchmark.extra_info.update(config=asdict(config), images_per_call=config.images_per_call)
     run = make_runner(config)
     benchmark.pedantic(run, **timing_plan(config))
+
+
+INTERLEAVED_BATCHES = (32, 512)
+
+
+@pytest.mark.parametrize("batch", INTERLEAVED_BATCHES)
+def test_focal_vs_cce_interleaved(benchmark, batch):
+    """Focal-loss step vs built-in CCE step, alternated step by step.
+
+    The grouped benchmarks above time each configuration in its own block of rounds, so
+    a shared machine's load drifting between blocks moves their ratio by several percent.
+    Here both steps run in turns (20 rounds of 10 steps each), so drift hits both alike;
+    ``extra_info["focal_over_cce"]`` is the ratio of the median step times.
+    """
+    import statistics
+    import time
+
+    focal = make_runner(BenchConfig(batch=batch))
+    cce = make_runner(BenchConfig(loss="cce", batch=batch))
+    for _ in range(5):  # warm-up: traces both
+        focal(), cce()
+    times: dict[str, list[float]] = {"focal": [], "cce": []}
+
+    def rounds():
+        for _ in range(20):
+            for name, run in (("focal", focal), ("cce", cce)):
+                start = time.perf_counter()
+                for _ in range(10):
+                    run()
+                times[name].append((time.perf_counter() - start) / 10)
+
+    benchmark.pedantic(rounds, rounds=1, iterations=1)
+    ratio = statistics.median(times["focal"]) / statistics.median(times["cce"])
+    benchmark.group = "focal-vs-cce-interleaved"
+    benchmark.extra_info.update(focal_over_cce=ratio, batch=batch,
+                                focal_ms=1e3 * statistics.median(times["focal"]),
+                                cce_ms=1e3 * statistics.median(times["cce"]))

@@ -88,6 +88,8 @@ def test_bench_table_from_a_report(tmp_path, capsys):
             _bench_entry(("step", "xla", "focal", 32, "float32"), 0.008),
             _bench_entry(("loop", "custom", "focal", 32, "float32"), 0.20),
             _bench_entry(("loop", "fit", "focal", 32, "float32"), 0.25),
+            {"name": "test_focal_vs_cce_interleaved[32]", "stats": {"median": 1.0},
+             "extra_info": {"focal_over_cce": 1.014, "batch": 32}},
         ],
     }
     path, previous = tmp_path / "new.json", tmp_path / "old.json"
@@ -100,6 +102,7 @@ def test_bench_table_from_a_report(tmp_path, capsys):
     assert "2.00x" in out  # twice as fast as the previous report
     assert re.search(r"focal-loss step time / built-in CCE step time, b32 +1\.020x", out)
     assert "tf.function speed-up over eager, b32" in out and "4.000x" in out
+    assert re.search(r"focal / CCE step time, b32, interleaved +1\.014x", out)
     assert "custom loop speed-up over fit, b32" in out and "1.250x" in out
     # fastest b32: XLA, 4000 images/s * 17.79 MFLOP = 71.2 GFLOP/s of 100
     assert "step-xla-focal-b32-float32, 4000 images/s = 71.2 GFLOP/s = 71.2%" in out

@@ -288,6 +288,11 @@ def format_report(report: dict, previous: dict | None = None) -> str:
         comparisons.append((f"{policy} speed-up over float32, b512",
                             _ratio(rows, BenchConfig(batch=512, precision=policy),
                                    BenchConfig(batch=512))))
+    for bench in report.get("benchmarks", []):
+        info_b = bench.get("extra_info", {})
+        if "focal_over_cce" in info_b:
+            comparisons.append((f"focal / CCE step time, b{info_b['batch']}, interleaved",
+                                float(info_b["focal_over_cce"])))
     for label, value in comparisons:
         if value is not None:
             lines.append(f"{label:<56}{value:>7.3f}x")
