@@ -100,5 +100,6 @@ def compat(session: nox.Session, tensorflow: str, keras: str) -> None:
     report.unlink(missing_ok=True)
     session.run("lossverify", "verify", "--quiet", "--json", str(report), *session.posargs,
                 success_codes=[0, 1])
-    if not report.exists():
+    install_only = session._runner.global_config.install_only  # nox has no public flag
+    if not report.exists() and not install_only:
         session.error(f"lossverify verify crashed: no {report} written")
