@@ -101,3 +101,20 @@ def test_write_json_is_byte_stable(tmp_path):
     write_json(a, {"b": 1, "a": [1.5, float("inf")]})
     write_json(b, {"a": [1.5, float("inf")], "b": 1})
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_written_files_get_the_mode_open_would_give(tmp_path):
+    """mkstemp creates 0o600 files; a report must be as readable as one open() wrote."""
+    umask = os.umask(0o022)
+    try:
+        write_text(tmp_path / "new.txt", "x")
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "kept.txt").write_text("old")
+        os.chmod(tmp_path / "kept.txt", 0o640)
+        write_text(tmp_path / "kept.txt", "new")
+        assert (tmp_path / "kept.txt").stat().st_mode & 0o777 == 0o640
+        with atomic_path(tmp_path / "plot.png") as tmp:
+            tmp.write_bytes(b"png")
+        assert (tmp_path / "plot.png").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(umask)
