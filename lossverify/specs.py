@@ -12,6 +12,7 @@ built on demand by :func:`build_implementation`.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import itertools
 from collections.abc import Callable, Mapping
@@ -272,6 +273,51 @@ _LOW_PRECISION_CLIP = KnownDeviation(
     matches=_low_precision_near_clip,
 )
 
+def _always(params: Mapping[str, Any]) -> bool:
+    return True
+
+
+def _low_precision_near_clip_after_softmax(x: Any, params: Mapping[str, Any]) -> bool:
+    """As :func:`_low_precision_near_clip`, on ``softmax(y_pred)`` when ``from_logits``
+    (Keras's categorical focal loss applies softmax, then the same clip)."""
+    if not params.get("from_logits"):
+        return _low_precision_near_clip(x, params)
+    z = np.asarray(x.y_pred)
+    if z.dtype.itemsize != 2:
+        return False
+    z32 = z.astype(np.float32)
+    e = np.exp(z32 - z32.max(axis=-1, keepdims=True))
+    p = (e / e.sum(axis=-1, keepdims=True)).astype(z.dtype).astype(np.float64)
+    return bool(np.any(p >= 1.0 - 2.0**-11) or np.any(p <= 2.0**-14))
+
+
+_LOW_PRECISION_CLIP_SOFTMAX = dataclasses.replace(
+    _LOW_PRECISION_CLIP, applies=_always, matches=_low_precision_near_clip_after_softmax)
+
+
+def _f16_row_sum_overflows(x: Any, params: Mapping[str, Any]) -> bool:
+    """float16 inputs whose per-row sum of squared differences exceeds float16's max."""
+    p = np.asarray(x.y_pred)
+    if p.dtype != np.float16:
+        return False
+    d = p.astype(np.float64) - np.asarray(x.y_true, np.float64)
+    return bool(np.any((d * d).sum(axis=-1) > float(np.finfo(np.float16).max)))
+
+
+_REDUCE_MEAN_F16 = KnownDeviation(
+    id="tf-reduce-mean-float16-accumulates-in-float16",
+    checks=("value", "gradient", "graph", "xla"),
+    summary="tf.reduce_mean on float16 accumulates in float16 on CPU: the notes' MSE "
+            "(tf.reduce_mean(tf.square(y_pred - y_true), -1)) overflows to inf once a row's "
+            "sum of squares passes 65504, though the mean is representable. Keras's "
+            "mean_squared_error (keras.ops.mean computes float16 in float32) and XLA "
+            "(which accumulates in float32) give the finite mean.",
+    reproducer="tf.reduce_mean(tf.square(tf.constant([[105.] * 6], tf.float16)), -1) == "
+               "[inf]; keras.ops.mean of the same == [11025.]",
+    applies=_always,
+    matches=_f16_row_sum_overflows,
+)
+
 _K = "keras.losses"
 _N = "lossverify.notes_losses"
 
@@ -295,6 +341,7 @@ SPECS: dict[str, LossSpec] = {
             Implementation("notes.mean_squared_error", "function", f"{_N}:mean_squared_error",
                            "function"),
         ),
+        deviations=(_REDUCE_MEAN_F16,),
         tolerance_notes="cancellation in y_pred - y_true: budget includes |g| (|p| + |y|).",
     ),
     "binary_crossentropy": LossSpec(
@@ -340,7 +387,7 @@ SPECS: dict[str, LossSpec] = {
                        "label_smoothing": (0.0, 0.1)},
         implementations=_keras_pair("CategoricalFocalCrossentropy",
                                     "categorical_focal_crossentropy"),
-        deviations=(_LOW_PRECISION_CLIP,),
+        deviations=(_LOW_PRECISION_CLIP_SOFTMAX,),
     ),
     "focal_loss": LossSpec(
         name="focal_loss",

@@ -73,6 +73,12 @@ def test_reproducer_binary_focal_graph_nan():
     assert np.isnan(tf.function(f)(y, p).numpy()).all(), "upstream fixed?"
 
 
+def test_reproducer_reduce_mean_float16_overflows():
+    squares = tf.square(tf.constant([[105.0] * 6], tf.float16))
+    assert np.isinf(tf.reduce_mean(squares, -1).numpy()).all()
+    assert keras.ops.mean(squares, -1).numpy() == 11025.0
+
+
 CASES = [
     ("keras-binary-focal-nan-grad", "binary_focal_crossentropy",
      lambda: keras.losses.binary_focal_crossentropy, {"gamma": 0.5}, "float32", "gradient"),
@@ -81,6 +87,8 @@ CASES = [
     ("keras-label-smoothing-axis", "categorical_crossentropy",
      lambda: keras.losses.categorical_crossentropy, {"label_smoothing": 0.1, "axis": 0},
      "float32", "value"),
+    ("tf-reduce-mean-float16-accumulates-in-float16", "mean_squared_error",
+     lambda: N.mean_squared_error, {}, "float16", "value"),
     ("keras-epsilon-below-half-precision", "binary_crossentropy",
      lambda: keras.losses.binary_crossentropy, {}, "float16", "gradient"),
     ("tf-softmax-xent-grad-unnormalised-labels", "categorical_crossentropy",
