@@ -56,7 +56,7 @@ def cce_in_float32(y_true, y_pred):
 
 
 def test_float32_intermediate_is_caught_in_float64_only():
-    kw = dict(max_examples=30, seed=0, checks=("value",))
+    kw = dict(max_examples=60, seed=0, checks=("value",))
     assert lossverify.verify(cce_in_float32, "categorical_crossentropy", **kw).ok
     report = lossverify.verify(cce_in_float32, "categorical_crossentropy", dtype="float64",
                                **kw)

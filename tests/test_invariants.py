@@ -192,7 +192,7 @@ def test_every_invariant_has_a_wrong_case():
                          [c[1:] for c in WRONG], ids=[c[0] for c in WRONG])
 def test_wrong_loss_violates_the_invariant(invariant, factories, reference, params):
     report = check_invariant(invariant, *(f() for f in factories), reference=reference,
-                             max_examples=50, seed=0, **params)
+                             max_examples=100, seed=0, **params)
     text = str(report)
     assert not report.ok, text
     assert report.message.startswith(invariant.split("_")[0]) or invariant in text, text
@@ -200,7 +200,7 @@ def test_wrong_loss_violates_the_invariant(invariant, factories, reference, para
     assert f"check_invariant({invariant!r}" in text and "seed=0" in text, text
     with pytest.raises(AssertionError, match="minimal counterexample"):
         assert_invariant(invariant, *(f() for f in factories), reference=reference,
-                         max_examples=50, seed=0, **params)
+                         max_examples=100, seed=0, **params)
 
 
 def test_violation_report_is_deterministic():

@@ -2,7 +2,7 @@
 
 Each catalogue entry is ``(loss_factory, reference, params, check_that_must_fail)``. The
 factory is called inside the test (so TensorFlow objects are built in the worker), and
-``verify(loss, reference, checks=(check,), max_examples=40, seed=0, **params)`` must
+``verify(loss, reference, checks=(check,), max_examples=100, seed=0, **params)`` must
 report failures on that check, with a minimal counterexample in the report text. The
 comment above each entry says why the check has to catch it.
 """
@@ -256,7 +256,10 @@ CATALOGUE = [
 
 
 def _verify(loss, reference, params, check, **kwargs):
-    kwargs.setdefault("max_examples", 40)
+    # 100 draws, not 40: which batches a seed draws depends on the Hypothesis release and,
+    # we found, on process state (a CI worker drew no unnormalised batch in 40 draws
+    # where a fresh process drew 25); the catalogue must not hinge on one draw order.
+    kwargs.setdefault("max_examples", 100)
     return lossverify.verify(loss, reference, checks=(check,), seed=0, **params, **kwargs)
 
 
