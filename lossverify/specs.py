@@ -218,6 +218,7 @@ _SMOOTHING_AXIS = KnownDeviation(
     matches=_axis_differs_from_last,
 )
 
+
 def _from_logits(params: Mapping[str, Any]) -> bool:
     return bool(params.get("from_logits"))
 
@@ -244,6 +245,7 @@ _SOFTMAX_XENT_GRAD = KnownDeviation(
     applies=_from_logits,
     matches=_labels_not_normalised,
 )
+
 
 def _probabilities(params: Mapping[str, Any]) -> bool:
     return not params.get("from_logits")
@@ -272,6 +274,7 @@ _LOW_PRECISION_CLIP = KnownDeviation(
     applies=_probabilities,
     matches=_low_precision_near_clip,
 )
+
 
 def _always(params: Mapping[str, Any]) -> bool:
     return True
