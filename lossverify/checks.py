@@ -144,8 +144,7 @@ def cast_inputs(x: Any, dtype: str) -> Any:
     target = numerics.np_dtype(dtype)
     if x.y_pred.dtype == target:
         return x
-    big = float(np.finfo(np.float32).max if target.itemsize == 2 and target != np.float16
-                else np.finfo(target).max)
+    big = numerics.max_finite(dtype)
 
     def cast(a: np.ndarray) -> np.ndarray:
         wide = np.asarray(a, np.float64)

@@ -53,6 +53,7 @@ __all__ = [
     "DTYPES",
     "K",
     "Comparison",
+    "max_finite",
     "compare",
     "mode_tolerance",
     "np_dtype",
@@ -158,6 +159,15 @@ def np_dtype(dtype: str) -> np.dtype:
             return np.dtype(np.float32)
         return np.dtype(ml_dtypes.bfloat16)
     return np.dtype(name)
+
+
+def max_finite(dtype: str) -> float:
+    """The largest finite value of ``dtype`` (float32's for bfloat16, whose exponent
+    range is float32's)."""
+    ftype = np_dtype(dtype)
+    if ftype.itemsize == 2 and ftype != np.float16:
+        ftype = np.dtype(np.float32)
+    return float(np.finfo(ftype).max)
 
 
 def ulp_distance(a: np.ndarray, b: np.ndarray, dtype: str = "float32") -> np.ndarray:

@@ -113,23 +113,35 @@ def _in_input_dtype(x: Any, p32: np.ndarray) -> np.ndarray:
     return (p32.astype(dt) if dt.itemsize < 4 else p32).astype(np.float32)
 
 
+def _probabilities32(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """``y_pred`` as float32 probabilities: ``sigmoid`` of it when ``from_logits``."""
+    p = np.asarray(x.y_pred, np.float32)
+    if params.get("from_logits"):
+        with np.errstate(over="ignore"):
+            p = (np.float32(1) / (np.float32(1) + np.exp(-p))).astype(np.float32)
+    return p
+
+
+def _softmax32(z: np.ndarray) -> np.ndarray:
+    """A float32 softmax over the last axis, as TensorFlow computes it."""
+    z = np.asarray(z, np.float32)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _one_minus_pt32(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Keras's ``1 - p_t`` with ``p_t = y p + (1 - y)(1 - p)``, in float32."""
+    one = np.float32(1)
+    return one - (y * p + (one - y) * (one - p))
+
+
 def _f32_sigmoid_saturates(x: Any, params: Mapping[str, Any]) -> bool:
     """Is ``p_t == 1`` exactly in float32 (or the narrower input dtype) for some element
     (focal factor ``0**gamma``)?"""
-    y = np.asarray(x.y_true, np.float32)
-    ls = float(params.get("label_smoothing", 0.0))
-    if ls:
+    if float(params.get("label_smoothing", 0.0)):
         return False  # smoothed labels are never exactly 0 or 1
-    if params.get("from_logits"):
-        z = np.asarray(x.y_pred, np.float32)
-        with np.errstate(over="ignore"):
-            p = (np.float32(1) / (np.float32(1) + np.exp(-z))).astype(np.float32)
-    else:
-        p = np.asarray(x.y_pred, np.float32)
-    p = _in_input_dtype(x, p)
-    one = np.float32(1)
-    p_t = y * p + (one - y) * (one - p)
-    return bool(np.any(one - p_t == 0))
+    p = _in_input_dtype(x, _probabilities32(x, params))
+    return bool(np.any(_one_minus_pt32(np.asarray(x.y_true, np.float32), p) == 0))
 
 
 def _f32_pt_rounds_to_one(x: Any, params: Mapping[str, Any]) -> bool:
@@ -137,13 +149,7 @@ def _f32_pt_rounds_to_one(x: Any, params: Mapping[str, Any]) -> bool:
     included)? There a fused graph evaluation can land just below 0."""
     ls = np.float32(params.get("label_smoothing", 0.0))
     y = np.asarray(x.y_true, np.float32) * (np.float32(1) - ls) + np.float32(0.5) * ls
-    z = np.asarray(x.y_pred, np.float32)
-    if params.get("from_logits"):
-        with np.errstate(over="ignore"):
-            z = (np.float32(1) / (np.float32(1) + np.exp(-z))).astype(np.float32)
-    one = np.float32(1)
-    p_t = y * z + (one - y) * (one - z)
-    return bool(np.any(one - p_t <= 0))
+    return bool(np.any(_one_minus_pt32(y, _probabilities32(x, params)) <= 0))
 
 
 def _gamma_not_integer(params: Mapping[str, Any]) -> bool:
@@ -152,10 +158,7 @@ def _gamma_not_integer(params: Mapping[str, Any]) -> bool:
 
 def _f32_softmax_saturates(x: Any, params: Mapping[str, Any]) -> bool:
     """Does a float32 (or narrower input dtype) softmax of ``y_pred`` reach exactly 1.0?"""
-    z = np.asarray(x.y_pred, np.float32)
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    p = (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
-    return bool(np.any(_in_input_dtype(x, p) == 1.0))
+    return bool(np.any(_in_input_dtype(x, _softmax32(x.y_pred)) == 1.0))
 
 
 def _gamma_below_one(params: Mapping[str, Any]) -> bool:
@@ -255,8 +258,10 @@ def _low_precision_near_clip(x: Any, params: Mapping[str, Any]) -> bool:
     """float16/bfloat16 probabilities at 1 (where 1 - 1e-7 rounds to 1) or below
     2**-14 (where 1 / p overflows float16)."""
     p = np.asarray(x.y_pred)
-    if p.dtype.itemsize != 2:
-        return False
+    return p.dtype.itemsize == 2 and _near_half_precision_clip(p)
+
+
+def _near_half_precision_clip(p: np.ndarray) -> bool:
     wide = p.astype(np.float64)
     return bool(np.any(wide >= 1.0 - 2.0**-11) or np.any(wide <= 2.0**-14))
 
@@ -286,12 +291,7 @@ def _low_precision_near_clip_after_softmax(x: Any, params: Mapping[str, Any]) ->
     if not params.get("from_logits"):
         return _low_precision_near_clip(x, params)
     z = np.asarray(x.y_pred)
-    if z.dtype.itemsize != 2:
-        return False
-    z32 = z.astype(np.float32)
-    e = np.exp(z32 - z32.max(axis=-1, keepdims=True))
-    p = (e / e.sum(axis=-1, keepdims=True)).astype(z.dtype).astype(np.float64)
-    return bool(np.any(p >= 1.0 - 2.0**-11) or np.any(p <= 2.0**-14))
+    return z.dtype.itemsize == 2 and _near_half_precision_clip(_softmax32(z).astype(z.dtype))
 
 
 _LOW_PRECISION_CLIP_SOFTMAX = dataclasses.replace(

@@ -265,9 +265,7 @@ class _Session:
             widen = (2 * numerics.unit_roundoff(self.dtype) * np.abs(expected.grad)
                      + numerics.tiny(self.dtype))
             # beyond the input dtype's range the gradient cannot be represented: not compared
-            top = float(np.finfo(np.float32).max) if self.dtype == "bfloat16" else \
-                float(np.finfo(numerics.np_dtype(self.dtype)).max)
-            allowed = np.where(np.abs(expected.grad) > top, np.inf,
+            allowed = np.where(np.abs(expected.grad) > numerics.max_finite(self.dtype), np.inf,
                                expected.grad_allowed + widen)
             expected = dataclasses.replace(expected, grad_allowed=allowed)
         return expected

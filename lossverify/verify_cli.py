@@ -209,9 +209,7 @@ class Crashed:
     dtype: str
     error: str
     ok: bool = False
-    invariant: str = ""
     examples: int = 0
-    worst_ratio: float = float("inf")
     checks: dict[str, Any] | None = None
 
     def __str__(self) -> str:
@@ -230,9 +228,7 @@ def _run_job(job: Job, args: argparse.Namespace, checks: list[str] | None) -> An
         kind = "invariant" if job.invariant >= 0 else "verify"
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         crashed = Crashed(job.label or f"{job.spec} {kind} #{job.invariant}", kind,
-                          dict(job.params), job.dtype, error,
-                          invariant=f"#{job.invariant}" if job.invariant >= 0 else "",
-                          checks={})
+                          dict(job.params), job.dtype, error, checks={})
         return crashed.label, crashed
 
 
@@ -353,10 +349,12 @@ def run(args: argparse.Namespace) -> int:
         for job, (label, report) in _results(jobs, args, checks):
             if isinstance(report, Crashed):
                 (inv_reports if job.invariant >= 0 else reports).append(report)
-                (inv_rows if job.invariant >= 0 else rows).append(
-                    [label, report.form, _format_params(report.params), report.dtype, "0",
-                     "-", "inf", "-", "CRASHED"][:len(_INV_HEAD if job.invariant >= 0
-                                                       else _HEAD)])
+                shown = _format_params(report.params)
+                if job.invariant >= 0:  # the columns of _INV_HEAD, then of _HEAD
+                    inv_rows.append([label, "-", shown, "0", "inf", "CRASHED"])
+                else:
+                    rows.append([label, "-", shown, report.dtype, "0", "-", "inf", "-",
+                                 "CRASHED"])
                 progress.update(f"{label}: CRASHED {report.error}", False)
                 print(report, file=sys.stderr)
                 continue

@@ -307,6 +307,8 @@ def test_cli_run_survives_a_crash_inside_lossverify(monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert code == 1
     assert "CRASHED" in out and "simulated internal error" in err
+    crashed = [ln for ln in out.splitlines() if "CRASHED" in ln]
+    assert len(crashed) == 1 and crashed[0].rstrip().endswith("CRASHED")  # verdict column
     assert calls["n"] == 4  # the other three implementations still ran
 
 
