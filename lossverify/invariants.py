@@ -55,6 +55,7 @@ from lossverify import numerics
 from lossverify import reference as R
 from lossverify import specs as S
 from lossverify import strategies as lst
+from lossverify.verifier import _check_reference_params, _loss_name, _run_hypothesis
 
 __all__ = ["INVARIANTS", "InvariantReport", "assert_invariant", "check_invariant"]
 
@@ -84,6 +85,19 @@ _CROSS_ENTROPY_OF = {
     "binary_focal_crossentropy": ("binary_crossentropy",
                                   ("from_logits", "label_smoothing", "axis"), {}),
 }
+
+
+def _dense_twin(reference: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The dense reference a sparse one equals on one-hot labels, and its parameters."""
+    twin, kept = _DENSE_TWIN[reference]
+    return twin, {k: v for k, v in params.items() if k in kept}
+
+
+def _cross_entropy_of(reference: str, params: Mapping[str, Any]
+                      ) -> tuple[str, dict[str, Any]]:
+    """The cross-entropy a focal reference reduces to at gamma = 0, and its parameters."""
+    ce, kept, forced = _CROSS_ENTROPY_OF[reference]
+    return ce, {**{k: v for k, v in params.items() if k in kept}, **forced}
 
 
 class _Violation(AssertionError):
@@ -149,17 +163,11 @@ def _call(loss: Callable, x: lst.LossInputs, reduced: bool) -> np.ndarray:
             out = loss(*args)
         out = tf.convert_to_tensor(out)
     except Exception as exc:  # the loss under test may raise anything
-        raise _Violation(f"{_name(loss)} raised {type(exc).__name__}: "
+        raise _Violation(f"{_loss_name(loss)} raised {type(exc).__name__}: "
                          f"{C._first_line(exc)}") from None
     if not out.dtype.is_floating:
-        raise _Violation(f"{_name(loss)} returned dtype {out.dtype.name}, expected a float")
+        raise _Violation(f"{_loss_name(loss)} returned dtype {out.dtype.name}, expected a float")
     return np.asarray(out.numpy(), np.float64)
-
-
-def _name(loss: Any) -> str:
-    from lossverify.verifier import _loss_name
-
-    return _loss_name(loss)
 
 
 def _reduction(loss: Any) -> str:
@@ -294,8 +302,7 @@ def _per_sample_shape(x: lst.LossInputs, params: Mapping[str, Any]) -> tuple[int
 
 def _sparse_matches_dense(losses, x, reference, params, draw_int):
     sparse, dense = losses
-    twin, kept = _DENSE_TWIN[reference]
-    twin_params = {k: v for k, v in params.items() if k in kept}
+    twin, twin_params = _dense_twin(reference, params)
     xd = _one_hot(x, x.y_pred.shape[-1])
     a, b = _call(sparse, x, C.is_keras_loss(sparse)), _call(dense, xd, C.is_keras_loss(dense))
     ea, eb = _budget(reference, params, x, sparse), _budget(twin, twin_params, xd, dense)
@@ -306,8 +313,7 @@ def _sparse_matches_dense(losses, x, reference, params, draw_int):
 
 def _focal_vs_cross_entropy(losses, x, reference, params, *, equal: bool):
     focal, cross = losses
-    ce_ref, kept, forced = _CROSS_ENTROPY_OF[reference]
-    ce_params = {**{k: v for k, v in params.items() if k in kept}, **forced}
+    ce_ref, ce_params = _cross_entropy_of(reference, params)
     alpha = 1.0
     if reference == "categorical_focal_crossentropy":
         alpha = float(params.get("alpha", _default(reference, "alpha")))
@@ -398,8 +404,6 @@ def check_invariant(invariant: str, *losses: Callable, reference: str,
     batches drawn for ``reference`` with ``params``; on failure, shrink to a minimal
     counterexample. ``params`` are the reference's parameters the losses were built
     with (``gamma=0.0``, ``from_logits=True``, ...). Deterministic for a given seed."""
-    from lossverify.verifier import _check_reference_params, _run_hypothesis
-
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
         raise ValueError(f"max_examples: expected a positive int, got {max_examples!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -437,7 +441,7 @@ def check_invariant(invariant: str, *losses: Callable, reference: str,
             raise
     failed = "message" in state
     return InvariantReport(
-        invariant=invariant, losses=tuple(_name(loss) for loss in losses),
+        invariant=invariant, losses=tuple(_loss_name(loss) for loss in losses),
         reference=reference, params=dict(params), seed=seed, max_examples=max_examples,
         examples=state["examples"], ok=not failed,
         worst_ratio=float("inf") if failed else state["worst"],
@@ -486,18 +490,16 @@ def conformance_cases(spec_name: str, params: Mapping[str, Any]
                     continue
                 cases.append((cls.label, inv, (build(cls, params),), spec_name, params))
         if spec_name in _DENSE_TWIN and params.get("ignore_class") is None:
-            twin, kept = _DENSE_TWIN[spec_name]
+            twin, twin_params = _dense_twin(spec_name, params)
             twin_fn = _impl(twin, owner, "function")
             if twin_fn is not None:
-                twin_params = {k: v for k, v in params.items() if k in kept}
                 cases.append((f"{fn.label} = {twin_fn.label}", "sparse_matches_dense",
                               (build(fn, params), build(twin_fn, twin_params)), spec_name,
                               params))
         if spec_name in _CROSS_ENTROPY_OF:
-            ce, ce_kept, forced = _CROSS_ENTROPY_OF[spec_name]
+            ce, ce_params = _cross_entropy_of(spec_name, params)
             ce_fn = _impl(ce, "keras", "function")
             assert ce_fn is not None
-            ce_params = {**{k: v for k, v in params.items() if k in ce_kept}, **forced}
             cases.append((f"{fn.label} <= {ce_fn.label}", "focal_not_above_cross_entropy",
                           (build(fn, params), build(ce_fn, ce_params)), spec_name, params))
             if not params.get("apply_class_balancing"):
