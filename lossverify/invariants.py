@@ -468,43 +468,46 @@ def _impl(spec_name: str, owner: str, form: str) -> S.Implementation | None:
 
 
 def conformance_cases(spec_name: str, params: Mapping[str, Any]
-                      ) -> list[tuple[str, str, tuple[Callable, ...], str, dict[str, Any]]]:
+                      ) -> list[tuple[str, str, tuple[tuple[S.Implementation, dict[str, Any]],
+                                                      ...], str, dict[str, Any]]]:
     """The invariants the conformance run checks for one spec and parameter setting:
-    ``(label, invariant, losses, reference, params)`` for Keras's and the notes' pairs.
+    ``(label, invariant, losses, reference, params)`` for Keras's and the notes' pairs,
+    each loss an ``(implementation, parameters)`` pair for
+    :func:`lossverify.specs.build_implementation` (listing the cases builds nothing).
     Batch relations run on the class (its reduction is what a split or permutation can
     break), non-negativity on the function."""
     params = dict(params)
-    cases: list[tuple[str, str, tuple[Callable, ...], str, dict[str, Any]]] = []
+    cases: list[tuple[str, str, tuple[tuple[S.Implementation, dict[str, Any]], ...], str,
+                      dict[str, Any]]] = []
     batch_ok = params.get("axis", -1) == -1
     for owner in ("keras", "notes"):
         cls, fn = _impl(spec_name, owner, "class"), _impl(spec_name, owner, "function")
         if cls is None or fn is None:
             continue
-        build = S.build_implementation
         cases.append((f"{cls.label} = {fn.label}", "class_matches_function",
-                      (build(cls, params), build(fn, params)), spec_name, params))
-        cases.append((fn.label, "non_negative", (build(fn, params),), spec_name, params))
+                      ((cls, params), (fn, params)), spec_name, params))
+        cases.append((fn.label, "non_negative", ((fn, params),), spec_name, params))
         if batch_ok:
             for inv in ("batch_permutation", "batch_split"):
                 if inv == "batch_split" and params.get("ignore_class") is not None:
                     continue
-                cases.append((cls.label, inv, (build(cls, params),), spec_name, params))
+                cases.append((cls.label, inv, ((cls, params),), spec_name, params))
         if spec_name in _DENSE_TWIN and params.get("ignore_class") is None:
             twin, twin_params = _dense_twin(spec_name, params)
             twin_fn = _impl(twin, owner, "function")
             if twin_fn is not None:
                 cases.append((f"{fn.label} = {twin_fn.label}", "sparse_matches_dense",
-                              (build(fn, params), build(twin_fn, twin_params)), spec_name,
+                              ((fn, params), (twin_fn, twin_params)), spec_name,
                               params))
         if spec_name in _CROSS_ENTROPY_OF:
             ce, ce_params = _cross_entropy_of(spec_name, params)
             ce_fn = _impl(ce, "keras", "function")
             assert ce_fn is not None
             cases.append((f"{fn.label} <= {ce_fn.label}", "focal_not_above_cross_entropy",
-                          (build(fn, params), build(ce_fn, ce_params)), spec_name, params))
+                          ((fn, params), (ce_fn, ce_params)), spec_name, params))
             if not params.get("apply_class_balancing"):
                 p0 = {**params, "gamma": 0.0}
                 cases.append((f"{fn.label}(gamma=0) = {ce_fn.label}",
                               "focal_gamma0_matches_cross_entropy",
-                              (build(fn, p0), build(ce_fn, ce_params)), spec_name, p0))
+                              ((fn, p0), (ce_fn, ce_params)), spec_name, p0))
     return cases

@@ -238,8 +238,9 @@ def _run_job_unguarded(job: Job, args: argparse.Namespace, checks: list[str] | N
 
     params = dict(job.params)
     if job.invariant >= 0:
-        label, invariant, losses, ref, inv_params = I.conformance_cases(job.spec,
-                                                                        params)[job.invariant]
+        label, invariant, impls, ref, inv_params = I.conformance_cases(job.spec,
+                                                                       params)[job.invariant]
+        losses = tuple(S.build_implementation(impl, p) for impl, p in impls)
         report = I.check_invariant(invariant, *losses, reference=ref,
                                    max_examples=_invariant_examples(args), seed=args.seed,
                                    **inv_params)
