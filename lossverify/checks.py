@@ -244,9 +244,10 @@ class Executor:
         return result
 
 
-#: XLA compiles once per concrete shape (~0.1 s each on CPU). The xla check pads each
-#: batch to these many rows (and rank-3 inputs to this many steps) by repeating rows, so a
-#: run compiles once per class count, and it compiles at most XLA_SHAPE_BUDGET shapes.
+#: XLA compiles once per concrete shape (~0.1 s each on CPU). A batch checked under XLA on
+#: its own (a counterexample being shrunk, a batch re-run after a fused call failed) is
+#: padded to a multiple of these many rows (and rank-3 inputs of steps) by repeating rows,
+#: and a run compiles at most XLA_SHAPE_BUDGET shapes that way.
 XLA_ROWS, XLA_STEPS, XLA_SHAPE_BUDGET = 16, 3, 4
 
 
@@ -261,10 +262,12 @@ def pad_for_xla(x: Any, axis: int = -1) -> Any:
     if axis % x.y_pred.ndim != x.y_pred.ndim - 1:
         return x
     def tile(a: np.ndarray | None, axis: int, size: int) -> np.ndarray | None:
+        """Repeat entries along ``axis`` up to the next multiple of ``size`` (never
+        dropping any)."""
         if a is None or a.ndim <= axis:
             return a
-        reps = -(-size // a.shape[axis])
-        return np.take(a, np.arange(reps * a.shape[axis])[:size] % a.shape[axis], axis=axis)
+        n = a.shape[axis]
+        return np.take(a, np.arange(size * -(-n // size)) % n, axis=axis)
 
     y_true, y_pred, w = x.y_true, x.y_pred, x.sample_weight
     y_true, y_pred, w = tile(y_true, 0, XLA_ROWS), tile(y_pred, 0, XLA_ROWS), tile(w, 0, XLA_ROWS)

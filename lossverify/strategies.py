@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 F32 = np.float32
+#: The largest batch :func:`loss_inputs` draws by default.
+DEFAULT_MAX_BATCH = 16
 
 
 def _exact32(*values: float) -> tuple[float, ...]:
@@ -220,7 +222,8 @@ LABEL_KIND = {
 
 @st.composite
 def loss_inputs(draw: st.DrawFn, reference: str, *, from_logits: bool = False,
-                with_sample_weight: bool = False, max_batch: int = 16, max_classes: int = 12,
+                with_sample_weight: bool = False, max_batch: int = DEFAULT_MAX_BATCH,
+                max_classes: int = 12,
                 rank: int | None = None, class_num: int | None = None,
                 ignore_class: int | None = None, soft_labels: bool = True,
                 axis: int = -1, **_ignored: Any) -> LossInputs:

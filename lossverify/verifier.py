@@ -18,7 +18,9 @@ with a random ``sample_weight``; any other callable is checked per sample.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,8 +70,10 @@ class CheckReport:
         return "known-deviation" if self.deviations else "ok"
 
     def record(self, outcome: C.Outcome, example_repr: Callable[[], str],
-               deviation: str | None) -> None:
-        self.examples += 1
+               deviation: str | None, examples: int = 1) -> None:
+        """Count ``examples`` drawn batches (several when they were checked as one fused
+        batch, whose outcome is then ``outcome``)."""
+        self.examples += examples
         self.rows += outcome.rows
         self.skipped_rows += outcome.skipped_rows
         cmp = outcome.comparison
@@ -224,9 +228,23 @@ class _Session:
             self.strategy = inputs
         self.deviations = spec.deviations_for(params)
 
-    def outcomes(self, x: lst.LossInputs, only: str | None = None
-                 ) -> dict[str, C.Outcome | None]:
-        wanted = (only,) if only else self.chosen
+    def xla_strategy(self, seed: int) -> st.SearchStrategy:
+        """The xla check's batches: all of one shape but the batch size (rank 2, a class
+        count picked from the seed, the spec and the parameters; sample weights always
+        for a ``Loss``), so one XLA compile serves the whole run. XLA compiles once per
+        concrete shape (~0.1 s each on CPU), far more than it takes to run."""
+        kind = lst.LABEL_KIND[self.spec.name]
+        lowest = 1 if kind in ("regression", "binary") else 2
+        tag = zlib.crc32(f"{self.spec.name}{sorted(self.params.items())!r}".encode())
+        classes = int(np.random.default_rng([seed, tag]).integers(lowest, 13))
+        params = {"class_num": classes, **self.params}
+        return lst.loss_inputs(self.spec.name, with_sample_weight=self.reduced, rank=2,
+                               max_batch=3 * lst.DEFAULT_MAX_BATCH, **params)
+
+    def outcomes(self, x: lst.LossInputs, only: str | tuple[str, ...] | None = None,
+                 xla_budget: bool = True) -> dict[str, C.Outcome | None]:
+        """The chosen checks (or ``only``) on one batch, evaluated on its own."""
+        wanted = (only,) if isinstance(only, str) else (only or self.chosen)
         x = C.cast_inputs(x, self.dtype)
         expected = self._expected(x)
         eager = self.executor.run("eager", x)
@@ -240,19 +258,148 @@ class _Session:
             out["graph"] = C.check_mode("graph", self.executor.run("graph", x), eager,
                                         expected, rows)
         if "xla" in wanted:
-            out["xla"] = self._xla(x)
+            out["xla"] = self._xla(x, xla_budget)
         return out
 
-    def _xla(self, x: lst.LossInputs) -> C.Outcome | None:
+    def _xla(self, x: lst.LossInputs, budget: bool = True) -> C.Outcome | None:
         """XLA against the graph on the padded batch; None once the compile budget of new
         shapes is spent (the example is then not counted for this check)."""
         xp = C.pad_for_xla(x, self.params.get("axis", -1))
-        known = self.executor.xla_shapes
-        if xp.y_pred.shape not in known and len(known) >= C.XLA_SHAPE_BUDGET:
+        if budget and not self._xla_allowed(xp):
             return None
         expected = self._expected(xp)
         graph = self.executor.run("graph", xp)
         return C.check_mode("xla", self.executor.run("xla", xp), graph, expected, xp.rows)
+
+    def _xla_allowed(self, x: lst.LossInputs) -> bool:
+        known = self.executor.xla_shapes
+        return x.y_pred.shape in known or len(known) < C.XLA_SHAPE_BUDGET
+
+    # ------------------------------------------------------------ the search phase
+
+    def evaluate(self, draws: list[lst.LossInputs], reports: dict[str, CheckReport],
+                 checks: tuple[str, ...], fuse_single_rows: bool = False) -> None:
+        """Run ``checks`` on every drawn batch, many batches per TensorFlow call.
+
+        Batches whose shapes agree except along the batch axis are concatenated along it
+        (a fused group) and evaluated in one call per mode: a function's per-sample
+        results are sliced back to their batches and compared batch by batch; a
+        ``keras.losses.Loss`` is reduced, so its value and gradient are checked batch by
+        batch and only its graph and XLA runs (which compare modes, not the reference)
+        take the fused batch. Single-row batches (where ``squeeze`` bugs live, unless
+        ``fuse_single_rows``) and batches whose class axis is not last are evaluated
+        alone. A batch that fails in a fused call is evaluated alone again: its own
+        failure is what is reported, and if it passes alone, the loss of a row depends
+        on the other rows in the call.
+        """
+        fused: dict[tuple[Any, ...], list[lst.LossInputs]] = {}
+        alone: list[lst.LossInputs] = []
+        for x in draws:
+            key = _fusion_key(x, self.params.get("axis", -1), fuse_single_rows)
+            if key is None:
+                alone.append(x)
+            else:
+                fused.setdefault(key, []).append(x)
+        groups = list(fused.values())
+        if self.reduced:
+            per_draw = tuple(c for c in checks if c in ("value", "gradient"))
+            if per_draw:
+                for x in (x for g in groups for x in g):
+                    self._record(x, self.outcomes(x, per_draw), reports)
+        for group in groups:
+            self._evaluate_group(group, checks, reports)
+        for x in alone:
+            self._record(x, self.outcomes(x, checks), reports)
+
+    def _record(self, x: lst.LossInputs, outcomes: Mapping[str, C.Outcome | None],
+                reports: dict[str, CheckReport]) -> None:
+        for name, outcome in outcomes.items():
+            if outcome is None:
+                reports[name].not_run += 1
+                continue
+            dev = None if outcome.ok else self.deviation_for(name, x)
+            reports[name].record(outcome, functools.partial(repr, x), dev)
+
+    def _evaluate_group(self, group: list[lst.LossInputs], checks: tuple[str, ...],
+                        reports: dict[str, CheckReport]) -> None:
+        modes = tuple(c for c in checks if c in ("graph", "xla"))
+        wanted = modes if self.reduced else checks
+        if not wanted:
+            return
+        fx = _concatenate(group)
+        expected = self._expected(fx)
+        eager = self.executor.run("eager", fx)
+        results = {"eager": eager}
+        if "graph" in wanted or "xla" in wanted:
+            results["graph"] = self.executor.run("graph", fx)
+        if "xla" in wanted:
+            results["xla"] = self.executor.run("xla", fx)
+        broken = [m for m, r in results.items() if not _well_shaped(r, expected)]
+        if "eager" in broken:  # raised, timed out, wrong shape: the per-batch messages
+            for x in group:
+                self._record(x, self.outcomes(x, wanted, xla_budget=False), reports)
+            return
+        if self.reduced:
+            outcomes = self._mode_outcomes(results, expected, fx.rows, wanted)
+            for name, outcome in outcomes.items():
+                if name in broken or not outcome.ok:
+                    self._record_alone(group, name, outcome, fx, reports)
+                else:
+                    reports[name].record(outcome, functools.partial(repr, fx), None,
+                                         len(group))
+            return
+        start = 0
+        for x in group:
+            stop = start + x.y_pred.shape[0]
+            part = {m: _slice_result(r, start, stop) for m, r in results.items()
+                    if m not in broken}
+            outcomes = self._mode_outcomes(part, _slice_expected(expected, start, stop),
+                                           x.rows, wanted, per_sample=True)
+            for name in wanted:
+                sliced = outcomes.get(name)
+                dev = None if sliced is None or sliced.ok else self.deviation_for(name, x)
+                if sliced is not None and (sliced.ok or dev is not None):
+                    reports[name].record(sliced, functools.partial(repr, x), dev)
+                else:
+                    self._record_alone([x], name, sliced, x, reports)
+            start = stop
+
+    def _mode_outcomes(self, results: Mapping[str, C.ModeResult], expected: C.Expected,
+                       rows: int, wanted: tuple[str, ...], per_sample: bool = False
+                       ) -> dict[str, C.Outcome]:
+        eager = results["eager"]
+        out: dict[str, C.Outcome] = {}
+        if per_sample and "value" in wanted:
+            out["value"] = C.check_value(eager, expected, rows)
+        if per_sample and "gradient" in wanted:
+            out["gradient"] = C.check_gradient(eager, expected, rows)
+        if "graph" in wanted and "graph" in results:
+            out["graph"] = C.check_mode("graph", results["graph"], eager, expected, rows)
+        if "xla" in wanted and "xla" in results and "graph" in results:
+            out["xla"] = C.check_mode("xla", results["xla"], results["graph"], expected, rows)
+        return out
+
+    def _record_alone(self, group: list[lst.LossInputs], name: str,
+                      fused: C.Outcome | None, fx: lst.LossInputs,
+                      reports: dict[str, CheckReport]) -> None:
+        """A check that failed (or could not run) on a fused call: evaluate each batch of
+        the group on its own and record those outcomes. If every batch passes alone, the
+        fused failure stands, named for what it means."""
+        outcomes = [(x, self.outcomes(x, name, xla_budget=False)[name]) for x in group]
+        if fused is None or any(o is not None and not o.ok for _, o in outcomes):
+            for x, outcome in outcomes:
+                if outcome is None:
+                    reports[name].not_run += 1
+                    continue
+                dev = None if outcome.ok else self.deviation_for(name, x)
+                reports[name].record(outcome, functools.partial(repr, x), dev)
+            return
+        others = f"{len(group) - 1} other batches" if len(group) > 1 else "other batches"
+        message = (f"fails only when evaluated together with {others} of the same shape "
+                   f"(rows concatenated along the batch axis); each passes alone, so a "
+                   f"row's loss depends on the other rows in the call: {fused.message}")
+        reports[name].record(C.Outcome(False, fused.comparison, message, fused.rows),
+                             functools.partial(repr, fx), None, len(group))
 
     def _expected(self, x: lst.LossInputs) -> C.Expected:
         """The reference on the inputs as the loss computes them (a Loss instance sees
@@ -283,6 +430,49 @@ def _without_weight(x: lst.LossInputs) -> lst.LossInputs:
     return lst.LossInputs(x.y_true, x.y_pred, None, x.regime, x.notes)
 
 
+def _fusion_key(x: lst.LossInputs, axis: int, single_rows: bool = False
+                ) -> tuple[Any, ...] | None:
+    """Batches with equal keys can be concatenated along axis 0; None: evaluate alone
+    (one row unless ``single_rows``, or a class axis that is not last, where axis 0 is
+    not the batch)."""
+    ndim = x.y_pred.ndim
+    if (x.y_pred.shape[0] < 2 and not single_rows) or axis % ndim != ndim - 1:
+        return None
+    w = x.sample_weight
+    return (x.y_pred.shape[1:], x.y_pred.dtype.str, x.y_true.shape[1:], x.y_true.dtype.str,
+            None if w is None else (w.shape[1:], w.dtype.str))
+
+
+def _concatenate(group: list[lst.LossInputs]) -> lst.LossInputs:
+    if len(group) == 1:
+        return group[0]
+    w = None if group[0].sample_weight is None else \
+        np.concatenate([x.sample_weight for x in group])
+    return lst.LossInputs(np.concatenate([x.y_true for x in group]),
+                          np.concatenate([x.y_pred for x in group]), w, "fused",
+                          {"batches": len(group)})
+
+
+def _well_shaped(result: C.ModeResult, expected: C.Expected) -> bool:
+    return (result.value is not None and result.grad is not None
+            and result.value.shape == expected.value.shape
+            and result.grad.shape == expected.grad.shape)
+
+
+def _slice_result(result: C.ModeResult, start: int, stop: int) -> C.ModeResult:
+    assert result.value is not None and result.grad is not None
+    return C.ModeResult(result.value[start:stop], result.grad[start:stop], result.error)
+
+
+def _slice_expected(e: C.Expected, start: int, stop: int) -> C.Expected:
+    """The per-sample reference answer for rows ``start:stop`` (class axis last)."""
+    grad_rows = e.grad_rows[start:stop]
+    return C.Expected(e.value[start:stop],
+                      np.broadcast_to(e.value_allowed, e.value.shape)[start:stop],
+                      e.grad[start:stop], e.grad_allowed[start:stop], grad_rows,
+                      int(np.sum(~grad_rows[..., 0])), e.dtype)
+
+
 def _run_hypothesis(test: Callable[[Any], None], strategy: st.SearchStrategy,
                     max_examples: int, seed: int, phases: tuple[Phase, ...]) -> None:
     # The parent is Hypothesis's own default profile, not whatever profile is loaded (a
@@ -292,6 +482,19 @@ def _run_hypothesis(test: Callable[[Any], None], strategy: st.SearchStrategy,
                        suppress_health_check=_HEALTH, phases=phases, print_blob=False,
                        derandomize=False)(given(strategy)(test))
     hyp_seed(seed)(wrapped)()
+
+
+def _draw(strategy: st.SearchStrategy, max_examples: int, seed: int, dtype: str
+          ) -> list[lst.LossInputs]:
+    draws: list[lst.LossInputs] = []
+    _run_hypothesis(lambda x: draws.append(C.cast_inputs(x, dtype)), strategy, max_examples,
+                    seed, (Phase.explicit, Phase.generate))
+    return draws
+
+
+def _xla_examples(max_examples: int) -> int:
+    """The xla check's own draws: half as many, each up to three times as many rows."""
+    return max(1, max_examples // 2)
 
 
 def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int | None = None,
@@ -333,21 +536,23 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
     session = _Session(loss, spec, params, chosen, time_limit, strict, dtype)
     reports = {name: CheckReport(name) for name in chosen}
 
-    def search(x: lst.LossInputs) -> None:
-        x = C.cast_inputs(x, dtype)
-        for name, outcome in session.outcomes(x).items():
-            if outcome is None:
-                reports[name].not_run += 1
-                continue
-            dev = None if outcome.ok else session.deviation_for(name, x)
-            reports[name].record(outcome, lambda: repr(x), dev)
-
-    _run_hypothesis(search, session.strategy, max_examples, seed,
-                    (Phase.explicit, Phase.generate))
+    # Hypothesis only draws (no test outcome feeds back into generation, so these are
+    # the draws an evaluating test would see); the checks then run on fused batches,
+    # far fewer TensorFlow calls than one per draw.
+    main_checks = tuple(c for c in chosen if c != "xla")
+    strategies = {name: session.strategy for name in main_checks}
+    if main_checks:
+        session.evaluate(_draw(session.strategy, max_examples, seed, dtype), reports,
+                         main_checks)
+    if "xla" in chosen:
+        strategies["xla"] = session.xla_strategy(seed)
+        session.evaluate(_draw(strategies["xla"], _xla_examples(max_examples), seed, dtype),
+                         reports, ("xla",), fuse_single_rows=True)
     for name, rep in reports.items():
         if rep.failures:
-            rep.counterexample, rep.message = _shrink(session, name, max_examples, seed,
-                                                      rep.message)
+            examples = _xla_examples(max_examples) if name == "xla" else max_examples
+            rep.counterexample, rep.message = _shrink(session, name, strategies[name],
+                                                      examples, seed, rep.message)
     return VerifyReport(
         loss=_loss_name(loss), reference=reference, form="class" if session.reduced
         else "function", params=params, seed=seed, max_examples=max_examples, checks=reports,
@@ -392,8 +597,8 @@ class _Found(AssertionError):
     pass
 
 
-def _shrink(session: _Session, check: str, max_examples: int, seed: int,
-            first_message: str) -> tuple[str, str]:
+def _shrink(session: _Session, check: str, strategy: st.SearchStrategy, max_examples: int,
+            seed: int, first_message: str) -> tuple[str, str]:
     """Search again failing on ``check`` alone; return the minimal example and message."""
     last: dict[str, str] = {}
 
@@ -405,7 +610,7 @@ def _shrink(session: _Session, check: str, max_examples: int, seed: int,
             raise _Found(outcome.message)
 
     try:
-        _run_hypothesis(test, session.strategy, max_examples, seed,
+        _run_hypothesis(test, strategy, max_examples, seed,
                         (Phase.explicit, Phase.generate, Phase.shrink))
     except _Found:
         pass

@@ -1,0 +1,133 @@
+"""The search phase evaluates many drawn batches per TensorFlow call (fused batches).
+
+These tests pin what fusing must not lose: single-row batches are still checked on
+their own (``squeeze`` bugs), a loss whose rows depend on each other is named as such,
+a failure in a fused call is attributed to the batch that fails alone, counts stay per
+drawn batch, and the xla check compiles once per run.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+import lossverify  # noqa: E402
+from lossverify import checks as C  # noqa: E402
+
+
+def cce_squeezed(y_true, y_pred):
+    """Right for every batch but batch 1, where ``squeeze`` also drops the batch axis."""
+    y, p = tf.squeeze(y_true), tf.squeeze(y_pred)
+    return keras.losses.categorical_crossentropy(y, p, axis=-1)
+
+
+def cce_off_for_large_calls(y_true, y_pred):
+    """Exact up to 16 rows per call, 1% off beyond: rows coupled through the batch size."""
+    value = keras.losses.categorical_crossentropy(y_true, y_pred)
+    return value * tf.where(tf.shape(y_pred)[0] > 16, 1.01, 1.0)
+
+
+class GraphOnlyScaledCCE(keras.losses.Loss):
+    """A class whose traced version differs from its eager one by 1e-3."""
+
+    def call(self, y_true, y_pred):
+        value = keras.losses.categorical_crossentropy(y_true, y_pred)
+        return value if tf.executing_eagerly() else value * 1.001
+
+
+def test_single_row_batches_are_still_checked_alone(monkeypatch):
+    from lossverify import specs as S
+    from lossverify import verifier as V
+
+    batch_one_calls = []
+    run = C.Executor.run
+
+    def recording(self, mode, x):
+        if mode == "eager" and x.y_pred.shape[0] == 1:
+            batch_one_calls.append(x.y_pred.shape)
+        return run(self, mode, x)
+
+    monkeypatch.setattr(C.Executor, "run", recording)
+    report = lossverify.verify(cce_squeezed, "categorical_crossentropy", checks=("value",),
+                               max_examples=40, seed=0)
+    value = report.checks["value"]
+    assert value.failures > 0, str(report)
+    assert "returned shape ()" in value.message, str(report)
+    assert "y_pred=np.array([[" in value.counterexample, str(report)
+    # every single-row draw of the search ran as a batch of one (fused, it would not)
+    session = V._Session(cce_squeezed, S.get_spec("categorical_crossentropy"), {},
+                         ("value",), C.DEFAULT_TIME_LIMIT, False)
+    singles = sum(x.y_pred.shape[0] == 1 for x in V._draw(session.strategy, 40, 0, "float32"))
+    assert singles > 0 and len(batch_one_calls) >= singles, (singles, batch_one_calls)
+
+
+def test_rows_that_depend_on_the_call_are_named():
+    report = lossverify.verify(cce_off_for_large_calls, "categorical_crossentropy",
+                               checks=("value",), max_examples=40, seed=0)
+    value = report.checks["value"]
+    assert value.failures > 0, str(report)
+    assert "fails only when evaluated together with" in value.message, str(report)
+    assert "each passes alone" in str(report)
+
+
+def test_graph_failure_of_a_class_is_attributed_to_single_batches():
+    report = lossverify.verify(GraphOnlyScaledCCE(), "categorical_crossentropy",
+                               checks=("value", "graph"), max_examples=20, seed=0)
+    assert report.checks["value"].ok, str(report)
+    graph = report.checks["graph"]
+    assert graph.failures > 0, str(report)
+    assert graph.message.startswith("graph value differs from eager"), str(report)
+    assert "regime='fused'" not in graph.counterexample, str(report)
+    # every drawn batch counted once, although most ran as fused batches
+    assert graph.examples == 20, str(report)
+
+
+def test_counts_stay_per_drawn_batch_and_xla_compiles_once(monkeypatch):
+    shapes: list[tuple[int, ...]] = []
+    run = C.Executor.run
+
+    def counting(self, mode, x):
+        if mode == "xla":
+            shapes.append(x.y_pred.shape)
+        return run(self, mode, x)
+
+    monkeypatch.setattr(C.Executor, "run", counting)
+    report = lossverify.verify(keras.losses.categorical_crossentropy,
+                               "categorical_crossentropy", max_examples=40, seed=0)
+    assert report.ok, str(report)
+    for name in ("value", "gradient", "graph"):
+        assert report.checks[name].examples == 40, str(report)
+    assert report.checks["value"].rows == report.checks["graph"].rows >= 200, str(report)
+    assert report.checks["xla"].examples == 20, str(report)
+    assert report.checks["xla"].rows >= 200, str(report)
+    assert len(shapes) == 1 and len(shapes[0]) == 2, shapes  # one call, one compile
+
+
+@pytest.mark.parametrize("loss", [keras.losses.binary_crossentropy,
+                                  keras.losses.BinaryCrossentropy()], ids=["function", "class"])
+def test_fused_and_alone_evaluation_agree(loss):
+    """The same draws, checked fused and each on its own: the same counts and verdicts,
+    and worst errors that differ only by TensorFlow's last-digit rounding."""
+    from lossverify import specs as S
+    from lossverify import verifier as V
+
+    spec = S.get_spec("binary_crossentropy")
+    checks = ("value", "gradient", "graph")
+    session = V._Session(loss, spec, {}, checks, C.DEFAULT_TIME_LIMIT, False)
+    draws = V._draw(session.strategy, 30, 3, "float32")
+    fused = {name: V.CheckReport(name) for name in checks}
+    alone = {name: V.CheckReport(name) for name in checks}
+    session.evaluate(draws, fused, checks)
+    for x in draws:
+        session._record(x, session.outcomes(x, checks), alone)
+    for name in checks:
+        f, a = fused[name], alone[name]
+        assert (f.examples, f.rows, f.failures) == (a.examples, a.rows, a.failures), name
+        assert f.examples == 30 and f.failures == 0, name
+        assert f.worst_ratio == pytest.approx(a.worst_ratio, abs=0.05), name
