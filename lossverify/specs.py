@@ -298,6 +298,62 @@ _LOW_PRECISION_CLIP_SOFTMAX = dataclasses.replace(
     _LOW_PRECISION_CLIP, applies=_always, matches=_low_precision_near_clip_after_softmax)
 
 
+def _half_softmax_saturates(x: Any, params: Mapping[str, Any]) -> bool:
+    """Does ``softmax(y_pred)`` reach exactly 1.0 when, as XLA evaluates it, the sum of
+    exponentials is rounded to the half-precision input dtype before the division?"""
+    z = np.asarray(x.y_pred)
+    if z.dtype.itemsize != 2 or not params.get("from_logits"):
+        return False
+    z32 = z.astype(np.float32)
+    e = np.exp(z32 - z32.max(axis=-1, keepdims=True))
+
+    def half(a: np.ndarray) -> np.ndarray:
+        return a.astype(z.dtype).astype(np.float32)
+
+    return bool(np.any(half(half(e) / half(e.sum(axis=-1, keepdims=True))) == 1.0))
+
+
+_XLA_HALF_SOFTMAX = KnownDeviation(
+    id="xla-half-precision-softmax-saturates",
+    checks=("xla",),
+    summary="XLA evaluates softmax in bfloat16 with the sum of exponentials rounded to "
+            "bfloat16, so softmax([8, 0, ..., 0]) over 9 classes is exactly 1.0 under XLA "
+            "(TensorFlow's kernel gives 0.99609, the correctly rounded 0.99732). With "
+            "gamma < 1, Keras's focal factor (1 - p)**gamma then has an infinite derivative "
+            "at the clip, which 1 - 1e-7 cannot keep below 1 in half precision: XLA gives a "
+            "NaN gradient where eager and graph are finite.",
+    reproducer="tf.function(tf.nn.softmax, jit_compile=True)(tf.constant([[8.] + [0.] * 8], "
+               "tf.bfloat16))[0, 0] is 1.0; without jit_compile 0.99609",
+    applies=_gamma_below_one,
+    matches=_half_softmax_saturates,
+)
+
+
+def _f16_small_row_sum(x: Any, params: Mapping[str, Any]) -> bool:
+    """float16 probabilities with a row sum below 2**-7, whose square is a float16
+    subnormal (below 2**-14)."""
+    p = np.asarray(x.y_pred)
+    if p.dtype != np.float16:
+        return False
+    sums = p.astype(np.float32).sum(axis=params.get("axis", -1))
+    return bool(np.any(sums < 2.0**-7))
+
+
+_XLA_F16_DIVISION_GRAD = KnownDeviation(
+    id="xla-float16-division-gradient-underflow",
+    checks=("xla",),
+    summary="Keras renormalises probabilities, p / s with s = sum(p); TensorFlow's gradient "
+            "of a division is (a / s) / s. Under XLA in float16 it comes out as a / (s * s): "
+            "s * s is a float16 subnormal for s < 2**-7, and the gradient loses digits (3% "
+            "at s = 9e-4). Eager and graph keep it within the reference budget.",
+    reproducer="tf.function(lambda a, s: (a / s) / s, jit_compile=True)(tf.constant(1e-4, "
+               "tf.float16), tf.constant(9.0015e-4, tf.float16)) gives 119.9; without "
+               "jit_compile 123.4 (exact 123.40)",
+    applies=_probabilities,
+    matches=_f16_small_row_sum,
+)
+
+
 def _f16_row_sum_overflows(x: Any, params: Mapping[str, Any]) -> bool:
     """float16 inputs whose per-row sum of squared differences exceeds float16's max."""
     p = np.asarray(x.y_pred)
@@ -361,7 +417,8 @@ SPECS: dict[str, LossSpec] = {
         thorough_axes={"from_logits": _BOOL, "label_smoothing": (0.0, 0.1, 1.0),
                        "axis": (-1, 0)},
         implementations=_keras_pair("CategoricalCrossentropy", "categorical_crossentropy"),
-        deviations=(_SMOOTHING_AXIS, _SOFTMAX_XENT_GRAD, _LOW_PRECISION_CLIP),
+        deviations=(_SMOOTHING_AXIS, _SOFTMAX_XENT_GRAD, _LOW_PRECISION_CLIP,
+                    _XLA_F16_DIVISION_GRAD),
         tolerance_notes="renormalisation p / sum(p) and large-logit logsumexp in the budget.",
     ),
     "sparse_categorical_crossentropy": LossSpec(
@@ -390,7 +447,7 @@ SPECS: dict[str, LossSpec] = {
                        "label_smoothing": (0.0, 0.1)},
         implementations=_keras_pair("CategoricalFocalCrossentropy",
                                     "categorical_focal_crossentropy"),
-        deviations=(_LOW_PRECISION_CLIP_SOFTMAX,),
+        deviations=(_LOW_PRECISION_CLIP_SOFTMAX, _XLA_HALF_SOFTMAX, _XLA_F16_DIVISION_GRAD),
     ),
     "focal_loss": LossSpec(
         name="focal_loss",
