@@ -105,7 +105,7 @@ def test_counts_stay_per_drawn_batch_and_xla_compiles_once(monkeypatch):
     for name in ("value", "gradient", "graph"):
         assert report.checks[name].examples == 40, str(report)
     assert report.checks["value"].rows == report.checks["graph"].rows >= 200, str(report)
-    assert report.checks["xla"].examples == 20, str(report)
+    assert report.checks["xla"].examples == 15, str(report)  # 3 * 40 // 8
     assert report.checks["xla"].rows >= 200, str(report)
     assert len(shapes) == 1 and len(shapes[0]) == 2, shapes  # one call, one compile
 
