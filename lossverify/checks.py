@@ -131,8 +131,9 @@ def expected_for(spec_name: str, params: Mapping[str, Any], x: Any, reduced: boo
     value_allowed = (np.sum(np.abs(w) * allowed) / divisor + tiny
                      + numerics.K * u * (n + 2) * (np.sum(weighted) / divisor + abs(float(value))))
     factor = np.expand_dims(w / divisor, axis)
-    grad = ev.grad * factor
-    grad_allowed = g_allowed * np.abs(factor) + numerics.K * u * np.abs(grad) + tiny
+    with np.errstate(invalid="ignore"):  # an infinite reference gradient at weight 0: NaN
+        grad = ev.grad * factor
+        grad_allowed = g_allowed * np.abs(factor) + numerics.K * u * np.abs(grad) + tiny
     return Expected(np.asarray(value), np.asarray(value_allowed), grad, grad_allowed, ~kink,
                     int(ev.kink.sum()), dtype)
 
