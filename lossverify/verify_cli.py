@@ -15,9 +15,9 @@ import importlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from lossverify import specs as S
 
@@ -296,50 +296,65 @@ def _shares(jobs: list[Job], n: int) -> list[list[int]]:
     return [[i for i in range(len(jobs)) if owner[i] == k] for k in range(n)]
 
 
-def _results(jobs: list[Job], args: argparse.Namespace, checks: list[str] | None
+def _results(jobs: list[Job], args: argparse.Namespace, checks: list[str] | None,
+             on_result: Callable[[Job, Any], None] = lambda job, result: None
              ) -> Iterator[tuple[Job, Any]]:
-    """Job results in plan order, computed here or across ``--jobs`` processes."""
+    """Job results in plan order, computed here or across ``--jobs`` processes.
+    ``on_result`` sees each result as soon as it exists (the progress display), in the
+    order the processes finish them."""
     if args.jobs <= 1 or len(jobs) <= 1:
         _quiet_tensorflow()
         for job in jobs:
-            yield job, _run_job(job, args, checks)
+            result = _run_job(job, args, checks)
+            on_result(job, result)
+            yield job, result
         return
     import multiprocessing
+    from multiprocessing.connection import Connection, wait
 
     ctx = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
     # Each share in a fresh process of its own, all started at once; this process never
-    # imports TensorFlow. Results come back through one pipe per share.
+    # imports TensorFlow. Each result comes back through its share's pipe when done.
     shares = _shares(jobs, min(args.jobs, len(jobs)))
-    pipes, procs = [], []
+    running: dict[Any, tuple[list[int], Any]] = {}
     for share in shares:
         receive, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_run_share, args=(send, [jobs[i] for i in share], args,
-                                                    checks), daemon=True)
+        proc = ctx.Process(target=_run_share,
+                           args=(send, [(i, jobs[i]) for i in share], args, checks),
+                           daemon=True)
         proc.start()
         send.close()
-        pipes.append(receive)
-        procs.append(proc)
+        running[receive] = (share, proc)
     done: dict[int, Any] = {}
-    for share, receive, proc in zip(shares, pipes, procs, strict=True):
-        try:
-            results = receive.recv()
-        except EOFError:
-            proc.join()
-            raise SystemExit(f"--jobs: a worker process died (exit code {proc.exitcode}) "
-                             f"running {len(share)} jobs") from None
-        proc.join()
-        done.update(zip(share, results, strict=True))
+    while running:
+        for ready in wait(list(running)):
+            share, proc = running[ready]
+            try:
+                message = cast(Connection, ready).recv()
+            except EOFError:
+                proc.join()
+                raise SystemExit(f"--jobs: a worker process died (exit code "
+                                 f"{proc.exitcode}) running {len(share)} jobs") from None
+            if message is None:  # the share is complete
+                del running[ready]
+                proc.join()
+                continue
+            i, result = message
+            done[i] = result
+            on_result(jobs[i], result)
     for i, job in enumerate(jobs):
         yield job, done[i]
 
 
-def _run_share(send: Any, share: list[Job], args: argparse.Namespace,
+def _run_share(send: Any, share: list[tuple[int, Job]], args: argparse.Namespace,
                checks: list[str] | None) -> None:
-    """One worker process: its jobs in plan order, the results sent back at the end.
-    It then exits at once: TensorFlow's interpreter teardown takes about 2 s, which the
-    parent would otherwise wait for."""
+    """One worker process: its jobs in plan order, each result sent as it is done, then
+    None. It then exits at once: TensorFlow's interpreter teardown takes about 2 s,
+    which the parent would otherwise wait for."""
     _quiet_tensorflow()
-    send.send([_run_job(job, args, checks) for job in share])
+    for i, job in share:
+        send.send((i, _run_job(job, args, checks)))
+    send.send(None)
     send.close()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -399,7 +414,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         jobs = _plan(args, dtypes)
         progress = Progress(len(jobs), not args.no_progress)
-        for job, (label, report) in _results(jobs, args, checks):
+
+        def show(job: Job, result: tuple[str, Any]) -> None:
+            label, report = result
+            if isinstance(report, Crashed):
+                progress.update(f"{label}: CRASHED {report.error}", False)
+            elif job.invariant >= 0:
+                progress.update(f"{label}: {report.invariant}", report.ok)
+            else:
+                progress.update(f"{label} ({report.form}) {_format_params(report.params)} "
+                                f"{report.dtype}", report.ok)
+
+        for job, (label, report) in _results(jobs, args, checks, show):
             if isinstance(report, Crashed):
                 (inv_reports if job.invariant >= 0 else reports).append(report)
                 shown = _format_params(report.params)
@@ -408,18 +434,14 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     rows.append([label, "-", shown, report.dtype, "0", "-", "inf", "-",
                                  "CRASHED"])
-                progress.update(f"{label}: CRASHED {report.error}", False)
                 print(report, file=sys.stderr)
                 continue
             if job.invariant >= 0:
                 inv_reports.append(report)
                 inv_rows.append(_invariant_row(label, report))
-                progress.update(f"{label}: {report.invariant}", report.ok)
             else:
                 reports.append(report)
                 rows.append(_row(label, report.form, report.params, report))
-                progress.update(f"{label} ({report.form}) {_format_params(report.params)} "
-                                f"{report.dtype}", report.ok)
             if not args.quiet and not report.ok:
                 print(report, file=sys.stderr)
         print_table(rows)

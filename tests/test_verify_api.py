@@ -276,7 +276,10 @@ def test_cli_jobs_give_the_same_report_and_plot_is_written(tmp_path):
                               cwd=tmp_path, capture_output=True, text=True, timeout=600,
                               env=env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert f"[{'1'}/" in proc.stderr  # progress lines
+        # one progress line per job, as each finishes (with --jobs too: sent per result)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("[")]
+        total = int(lines[0].split("/")[1].split()[0])
+        assert len(lines) == total and lines[-1].startswith(f"[{total}/{total} "), lines
     data = json.loads((tmp_path / "j1.json").read_text())
     assert _verdicts(data) == _verdicts(json.loads((tmp_path / "j2.json").read_text()))
     # a given N is byte-identical run after run (fixed assignment of runs to processes)
