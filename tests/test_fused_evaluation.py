@@ -146,3 +146,33 @@ def test_shares_cover_every_job_once_and_balance_the_cost():
     assert verify_cli._shares(jobs, 2) == shares  # fixed by the plan alone
     loads = [sum(verify_cli._job_cost(jobs[i]) for i in s) for s in shares]
     assert abs(loads[0] - loads[1]) <= max(verify_cli._COST.values())
+
+
+_DRAW_HASH = """
+import hashlib
+from lossverify import strategies as lst
+from lossverify import verifier as V
+h = hashlib.sha256()
+for x in V._draw(lst.loss_inputs("categorical_crossentropy", with_sample_weight=True),
+                 100, 0, "float32"):
+    for a in (x.y_true, x.y_pred, x.sample_weight):
+        h.update(b"-" if a is None else a.tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_draws_do_not_depend_on_the_process():
+    """The search draws the same 100 batches in a bare interpreter (no TensorFlow, no
+    pytest) and here (TensorFlow loaded, lossverify's pytest plugin and profile active).
+    Drawing is separate from evaluating, so nothing a check does feeds back into
+    Hypothesis's generation."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONHASHSEED": "123"}
+    bare = subprocess.run([sys.executable, "-c", _DRAW_HASH], capture_output=True, text=True,
+                          timeout=300, env=env, check=True).stdout.strip()
+    here: dict[str, object] = {}
+    exec(compile(_DRAW_HASH.replace("print(h.hexdigest())", "result = h.hexdigest()"),
+                 "<draw-hash>", "exec"), here)
+    assert here["result"] == bare
