@@ -121,6 +121,7 @@ class VerifyReport:
     compute_dtype: str = "float32"
     #: the implementation's name in a conformance run (``keras.losses.X``), else ``loss``
     label: str = ""
+    min_rows: int = 0
 
     @property
     def ok(self) -> bool:
@@ -133,6 +134,8 @@ class VerifyReport:
             args = f", checks={chosen!r}" + args
         if self.dtype != "float32":
             args = f", dtype={self.dtype!r}" + args
+        if self.min_rows:
+            args = f", min_rows={self.min_rows}" + args
         return (f"lossverify.verify(loss, {self.reference!r}, max_examples="
                 f"{self.max_examples}, seed={self.seed}{args})")
 
@@ -169,6 +172,7 @@ class VerifyReport:
             "label": self.label or self.loss, "loss": self.loss,
             "reference": self.reference, "form": self.form,
             "params": self.params, "seed": self.seed, "max_examples": self.max_examples,
+            "min_rows": self.min_rows,
             "dtype": self.dtype, "compute_dtype": self.compute_dtype, "ok": self.ok,
             "checks": {name: {
                 "examples": c.examples, "rows": c.rows, "failures": c.failures,
@@ -515,12 +519,29 @@ def _run_hypothesis(test: Callable[[Any], None], strategy: st.SearchStrategy,
         hyp_seed(seed)(wrapped)()
 
 
-def _draw(strategy: st.SearchStrategy, max_examples: int, seed: int, dtype: str
-          ) -> list[lst.LossInputs]:
+def _draw(strategy: st.SearchStrategy, max_examples: int, seed: int, dtype: str,
+          min_rows: int = 0) -> list[lst.LossInputs]:
+    """``max_examples`` drawn batches; then, while they hold fewer than ``min_rows`` rows,
+    as many more as the rows per batch so far say are missing, each round a Hypothesis run
+    of its own with a seed derived from ``seed`` (at most :data:`TOP_UP_ROUNDS`)."""
     draws: list[lst.LossInputs] = []
-    _run_hypothesis(lambda x: draws.append(C.cast_inputs(x, dtype)), strategy, max_examples,
-                    seed, (Phase.explicit, Phase.generate))
+
+    def run(n: int, run_seed: int) -> None:
+        _run_hypothesis(lambda x: draws.append(C.cast_inputs(x, dtype)), strategy, n,
+                        run_seed, (Phase.explicit, Phase.generate))
+
+    run(max_examples, seed)
+    for round_ in range(1, TOP_UP_ROUNDS + 1):
+        rows = sum(x.rows for x in draws)
+        if rows >= min_rows:
+            break
+        per_batch = max(rows / max(len(draws), 1), 1.0)
+        run(math.ceil((min_rows - rows) / per_batch), seed * 1000 + round_)
     return draws
+
+
+#: Further Hypothesis runs :func:`_draw` may make to reach ``min_rows``.
+TOP_UP_ROUNDS = 8
 
 
 def _xla_examples(max_examples: int) -> int:
@@ -532,7 +553,7 @@ def _xla_examples(max_examples: int) -> int:
 def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int | None = None,
            checks: Iterable[str] | None = None, strict: bool = False,
            time_limit: float = C.DEFAULT_TIME_LIMIT, dtype: str = "float32",
-           **reference_kwargs: Any) -> VerifyReport:
+           min_rows: int = 0, **reference_kwargs: Any) -> VerifyReport:
     """Check ``loss`` against the reference named ``reference``.
 
     Args:
@@ -543,6 +564,9 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
             1 to 16 samples (times up to 3 steps), all checked. The xla check draws
             3/8 as many batches of its own, of up to 48 samples.
         seed: the Hypothesis seed; ``None`` means 0, so runs are deterministic.
+        min_rows: draw more batches (further Hypothesis runs, seeded from ``seed``)
+            until every check has seen at least this many rows (samples); 0: exactly
+            ``max_examples`` draws.
         checks: a subset of ``("value", "gradient", "graph", "xla")``; default all.
         strict: count known upstream deviations as failures.
         time_limit: seconds one call of ``loss`` may take before it counts as hung.
@@ -557,6 +581,8 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
         raise ValueError(f"max_examples: expected a positive int, got {max_examples!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"seed: expected an int or None, got {seed!r}")
+    if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 0:
+        raise ValueError(f"min_rows: expected a non-negative int, got {min_rows!r}")
     if not callable(loss):
         raise TypeError(f"loss: expected a callable (y_true, y_pred) -> tensor, got {loss!r}")
     spec = S.get_spec(reference)
@@ -575,12 +601,12 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
     main_checks = tuple(c for c in chosen if c != "xla")
     strategies = {name: session.strategy for name in main_checks}
     if main_checks:
-        session.evaluate(_draw(session.strategy, max_examples, seed, dtype), reports,
-                         main_checks)
+        session.evaluate(_draw(session.strategy, max_examples, seed, dtype, min_rows),
+                         reports, main_checks)
     if "xla" in chosen:
         strategies["xla"] = session.xla_strategy(seed)
-        session.evaluate(_draw(strategies["xla"], _xla_examples(max_examples), seed, dtype),
-                         reports, ("xla",), fuse_single_rows=True)
+        session.evaluate(_draw(strategies["xla"], _xla_examples(max_examples), seed, dtype,
+                               min_rows), reports, ("xla",), fuse_single_rows=True)
     for name, rep in reports.items():
         if rep.failures:
             examples = _xla_examples(max_examples) if name == "xla" else max_examples
@@ -590,7 +616,7 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
         loss=_loss_name(loss), reference=reference, form="class" if session.reduced
         else "function", params=params, seed=seed, max_examples=max_examples, checks=reports,
         deviations={d.id: d for d in spec.deviations}, dtype=dtype,
-        compute_dtype=session.compute_dtype)
+        compute_dtype=session.compute_dtype, min_rows=min_rows)
 
 
 def _check_reference_params(spec: S.LossSpec, params: Mapping[str, Any]) -> None:

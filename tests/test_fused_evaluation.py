@@ -176,3 +176,25 @@ def test_draws_do_not_depend_on_the_process():
     exec(compile(_DRAW_HASH.replace("print(h.hexdigest())", "result = h.hexdigest()"),
                  "<draw-hash>", "exec"), here)
     assert here["result"] == bare
+
+
+def test_min_rows_draws_more_batches_until_every_check_has_them():
+    loss = keras.losses.binary_crossentropy
+    few = lossverify.verify(loss, "binary_crossentropy", checks=("value", "xla"),
+                            max_examples=3, seed=0)
+    assert few.checks["value"].rows < 120, str(few)  # three batches of up to 16 rows
+    report = lossverify.verify(loss, "binary_crossentropy", checks=("value", "xla"),
+                               max_examples=3, seed=0, min_rows=120)
+    assert report.ok, str(report)
+    for name in ("value", "xla"):
+        assert report.checks[name].rows >= 120, str(report)
+        assert report.checks[name].examples > few.checks[name].examples, str(report)
+    assert "min_rows=120" in report.reproduce_line()
+    assert report.to_dict()["min_rows"] == 120
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_min_rows_must_be_a_non_negative_int(bad):
+    with pytest.raises(ValueError, match="min_rows: expected a non-negative int"):
+        lossverify.verify(keras.losses.binary_crossentropy, "binary_crossentropy",
+                          min_rows=bad)
