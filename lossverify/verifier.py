@@ -353,8 +353,8 @@ class _Session:
                 if name in broken or not outcome.ok:
                     self._record_alone(group, name, outcome, fx, reports)
                 else:
-                    reports[name].record(outcome, functools.partial(repr, fx), None,
-                                         len(group))
+                    reports[name].record(outcome, functools.partial(_fused_repr, group,
+                                                                    outcome), None, len(group))
             return
         start = 0
         for x in group:
@@ -459,6 +459,22 @@ def _concatenate(group: list[lst.LossInputs]) -> lst.LossInputs:
     return lst.LossInputs(np.concatenate([x.y_true for x in group]),
                           np.concatenate([x.y_pred for x in group]), w, "fused",
                           {"batches": len(group)})
+
+
+def _fused_repr(group: list[lst.LossInputs], outcome: C.Outcome) -> str:
+    """Where a ``Loss``'s fused graph or XLA call had its worst element: the drawn batch
+    holding that gradient row, or (the reduced value) a line that says so; the whole
+    concatenation would make the report hundreds of kilobytes."""
+    index = outcome.comparison.index if outcome.comparison is not None else None
+    start = 0
+    for k, x in enumerate(group, 1):
+        stop = start + x.y_pred.shape[0]
+        if index and start <= index[0] < stop:
+            return (f"# batch {k} of {len(group)} checked in one call; its gradient row "
+                    f"{index[0] - start} is the worst element\n{x!r}")
+        start = stop
+    return (f"# the reduced value of {len(group)} drawn batches ({start} samples) checked "
+            f"in one call")
 
 
 def _well_shaped(result: C.ModeResult, expected: C.Expected) -> bool:

@@ -198,3 +198,16 @@ def test_min_rows_must_be_a_non_negative_int(bad):
     with pytest.raises(ValueError, match="min_rows: expected a non-negative int"):
         lossverify.verify(keras.losses.binary_crossentropy, "binary_crossentropy",
                           min_rows=bad)
+
+
+def test_worst_input_of_a_fused_call_names_one_drawn_batch():
+    """A Loss's graph check runs on fused batches; its worst input is the drawn batch
+    that held the worst gradient element (or a line about the reduced value), never the
+    whole concatenation."""
+    report = lossverify.verify(keras.losses.CategoricalCrossentropy(),
+                               "categorical_crossentropy", checks=("graph",),
+                               max_examples=40, seed=0)
+    shown = report.checks["graph"].worst_input
+    assert shown.startswith("# "), shown[:200]
+    assert "regime='fused'" not in shown
+    assert len(shown) < 20_000, len(shown)
