@@ -232,7 +232,7 @@ def test_cli_reports_are_byte_identical_across_processes(tmp_path):
     assert (tmp_path / "a.md").read_bytes() == (tmp_path / "b.md").read_bytes()
     assert outputs[0] == outputs[1]
     assert "reproduce with: lossverify.verify(loss, 'categorical_crossentropy', " \
-           "max_examples=5, seed=7, checks=('value', 'graph'))" in outputs[0]
+           "max_examples=5, seed=7, min_rows=200, checks=('value', 'graph'))" in outputs[0]
 
 
 def test_cli_conformance_run_includes_the_invariants(tmp_path):
