@@ -499,7 +499,7 @@ def _slice_expected(e: C.Expected, start: int, stop: int) -> C.Expected:
 
 @contextlib.contextmanager
 def _global_constants_only() -> Iterator[None]:
-    """Hypothesis (6.13x on) draws 5% of its choices from a pool of constants, part of
+    """Recent Hypothesis (6.155, 6.170) draws 5% of its choices from a pool of constants, part of
     it mined from the source of every *local* module loaded in the process: the same
     seed then draws other batches in a pytest session (its test files and plugins are
     local modules) than in a script, and other batches again next to the user's own
