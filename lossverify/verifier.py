@@ -254,18 +254,12 @@ class _Session:
         """The chosen checks (or ``only``) on one batch, evaluated on its own."""
         wanted = (only,) if isinstance(only, str) else (only or self.chosen)
         x = C.cast_inputs(x, self.dtype)
-        expected = self._expected(x)
-        eager = self.executor.run("eager", x)
-        rows = x.rows
-        out: dict[str, C.Outcome | None] = {}
-        if "value" in wanted:
-            out["value"] = C.check_value(eager, expected, rows)
-        if "gradient" in wanted:
-            out["gradient"] = C.check_gradient(eager, expected, rows)
+        results = {"eager": self.executor.run("eager", x)}
         if "graph" in wanted:
-            out["graph"] = C.check_mode("graph", self.executor.run("graph", x), eager,
-                                        expected, rows)
-        if "xla" in wanted:
+            results["graph"] = self.executor.run("graph", x)
+        out: dict[str, C.Outcome | None] = dict(self._mode_outcomes(
+            results, self._expected(x), x.rows, tuple(c for c in wanted if c != "xla")))
+        if "xla" in wanted:  # on the padded batch, against the graph (see _xla)
             out["xla"] = self._xla(x, xla_budget)
         return out
 
@@ -362,7 +356,7 @@ class _Session:
             part = {m: _slice_result(r, start, stop) for m, r in results.items()
                     if m not in broken}
             outcomes = self._mode_outcomes(part, _slice_expected(expected, start, stop),
-                                           x.rows, wanted, per_sample=True)
+                                           x.rows, wanted)
             for name in wanted:
                 sliced = outcomes.get(name)
                 dev = None if sliced is None or sliced.ok else self.deviation_for(name, x)
@@ -373,13 +367,14 @@ class _Session:
             start = stop
 
     def _mode_outcomes(self, results: Mapping[str, C.ModeResult], expected: C.Expected,
-                       rows: int, wanted: tuple[str, ...], per_sample: bool = False
-                       ) -> dict[str, C.Outcome]:
+                       rows: int, wanted: tuple[str, ...]) -> dict[str, C.Outcome]:
+        """The ``wanted`` checks on results already computed (``eager``, and ``graph``
+        and ``xla`` where run); a check whose mode is missing is left out."""
         eager = results["eager"]
         out: dict[str, C.Outcome] = {}
-        if per_sample and "value" in wanted:
+        if "value" in wanted:
             out["value"] = C.check_value(eager, expected, rows)
-        if per_sample and "gradient" in wanted:
+        if "gradient" in wanted:
             out["gradient"] = C.check_gradient(eager, expected, rows)
         if "graph" in wanted and "graph" in results:
             out["graph"] = C.check_mode("graph", results["graph"], eager, expected, rows)
@@ -393,14 +388,10 @@ class _Session:
         """A check that failed (or could not run) on a fused call: evaluate each batch of
         the group on its own and record those outcomes. If every batch passes alone, the
         fused failure stands, named for what it means."""
-        outcomes = [(x, self.outcomes(x, name, xla_budget=False)[name]) for x in group]
-        if fused is None or any(o is not None and not o.ok for _, o in outcomes):
-            for x, outcome in outcomes:
-                if outcome is None:
-                    reports[name].not_run += 1
-                    continue
-                dev = None if outcome.ok else self.deviation_for(name, x)
-                reports[name].record(outcome, functools.partial(repr, x), dev)
+        alone = [(x, self.outcomes(x, name, xla_budget=False)) for x in group]
+        if fused is None or any(not o.ok for _, out in alone if (o := out[name]) is not None):
+            for x, out in alone:
+                self._record(x, out, reports)
             return
         others = f"{len(group) - 1} other batches" if len(group) > 1 else "other batches"
         message = (f"fails only when evaluated together with {others} of the same shape "
