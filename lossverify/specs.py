@@ -306,11 +306,8 @@ def _half_softmax_saturates(x: Any, params: Mapping[str, Any]) -> bool:
         return False
     z32 = z.astype(np.float32)
     e = np.exp(z32 - z32.max(axis=-1, keepdims=True))
-
-    def half(a: np.ndarray) -> np.ndarray:
-        return a.astype(z.dtype).astype(np.float32)
-
-    return bool(np.any(half(half(e) / half(e.sum(axis=-1, keepdims=True))) == 1.0))
+    total = _in_input_dtype(x, e.sum(axis=-1, keepdims=True))
+    return bool(np.any(_in_input_dtype(x, _in_input_dtype(x, e) / total) == 1.0))
 
 
 _XLA_HALF_SOFTMAX = KnownDeviation(
