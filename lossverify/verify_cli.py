@@ -262,7 +262,7 @@ def _run_job_unguarded(job: Job, args: argparse.Namespace, checks: list[str] | N
                                    max_examples=_invariant_examples(args), seed=args.seed,
                                    **inv_params)
         return label, report
-    impl = next(i for i in S.get_spec(job.spec).implementations if i.label == job.label)
+    impl = _implementation(job)
     loss = S.build_implementation(impl, params)
     report = lossverify.verify(loss, job.spec, max_examples=args.max_examples, seed=args.seed,
                                checks=checks, strict=args.strict, dtype=job.dtype,
@@ -284,11 +284,15 @@ def _quiet_tensorflow() -> None:
 _COST = {"class": 5.0, "function": 3.0, "invariant": 1.0}
 
 
+def _implementation(job: Job) -> S.Implementation:
+    """The implementation a verify job checks."""
+    return next(i for i in S.get_spec(job.spec).implementations if i.label == job.label)
+
+
 def _job_cost(job: Job) -> float:
     if job.invariant >= 0:
         return _COST["invariant"]
-    impl = next(i for i in S.get_spec(job.spec).implementations if i.label == job.label)
-    return _COST["class" if impl.kind == "class" else "function"]
+    return _COST["class" if _implementation(job).kind == "class" else "function"]
 
 
 def _shares(jobs: list[Job], n: int) -> list[list[int]]:
@@ -296,12 +300,13 @@ def _shares(jobs: list[Job], n: int) -> list[list[int]]:
     plan order), to the share with the least estimated cost so far (ties: the lowest
     index); each share keeps plan order. Fixed by the plan alone, never by timing, so a given
     ``n`` gives the same bytes run after run."""
+    costs = [_job_cost(job) for job in jobs]
     loads = [0.0] * n
     owner: dict[int, int] = {}
-    for i in sorted(range(len(jobs)), key=lambda i: (-_job_cost(jobs[i]), i)):
+    for i in sorted(range(len(jobs)), key=lambda i: (-costs[i], i)):
         k = min(range(n), key=lambda k: (loads[k], k))
         owner[i] = k
-        loads[k] += _job_cost(jobs[i])
+        loads[k] += costs[i]
     return [[i for i in range(len(jobs)) if owner[i] == k] for k in range(n)]
 
 
