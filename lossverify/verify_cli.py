@@ -401,6 +401,7 @@ class Progress:
 
 def run(args: argparse.Namespace) -> int:
     import lossverify
+    from lossverify import environment
     from lossverify._io import write_json, write_text
     checks = args.checks.split(",") if args.checks else None
     dtypes = _parse_dtypes(args.dtypes)
@@ -413,12 +414,14 @@ def run(args: argparse.Namespace) -> int:
     rows: list[list[str]] = []
     inv_reports: list[Any] = []
     inv_rows: list[list[str]] = []
+    env = environment.describe()  # here, in the parent: --jobs workers do not need it
     if args.loss or args.reference:
         if not (args.loss and args.reference):
             raise SystemExit("verify: --loss and --reference go together")
         _quiet_tensorflow()
         loss = load_target(args.loss)
         params = parse_params(args.param)
+        print(environment.summary_line(env))
         for dtype in dtypes:
             report = lossverify.verify(loss, args.reference, max_examples=args.max_examples,
                                        seed=args.seed, checks=checks, strict=args.strict,
@@ -430,6 +433,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         jobs = _plan(args, dtypes)
         progress = Progress(len(jobs), not args.no_progress)
+        print(environment.summary_line(env), flush=True)
 
         def show(job: Job, result: tuple[str, Any]) -> None:
             label, report = result
@@ -474,6 +478,7 @@ def run(args: argparse.Namespace) -> int:
           f"{elapsed:.1f} s ({examples / max(elapsed, 1e-9):.0f} per second); seed {args.seed}")
     if args.json:
         write_json(args.json, {"schema_version": REPORT_SCHEMA_VERSION,
+                               "environment": env,
                                "seed": args.seed, "max_examples": args.max_examples,
                                "min_rows": args.min_rows,
                                "dtypes": dtypes,
@@ -484,7 +489,8 @@ def run(args: argparse.Namespace) -> int:
         if inv_rows:
             inv_part = (f"\n## Invariants ({inv_reports[0].max_examples} examples each)\n\n"
                         + markdown_table(inv_rows, _INV_HEAD))
-        write_text(args.markdown, f"# lossverify conformance (seed {args.seed}, "
+        write_text(args.markdown, environment.summary_line(env) + "\n\n"
+                                  f"# lossverify conformance (seed {args.seed}, "
                                   f"{args.max_examples} examples per check)\n\n"
                                   + markdown_table(rows) + inv_part)
     if args.plot:
