@@ -7,11 +7,12 @@ A check is a small function ``(run, expected) -> Outcome`` over one drawn batch:
 * ``gradient``: ``GradientTape``'s gradient of the summed result against the analytic
   reference gradient. NaN or Inf where the reference is finite fails.
 * ``graph``: the same computation inside a ``tf.function`` (built once per rank,
-  ``None`` dimensions) against eager (see :func:`lossverify.numerics.mode_tolerance`).
-  Usually bitwise on CPU; Grappler's rewrites move Keras's binary losses by a few ULPs.
-* ``xla``: ``tf.function(jit_compile=True)`` against eager within the reference budget:
-  XLA's CPU ``exp``/``log`` are its own approximations, accurate to a few ULPs, and the
-  budget already bounds every correct float32 evaluation order.
+  ``None`` dimensions), against the reference within the same budget (see
+  :func:`lossverify.numerics.at_least_ulps`); a failure names what eager gave there.
+* ``xla``: ``tf.function(jit_compile=True)``, likewise: XLA's CPU ``exp``/``log`` are its
+  own approximations, accurate to a few ULPs, and the budget bounds every faithful
+  evaluation in any mode. Comparing each mode with the reference rather than with eager
+  keeps the budget one budget: two faithful modes may lie on opposite sides of it.
 
 :class:`Executor` runs the loss once per mode and records exceptions, so a loss that
 raises, returns the wrong shape or dtype, hangs, cannot be traced, or writes into its
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from lossverify import numerics
-from lossverify import reference as R
+from lossverify import tolerance as T
 
 CHECKS = ("value", "gradient", "graph", "xla")
 
@@ -46,6 +47,8 @@ class Outcome:
     message: str = ""
     rows: int = 0
     skipped_rows: int = 0
+    #: which of the loss's outputs ``comparison`` compared: "value" or "gradient"
+    part: str = "value"
 
 
 @dataclass
@@ -55,17 +58,8 @@ class ModeResult:
     error: str | None = None
 
 
-@dataclass(frozen=True)
-class Expected:
-    """The reference's answer for one batch, shaped like the loss's own output."""
-
-    value: np.ndarray
-    value_allowed: np.ndarray
-    grad: np.ndarray
-    grad_allowed: np.ndarray
-    grad_rows: np.ndarray  # bool per y_pred element: compare the gradient here
-    kink_rows: int
-    dtype: str = "float32"  # the dtype the implementation computes in (for ULP counts)
+#: The reference's answer with its budget (see :mod:`lossverify.tolerance`).
+Expected = T.Budget
 
 
 def is_keras_loss(loss: Any) -> bool:
@@ -75,67 +69,12 @@ def is_keras_loss(loss: Any) -> bool:
 
 
 def expected_for(spec_name: str, params: Mapping[str, Any], x: Any, reduced: bool,
-                 reduction: str = "sum_over_batch_size", dtype: str = "float32") -> Expected:
-    """Evaluate the reference on ``x`` and size the tolerances (numerics docstring).
-
-    ``dtype`` is the precision the implementation computes in. The reference runs in a
-    higher one (float64; extended precision when checking float64) and once in
-    ``dtype`` itself, the yardstick. In float16 and bfloat16, where the yardstick is not
-    finite the dtype cannot represent the answer (a gradient ``1 / p`` beyond float16's
-    65504, say); those elements get an infinite allowance and are not compared.
-    """
-    hi = np.longdouble if dtype == "float64" else np.float64
-    if x.y_pred.dtype.kind == "V":  # bfloat16 (ml_dtypes): the NumPy references take
-        # float32 holding the same values; their clip bounds are then float32's
-        x = type(x)(x.y_true.astype(np.float32) if x.y_true.dtype.kind == "V" else x.y_true,
-                    x.y_pred.astype(np.float32), x.sample_weight, x.regime, x.notes)
-    with R.computing_in(hi), np.errstate(all="ignore"):
-        ev = R.evaluate(spec_name, x.y_true, x.y_pred, **params)
-    with R.computing_in(numerics.np_dtype(dtype)), np.errstate(all="ignore"):
-        ev32 = R.evaluate(spec_name, x.y_true, x.y_pred, **params)
-    ev, ev32 = (R.Evaluation(*(f if f.dtype == bool else np.asarray(f, np.float64)
-                               for f in (e.value, e.grad, e.value_scale, e.grad_scale,
-                                         e.kink)))
-                for e in (ev, ev32))
-    axis = params.get("axis", -1)
-    n_terms = int(np.shape(x.y_pred)[axis])
-    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: no yardstick there
-        allowed = numerics.tolerance(ev.value_scale, n_terms, dtype, ev32.value - ev.value)
-        g_allowed = numerics.tolerance(ev.grad_scale, n_terms, dtype, ev32.grad - ev.grad)
-    if numerics.np_dtype(dtype).itemsize == 2:
-        allowed = np.where(np.isfinite(ev32.value), allowed, np.inf)
-        g_allowed = np.where(np.isfinite(ev32.grad), g_allowed, np.inf)
-    kink = np.broadcast_to(np.expand_dims(ev.kink, axis), ev.grad.shape)
-    mask = None
-    if spec_name == "sparse_categorical_crossentropy" and params.get("ignore_class") is not None:
-        labels = np.asarray(x.y_true)
-        if labels.ndim == np.ndim(x.y_pred):
-            labels = labels[..., 0]
-        mask = labels != params["ignore_class"]
-    if not reduced:
-        return Expected(ev.value, allowed, ev.grad, g_allowed, ~kink, int(ev.kink.sum()), dtype)
-    w = R.sample_weights(ev.value, x.sample_weight, mask, reduction)
-    w = np.ones_like(ev.value) if w is None else np.broadcast_to(w, ev.value.shape)
-    value = R.reduce(ev.value, x.sample_weight, reduction, mask)
-    n = ev.value.size
-    if reduction in ("sum_over_batch_size", "mean"):
-        divisor = float(n)
-    elif reduction == "mean_with_sample_weight" and x.sample_weight is not None:
-        divisor = float(np.sum(w))
-    else:
-        divisor = 1.0
-    divisor = divisor or 1.0
-    u = numerics.unit_roundoff(dtype)
-    weighted = np.abs(w * ev.value)
-    tiny = numerics.tiny(dtype)  # TensorFlow flushes subnormal results to zero on CPU
-    value_allowed = (np.sum(np.abs(w) * allowed) / divisor + tiny
-                     + numerics.K * u * (n + 2) * (np.sum(weighted) / divisor + abs(float(value))))
-    factor = np.expand_dims(w / divisor, axis)
-    with np.errstate(invalid="ignore"):  # an infinite reference gradient at weight 0: NaN
-        grad = ev.grad * factor
-        grad_allowed = g_allowed * np.abs(factor) + numerics.K * u * np.abs(grad) + tiny
-    return Expected(np.asarray(value), np.asarray(value_allowed), grad, grad_allowed, ~kink,
-                    int(ev.kink.sum()), dtype)
+                 reduction: str = "sum_over_batch_size", dtype: str = "float32",
+                 input_dtype: str | None = None) -> Expected:
+    """:func:`lossverify.tolerance.budget` on a drawn batch ``x`` (a ``LossInputs``)."""
+    return T.budget(spec_name, params, x.y_true, x.y_pred, dtype=dtype,
+                    input_dtype=input_dtype, sample_weight=x.sample_weight, reduced=reduced,
+                    reduction=reduction)
 
 
 def cast_inputs(x: Any, dtype: str) -> Any:
@@ -323,33 +262,51 @@ def check_gradient(eager: ModeResult, expected: Expected, rows: int) -> Outcome:
     cmp = numerics.compare(actual, want, np.where(sel, expected.grad_allowed, 1.0),
                            expected.dtype)
     return Outcome(cmp.ok, cmp, "" if cmp.ok else "gradient " + cmp.describe(), rows=rows,
-                   skipped_rows=expected.kink_rows)
+                   skipped_rows=expected.kink_rows, part="gradient")
 
 
 def check_mode(mode: str, other: ModeResult, eager: ModeResult, expected: Expected,
                rows: int) -> Outcome:
-    """``graph`` or ``xla`` against eager, on value and gradient."""
+    """``graph`` or ``xla``: that mode's value and gradient against the reference, within
+    the same budget as eager (every faithful evaluation lies within it, in any mode).
+    ``eager`` is the baseline the message names (eager for graph; graph, on the same
+    padded batch, for xla): a mode whose result differs from it and from the reference
+    is a computation that differs between modes."""
     if other.value is None:
         if eager.value is None:
             return Outcome(False, message=f"{other.error} (eagerly too)", rows=rows)
         return Outcome(False, message=f"fails under {mode}: {other.error}", rows=rows)
     if eager.value is None:
         return Outcome(False, message=f"eagerly {eager.error}, under {mode} not", rows=rows)
-    if other.value.shape != eager.value.shape:
+    if other.value.shape != expected.value.shape:
         return Outcome(False, message=f"{mode} shape {other.value.shape} != eager "
                        f"{eager.value.shape}", rows=rows)
-    assert eager.grad is not None and other.grad is not None
-    v_tol = numerics.mode_tolerance(eager.value, expected.value_allowed, expected.dtype)
-    g_tol = numerics.mode_tolerance(eager.grad, expected.grad_allowed, expected.dtype)
-    cmp = numerics.compare(other.value, eager.value, v_tol, expected.dtype)
+    assert other.grad is not None
+    v_tol = numerics.at_least_ulps(expected.value, expected.value_allowed, expected.dtype)
+    g_tol = numerics.at_least_ulps(expected.grad, expected.grad_allowed, expected.dtype)
+    cmp = numerics.compare(other.value, expected.value, v_tol, expected.dtype)
     if not cmp.ok:
-        return Outcome(False, cmp, f"{mode} value differs from eager: {cmp.describe()}",
-                       rows=rows)
+        return Outcome(False, cmp, f"{mode} value differs from the reference: "
+                       f"{cmp.describe()}{_baseline(eager.value, cmp)}", rows=rows)
     sel = expected.grad_rows
-    gcmp = numerics.compare(np.where(sel, other.grad, 0.0), np.where(sel, eager.grad, 0.0),
+    if other.grad.shape != expected.grad.shape:
+        return Outcome(False, message=f"{mode} gradient shape {other.grad.shape}, expected "
+                       f"{expected.grad.shape}", rows=rows)
+    gcmp = numerics.compare(np.where(sel, other.grad, 0.0), np.where(sel, expected.grad, 0.0),
                             np.where(sel, g_tol, 1.0), expected.dtype)
     if not gcmp.ok:
-        return Outcome(False, gcmp, f"{mode} gradient differs from eager: {gcmp.describe()}",
-                       rows=rows)
-    worst = cmp if cmp.worst_ratio >= gcmp.worst_ratio else gcmp
-    return Outcome(True, worst, rows=rows)
+        return Outcome(False, gcmp, f"{mode} gradient differs from the reference: "
+                       f"{gcmp.describe()}{_baseline(eager.grad, gcmp)}", rows=rows,
+                       part="gradient")
+    if cmp.worst_ratio >= gcmp.worst_ratio:
+        return Outcome(True, cmp, rows=rows)
+    return Outcome(True, gcmp, rows=rows, part="gradient")
+
+
+def _baseline(baseline: np.ndarray | None, cmp: numerics.Comparison) -> str:
+    if baseline is None or cmp.index is None or np.shape(baseline) == ():
+        return "" if baseline is None else f" (the other mode gives {float(baseline)!r})"
+    try:
+        return f" (the other mode gives {float(np.asarray(baseline)[cmp.index])!r} there)"
+    except IndexError:
+        return ""

@@ -1,71 +1,28 @@
-"""Comparison with tolerances derived from the computation, and ULP distances.
+"""Floating-point facts (unit roundoff, tiny, ULP distances) and element-wise comparison.
 
-The tolerance policy (DESIGN.md section 4)
-==========================================
-A correct implementation evaluated in a precision with unit roundoff ``u`` (2**-24 for
-float32) errs, to first order, by at most ``u`` times the sum of the absolute sizes of
-every quantity its rounding touches: each term it adds (a sum of ``n`` terms rounds
-``n - 1`` times), each intermediate whose relative error the loss amplifies (``1 - p``
-for ``p`` near 1, ``p / sum(p)``, a softmax; the amplification is ``|dL/dv| |v|``), and
-one absolute ``u`` for each logarithm of a number near 1. The reference computes that
-sum per sample as ``Evaluation.value_scale`` (and per gradient element as
-``grad_scale``) from its own float64 terms, on the *same float32-rounded inputs* the
-implementation sees. We then allow::
-
-    |actual - reference| <= K * u * (n + 1) * scale  +  2 |ref_low - ref|  +  tiny / u
-
-* ``n`` is the number of terms summed along the class axis (summation error grows with
-  it; TensorFlow does not promise pairwise summation, so we take the worst case).
-* ``K = 4`` covers the handful of roundings inside each term (a ``log``, a ``pow``, a
-  division, a multiplication by a label) with a margin of about 2. It was set from that
-  count, not tuned to tests; measured afterwards, the worst ``error / allowed`` over the
-  default conformance run (``lossverify verify --max-examples 30``, seed 0, every Keras
-  and notes' loss) is 0.5, and the 20-seed meta-tests of correct losses pass.
-* ``ref_low - ref`` is the *yardstick*: the same reference formulas evaluated in the
-  implementation's dtype minus the float64 result. It captures what first-order
-  analysis misses: a float32 softmax that rounds to exactly 1.0 (so ``1 - p`` is 0 and
-  a focal gradient vanishes), a ``sigmoid`` that saturates. Twice it, because another
-  correct evaluation order may round the other way.
-* ``tiny / u`` (2e-31 in float32; ``tiny`` is the smallest normal number) allows for
-  flush-to-zero: TensorFlow's CPU kernels flush subnormals, intermediates included, so a
-  product of small factors can lose a result of 1e-37 entirely (:func:`underflow`). The
-  thorough sweep found such gradients of Keras's binary focal loss.
-
-This rejects the bugs that matter (an epsilon of 1e-5 instead of 1e-7 errs by ~4.6 at a
-zero probability; a float16 intermediate by ~1e-3 relative, thousands of times the
-budget; a missing renormalisation by ``log(sum p)``) and accepts any float32 evaluation
-order, because the budget is a bound on *every* such order, not a fixed rtol.
-
-Reduced values (a ``keras.losses.Loss`` returns one number) get the weighted mean of
-the per-sample budgets plus the rounding of the final sum and division.
-
-Comparisons between execution modes use :func:`mode_tolerance`: the same budget (or a
-few ULPs, if larger), since any correct evaluation order stays inside it.
+The tolerance model itself (how large an error a correct implementation may make) is
+:mod:`lossverify.tolerance`; this module compares against what it allows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
 __all__ = [
     "DTYPES",
-    "K",
     "Comparison",
     "max_finite",
     "compare",
-    "mode_tolerance",
+    "at_least_ulps",
     "np_dtype",
     "tiny",
-    "tolerance",
     "underflow",
     "ulp_distance",
     "unit_roundoff",
 ]
-
-#: Safety factor on the first-order rounding bound; see the module docstring.
-K = 4.0
 
 _UNIT_ROUNDOFF = {
     "float16": 2.0**-11,
@@ -90,22 +47,6 @@ def unit_roundoff(dtype: str) -> float:
                          f"got {dtype!r}") from None
 
 
-def tolerance(scale: np.ndarray, n_terms: int, dtype: str = "float32",
-              yardstick: np.ndarray | None = None) -> np.ndarray:
-    """The allowed absolute error ``K u (n + 1) scale + 2 |yardstick| + tiny / u``.
-
-    ``yardstick`` is the reference evaluated in ``dtype`` minus the reference in float64
-    (non-finite entries ignored): what rounding of intermediates did to one correct
-    low-precision evaluation (see the module docstring).
-    """
-    u = unit_roundoff(dtype)
-    budget = K * u * (n_terms + 1) * np.asarray(scale, dtype=np.float64) + underflow(dtype)
-    if yardstick is not None:
-        y = np.abs(np.asarray(yardstick, dtype=np.float64))
-        budget = budget + 2.0 * np.where(np.isfinite(y), y, 0.0)
-    return budget
-
-
 def underflow(dtype: str = "float32") -> float:
     """The absolute allowance for underflow: ``tiny / u`` (2e-31 in float32).
 
@@ -123,16 +64,14 @@ def tiny(dtype: str = "float32") -> float:
     return _TINY[str(dtype)]
 
 
-def mode_tolerance(value: np.ndarray, budget: np.ndarray, dtype: str = "float32",
-                   ulps: int = 4) -> np.ndarray:
-    """Allowed difference between two execution modes of the same implementation.
-
-    ``ulps`` units in the last place of the value, or the reference budget ``budget``
-    (from :func:`tolerance`), whichever is larger. The budget bounds *every* correct
-    evaluation order, so a graph optimiser's reassociation or XLA's own ``exp``/``log``
-    stay inside it, while a computation that really differs between modes (a changed
-    constant, another formula under ``tf.executing_eagerly()``) does not: a relative
-    change of 1e-5 is already beyond it for any loss whose terms are of order one.
+def at_least_ulps(value: np.ndarray, budget: np.ndarray, dtype: str = "float32",
+                  ulps: int = 4) -> np.ndarray:
+    """``budget`` (from :func:`lossverify.tolerance.budget`), or ``ulps`` units in the last
+    place of ``value`` where that is larger: what an execution mode (``tf.function``,
+    XLA) is allowed from the reference. The budget bounds *every* faithful evaluation, so
+    a graph optimiser's reassociation or XLA's own ``exp``/``log`` stay inside it, while
+    a computation that really differs between modes (a changed constant, another
+    formula under ``tf.executing_eagerly()``) does not.
     """
     ftype = np_dtype(dtype)
     if ftype.itemsize == 2 and ftype != np.float16:  # bfloat16: 7 stored mantissa bits
@@ -200,6 +139,13 @@ class Comparison:
     ``ok`` is False if any element exceeds its allowance, or is NaN/Inf where the
     expected value is finite, or is finite where the expected value is infinite.
     ``index`` locates the worst element (largest error relative to its allowance).
+    ``failing`` marks every element beyond its allowance, ``nonfinite`` those among
+    them that are NaN or Inf where the expected value is finite (for matching a known
+    deviation's symptom element by element). ``row_scale`` is the largest finite
+    ``|expected|`` in the worst element's row (its sample, along the last axis; the
+    value itself for per-sample values), so a report can show the error relative to
+    the row's own size: 1e-24 of noise on a row of 1e-27 gradients and a real bug look
+    different.
     """
 
     ok: bool
@@ -211,11 +157,22 @@ class Comparison:
     actual: float
     expected: float
     allowed: float
+    failing: np.ndarray | None = field(default=None, compare=False, repr=False)
+    nonfinite: np.ndarray | None = field(default=None, compare=False, repr=False)
+    row_scale: float = 0.0
+
+    @property
+    def row_rel(self) -> float:
+        """The worst error relative to ``row_scale`` (inf where the row is all 0)."""
+        if self.worst_abs == 0:
+            return 0.0
+        return self.worst_abs / self.row_scale if self.row_scale > 0 else math.inf
 
     def describe(self) -> str:
         where = "" if self.index is None else f" at index {self.index}"
         return (f"got {self.actual!r}, expected {self.expected!r}{where} "
-                f"(error {self.worst_abs:.3g}, allowed {self.allowed:.3g})")
+                f"(error {self.worst_abs:.3g}, allowed {self.allowed:.3g}; "
+                f"{self.row_rel:.3g} of the row's largest |value| {self.row_scale:.3g})")
 
 
 def compare(actual: np.ndarray, expected: np.ndarray, allowed: np.ndarray,
@@ -242,6 +199,10 @@ def compare(actual: np.ndarray, expected: np.ndarray, allowed: np.ndarray,
     flat = int(np.argmax(ratio))
     idx = tuple(int(i) for i in np.unravel_index(flat, e.shape))
     ulp = ulp_distance(a, e, dtype)
+    failing = ~(ratio <= 1.0)
+    nonfinite = failing & np.isfinite(e) & ~np.isfinite(a)
+    row = np.abs(e[idx[:-1]]) if e.ndim > 1 else np.abs(e.flat[flat])
+    row = np.where(np.isfinite(row), row, 0.0)
     return Comparison(
         ok=bool(np.all(ratio <= 1.0)),
         worst_abs=float(err.flat[flat]),
@@ -252,4 +213,7 @@ def compare(actual: np.ndarray, expected: np.ndarray, allowed: np.ndarray,
         actual=float(a.flat[flat]),
         expected=float(e.flat[flat]),
         allowed=float(tol.flat[flat]),
+        failing=failing,
+        nonfinite=nonfinite,
+        row_scale=float(np.max(row)),
     )

@@ -115,13 +115,19 @@ def scce_tf_nn(y_true, y_pred):
 
 def _focal_log_softmax(gamma):
     """The notes' focal loss via log_softmax: log p = max(log_softmax(z), log eps) is
-    log(clip(softmax(z), eps, 1)) (the notes' clip, upper bound 1.0), and p = exp(log p)."""
+    log(clip(softmax(z), eps, 1)) (the notes' clip, upper bound 1.0), 1 - p =
+    -expm1(log p), and (1 - p)**gamma with the derivative's limit at 1 - p = 0 (where
+    tf.pow's gradient is 0 * inf = NaN for gamma < 1; the double tf.where keeps the NaN
+    out of the unused branch)."""
     def focal(y_true, y_pred):
         y_true = tf.cast(y_true, y_pred.dtype)
         log_eps = tf.math.log(tf.constant(keras.config.epsilon(), y_pred.dtype))
         log_p = tf.maximum(tf.nn.log_softmax(y_pred, axis=-1), log_eps)
-        p = tf.exp(log_p)
-        return tf.reduce_sum(-y_true * tf.pow(1.0 - p, gamma) * log_p, axis=-1)
+        a = -tf.math.expm1(log_p)
+        positive = a > 0
+        factor = tf.where(positive, tf.pow(tf.where(positive, a, tf.ones_like(a)), gamma),
+                          tf.zeros_like(a) if gamma > 0 else tf.ones_like(a))
+        return tf.reduce_sum(-y_true * factor * log_p, axis=-1)
 
     focal.__name__ = f"focal_log_softmax_gamma{gamma:g}"
     return focal

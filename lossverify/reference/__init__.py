@@ -15,7 +15,13 @@ array([0.287682])
 array([[1., 0.]])
 """
 
-from lossverify.reference._core import EPSILON, Evaluation, clip_bounds, computing_in
+from lossverify.reference._core import (
+    EPSILON,
+    Evaluation,
+    clip_bounds,
+    computing_in,
+    perturbing,
+)
 from lossverify.reference.losses import (
     EVALUATORS,
     binary_crossentropy,
@@ -45,6 +51,7 @@ __all__ = [
     "categorical_focal_crossentropy",
     "clip_bounds",
     "computing_in",
+    "perturbing",
     "evaluate",
     "focal_loss",
     "mean_squared_error",

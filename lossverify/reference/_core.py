@@ -46,6 +46,58 @@ def computing_in(dtype: Any) -> Iterator[None]:
         _COMPUTE["dtype"] = previous
 
 
+_PERTURB: dict[str, Any] = {"u": 0.0, "pattern": None}
+
+
+@contextlib.contextmanager
+def perturbing(u: float, pattern: str) -> Iterator[None]:
+    """Evaluate the reference with its rounding-sensitive intermediates (probabilities
+    from a softmax, a sigmoid or a renormalisation, and ``1 - p_t``) moved by their
+    largest faithful rounding error, ``c u`` relative per element (``c`` from
+    :func:`faithful`), in the direction ``pattern`` gives: ``"down"``, ``"up"``, or
+    ``"alternate"`` / ``"alternate-neg"`` (the sign flips from class to class). Used by
+    :mod:`lossverify.tolerance` to bound, without linearising, what rounding of ``p``
+    does where ``1 - p`` is of the order of that rounding (not thread-safe)."""
+    previous = dict(_PERTURB)
+    _PERTURB.update(u=float(u), pattern=pattern)
+    try:
+        yield
+    finally:
+        _PERTURB.update(previous)
+
+
+def _signs(shape: tuple[int, ...]) -> np.ndarray | None:
+    pattern = _PERTURB["pattern"]
+    if pattern is None:
+        return None
+    if pattern in ("down", "up"):
+        return np.full(shape, -1.0 if pattern == "down" else 1.0)
+    flip = 1.0 if pattern == "alternate" else -1.0
+    last = shape[-1] if shape else 1
+    return np.broadcast_to(flip * (1.0 - 2.0 * (np.arange(last) % 2)), shape)
+
+
+def faithful(p: np.ndarray, c: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(p_hat, delta)``: ``p`` as an implementation may have rounded it, ``p (1 + delta)``
+    with ``|delta| = c u`` inside :func:`perturbing` (``c`` a scalar or per element: how
+    many roundings reach ``p``), and ``p`` itself (``delta = 0``) outside it."""
+    p = np.asarray(p)
+    signs = _signs(p.shape)
+    if signs is None:
+        return p, np.zeros(p.shape)
+    delta = signs * _PERTURB["u"] * np.asarray(c, dtype=np.float64)
+    return p * (1.0 + delta), delta
+
+
+def softmax_roundings(z: np.ndarray) -> np.ndarray:
+    """``c`` for a softmax's output (see :func:`faithful`): the exponent ``z - max`` is
+    rounded (absolute error ``u |z - max|``, a relative error of ``exp``'s result), then
+    ``exp``, an ``n``-term sum and a division round, or ``exp(log_softmax)`` rounds its
+    ``log``: ``n + 2 + |z - max|`` covers both evaluation orders."""
+    n = z.shape[-1]
+    return n + 2.0 + np.abs(z - z.max(axis=-1, keepdims=True))
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """A reference loss evaluated on one batch, with what a comparison needs.

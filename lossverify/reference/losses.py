@@ -21,12 +21,14 @@ from lossverify.reference import _validate as V
 from lossverify.reference._core import (
     Evaluation,
     clip_bounds,
+    faithful,
     inside,
     log_softmax,
     near_bounds,
     pow_derivative,
     sigmoid,
     softmax,
+    softmax_roundings,
 )
 
 _ABS = np.abs
@@ -88,7 +90,13 @@ def _bce_terms(y: np.ndarray, yp: np.ndarray, from_logits: bool, dtype: np.dtype
         t = np.maximum(z, 0) - z * y + softplus
         s = sigmoid(z)
         d = s - y
-        t_size = np.maximum(z, 0) + _ABS(z * y) + softplus
+        # For soft labels the standard forms cancel terms of size |z|: Keras's
+        # max(z, 0) - z y + log1p(exp(-|z|)) for z > 0, PyTorch's (1 - y) z + max(-z, 0)
+        # + log(exp(-max(-z, 0)) + exp(-z - max(-z, 0))) for z < 0 (an error of u |z|
+        # either way). With y exactly 0 or 1 the products are exact and those terms
+        # cancel exactly: only the result itself is rounded.
+        hard = (y == 0) | (y == 1)
+        t_size = np.where(hard, _ABS(t), _ABS(z) + _ABS(z * y)) + softplus
         d_size = s + _ABS(y)
         return t, d, t_size, d_size
     lo, hi = clip_bounds(dtype)
@@ -148,14 +156,24 @@ def _eval_binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False,
     bce, dbce, bce_size, dbce_size = _bce_terms(y, yp, from_logits, dtype)
     if from_logits:
         p, q = sigmoid(yp), sigmoid(-yp)  # p and 1 - p, each without cancellation
-        dp = p * q  # d p / d z
+        # An implementation's sigmoid is rounded (two roundings: exp and the division),
+        # and autodiff forms d p / d z = p (1 - p) from that rounded p, so for z > 16,
+        # where 1 - p is below float32's resolution near 1, it is 0 or 2**-24, not q.
+        p_hat, d_p = faithful(p, 2.0)
+        dp = p_hat * np.maximum(q - d_p * p, 0.0)  # d p / d z
     else:
         p, q = yp, 1.0 - yp
         dp = np.ones_like(p)
     p_t = y * p + (1 - y) * q
     # 1 - p_t computed without cancellation (an implementation that forms 1 - p_t
-    # loses digits there; the budget below allows for that, the reference does not).
-    a = y * q + (1 - y) * p
+    # loses digits there; the reference does not). Under the tolerance model's
+    # perturbation (lossverify.tolerance) it is moved by the rounding of p_t, a few
+    # roundings of p_t (+ p on logits: the sigmoid's own rounding reaches p_t with weight
+    # |y| + |1 - y| = 1), exactly, not to first order: where 1 - p_t is below that
+    # rounding, a faithful evaluation may give 0 or several times the exact value.
+    pt_err = p_t + p if from_logits else p_t
+    _, d_t = faithful(pt_err, 4.0)
+    a = np.clip(y * q + (1 - y) * p - d_t * pt_err, 0.0, 1.0)
     f = np.power(a, gamma)
     w = y * alpha + (1 - y) * (1 - alpha) if apply_class_balancing else np.ones_like(y)
     t = w * f * bce
@@ -166,18 +184,10 @@ def _eval_binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False,
         focal_part = np.where((bce == 0) | (1 - 2 * y == 0), 0.0, bce * f_prime * (1 - 2 * y))
         focal_z = np.where(dp == 0, 0.0, focal_part * dp)
     grad = w * (f * dbce + focal_z)  # dbce is d/dz on logits, d/dp on probabilities
-    # Error scales: the terms, plus the sensitivity to a relative error u in p_t (an
-    # implementation computing 1 - p_t turns it into an absolute error u in a):
-    # |dt/da| p_t for the value, |d(dt/dp)/da| p_t for the gradient.
-    # On logits, p = sigmoid(z) is itself rounded (absolute error u p), and that error
-    # reaches p_t with weight |y| + |1 - y| = 1: p_t carries u (p_t + p), not u p_t
-    # (the cancellation in 1 - p for p near 1, which float32 hides by rounding p to 1).
-    pt_err = p_t + p if from_logits else p_t
-    f_second = gamma * (gamma - 1.0) * np.power(np.where(a > 0, a, 1.0), gamma - 2.0)
+    # Error scales: the terms. The sensitivity to the rounding of p_t and of the sigmoid
+    # is not linearised here (its derivative (1 - p_t)**(gamma - 2) is unbounded at
+    # p_t = 1): the tolerance model evaluates this function at the perturbed a and dp.
     with np.errstate(invalid="ignore", over="ignore"):
-        sens = np.where(a > 0, w * bce * _ABS(f_prime) * pt_err, 0.0)
-        grad_sens = np.where(a > 0, w * (_ABS(f_prime) * dbce_size + bce * _ABS(f_second) * dp)
-                             * pt_err, 0.0)
         # focal_z carries bce's own error, which is absolute (u per log of a number near
         # 1: log(1 - q) for q near 0), so its scale is bce_size, not |bce|; and autodiff
         # forms da/dp = 1 - 2y as the sum of two terms of sizes y and 1 - y (their
@@ -185,11 +195,10 @@ def _eval_binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False,
         # On logits, dp = p (1 - p) is formed from the rounded p: 1 - p carries the
         # absolute error u p, so dp's error scale is p (1 - p) + p * p = p, not dp (for
         # z > 16, 1 - p is below float32's resolution near 1).
-        dp_size = p if from_logits else dp
         focal_z_size = np.where((bce == 0) | (dp == 0), 0.0,
-                                bce_size * _ABS(f_prime) * (_ABS(y) + _ABS(1 - y)) * dp_size)
-        grad_size = w * (f * dbce_size + focal_z_size) + grad_sens
-        value_scale = (w * f * bce_size + sens + gamma * _ABS(t)).sum(-1) / n + 1.0
+                                bce_size * _ABS(f_prime) * (_ABS(y) + _ABS(1 - y)) * dp)
+        grad_size = w * (f * dbce_size + focal_z_size)
+        value_scale = (w * f * bce_size + gamma * _ABS(t)).sum(-1) / n + 1.0
     ev = Evaluation(t.mean(-1), grad / n, value_scale, grad_size / n, _no_kink(yp.shape))
     return ev.moved(ax, yp.ndim)
 
@@ -227,7 +236,8 @@ def _renormalised_clip(yp: np.ndarray, dtype: np.dtype, hi_override: float | Non
         hi = hi_override
     with np.errstate(invalid="ignore", divide="ignore"):
         s = yp.sum(-1, keepdims=True)
-        q = yp / s
+        # an n-term sum and a division: n roundings of q
+        q, _ = faithful(yp / s, yp.shape[-1])
     return s, q, np.clip(q, lo, hi), inside(q, lo, hi), near_bounds(q, lo, hi, yp.shape[-1])
 
 
@@ -252,7 +262,7 @@ def _eval_categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoo
     y = _smooth_categorical(yt, label_smoothing)
     if V.check_flag(from_logits, "from_logits"):
         lsm = log_softmax(yp)
-        p = np.exp(lsm)
+        p, _ = faithful(np.exp(lsm), softmax_roundings(yp))
         sum_y = y.sum(-1, keepdims=True)
         value = -(y * lsm).sum(-1)
         grad = p * sum_y - y
@@ -301,15 +311,10 @@ def _focal_q_terms(y: np.ndarray, qc: np.ndarray, m: np.ndarray, gamma: float, s
     with np.errstate(invalid="ignore", divide="ignore"):
         focal = np.where(a > 0, pow_derivative(a, gamma) * log_qc, 0.0)
     h = scale * y * (focal - f / qc) * m
-    # Sensitivity of h to a relative rounding error in q (which becomes an absolute
-    # error in a = 1 - q when q is near 1): |dh/dq| q, with dh/dq =
-    # y [-gamma (gamma - 1) a**(gamma - 2) log q + 2 gamma a**(gamma - 1) / q + a**gamma / q**2].
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        second = np.where(a > 0, gamma * (gamma - 1.0) * np.power(np.where(a > 0, a, 1.0),
-                                                                   gamma - 2.0) * log_qc, 0.0)
-        first = np.where(a > 0, 2.0 * pow_derivative(a, gamma) / qc, 0.0)
-        dh = _ABS(second) + first + f / (qc * qc)
-    h_size = _ABS(scale * y) * (_ABS(focal) + f / qc + dh * qc) * m
+    # The sensitivity of h to the rounding of q (an absolute error in a = 1 - q when q
+    # is near 1) is not linearised here: its derivative grows like a**(gamma - 2) as
+    # a -> 0. The tolerance model evaluates h at the perturbed q instead.
+    h_size = _ABS(scale * y) * (_ABS(focal) + f / qc) * m
     return t, h, h_size
 
 
@@ -321,7 +326,7 @@ def _eval_categorical_focal_crossentropy(y_true, y_pred, alpha=0.25, gamma=2.0,
     alpha = V.check_alpha(alpha)
     from_logits = V.check_flag(from_logits, "from_logits")
     y = _smooth_categorical(yt, label_smoothing)
-    p = softmax(yp) if from_logits else yp
+    p = faithful(softmax(yp), softmax_roundings(yp))[0] if from_logits else yp
     s, q, qc, m, kink = _renormalised_clip(p, dtype)
     t, h, h_size = _focal_q_terms(y, qc, m, gamma, alpha)
     grad, grad_size = _through_renormalisation(h, h_size, q, s)
@@ -380,7 +385,7 @@ def _eval_sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, ign
         logits, m = np.log(pc), inside(yp, lo, hi)
         dlogits = m / pc
     lsm = log_softmax(logits)
-    sm = np.exp(lsm)
+    sm, _ = faithful(np.exp(lsm), softmax_roundings(logits))
     value = -(onehot * lsm).sum(-1)
     grad = (sm - onehot) * dlogits
     grad_size = (sm + onehot) * _ABS(dlogits)
@@ -420,7 +425,7 @@ def _eval_focal_loss(y_true, y_pred, gamma=2.0):
     yt, yp, dtype, _ = _prepare(y_true, y_pred, -1)
     gamma = V.check_gamma(gamma)
     lo, _hi = clip_bounds(dtype)
-    p = softmax(yp)
+    p, _ = faithful(softmax(yp), softmax_roundings(yp))
     qc, m = np.clip(p, lo, 1.0), inside(p, lo, 1.0)
     kink = near_bounds(p, lo, None, yp.shape[-1])
     t, h, h_size = _focal_q_terms(yt, qc, m, gamma, 1.0)
