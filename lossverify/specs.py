@@ -28,12 +28,19 @@ __all__ = ["SPECS", "Implementation", "KnownDeviation", "LossSpec", "get_spec"]
 
 @dataclass(frozen=True)
 class KnownDeviation:
-    """A documented place where TensorFlow/Keras departs from the reference semantics.
+    """A documented place where one implementation departs from the reference semantics.
 
-    ``applies(params)`` says whether the parameter setting can show it; ``matches(x,
-    params)`` whether a drawn input (a :class:`~lossverify.strategies.LossInputs`) is
-    one where it shows. A failing example of one of ``checks`` that matches is reported
-    as this deviation, not as a failure.
+    A deviation belongs to the implementations that have it (``implementations``: labels
+    of :class:`Implementation` entries, ``keras.losses.BinaryFocalCrossentropy``) and to
+    a symptom in a place: ``applies(params)`` says whether the parameter setting can
+    show it, ``at(x, params)`` marks the elements of ``y_pred`` (a boolean array of its
+    shape) where its precondition holds for a drawn input (a
+    :class:`~lossverify.strategies.LossInputs`), and ``symptom`` says what goes wrong
+    there: ``"nonfinite"`` (NaN or Inf where the reference is finite) or ``"error"`` (any
+    error beyond the budget). A failing comparison of one of ``checks`` is reported as
+    this deviation only if *every* failing element lies where the precondition holds
+    and shows the symptom (:meth:`explains`); anything else in the same batch is judged
+    as usual. Any other loss's failure that looks like it is a FAIL that names it.
     """
 
     id: str
@@ -41,7 +48,39 @@ class KnownDeviation:
     summary: str
     reproducer: str
     applies: Callable[[Mapping[str, Any]], bool]
-    matches: Callable[[Any, Mapping[str, Any]], bool]
+    at: Callable[[Any, Mapping[str, Any]], np.ndarray]
+    implementations: tuple[str, ...] = ()
+    symptom: str = "nonfinite"
+
+    def matches(self, x: Any, params: Mapping[str, Any]) -> bool:
+        """Does the precondition hold anywhere in ``x``?"""
+        return bool(np.any(self.at(x, params)))
+
+    def where(self, x: Any, params: Mapping[str, Any], part: str,
+              shape: tuple[int, ...]) -> np.ndarray:
+        """The precondition over the compared array of ``shape``: ``y_pred``'s elements
+        for a gradient, samples (any element of the sample) for per-sample values, the
+        whole batch for a reduced value. A shape that fits neither: the whole batch."""
+        elements = np.asarray(self.at(x, params), bool)
+        if part == "gradient" and elements.shape == tuple(shape):
+            return elements
+        axis = params.get("axis", -1)
+        per_sample = elements.any(axis=axis) if elements.ndim else elements
+        if part == "value" and per_sample.shape == tuple(shape):
+            return per_sample
+        return np.full(shape, bool(elements.any()))
+
+    def explains(self, x: Any, params: Mapping[str, Any], part: str,
+                 failing: np.ndarray, nonfinite: np.ndarray) -> bool:
+        """Is every failing element one where the precondition holds and shows the
+        symptom?"""
+        failing = np.asarray(failing, bool)
+        if not failing.any():
+            return False
+        allowed = self.where(x, params, part, failing.shape)
+        if self.symptom == "nonfinite":
+            allowed = allowed & np.asarray(nonfinite, bool)
+        return bool(np.all(allowed[failing]))
 
 
 @dataclass(frozen=True)
@@ -85,6 +124,36 @@ class LossSpec:
         return [d for d in self.deviations if d.applies(params)]
 
 
+def identify(spec: LossSpec, loss: Any) -> str | None:
+    """The label of the implementation in ``spec`` that ``loss`` is, or wraps (through
+    ``__wrapped__``, as ``functools.wraps`` and :func:`build_implementation` leave it),
+    or ``None`` for any other loss (a user's own, even if it copies one line for line).
+    A class is recognised by its exact type, a function by identity, a factory's product
+    by the module and qualified name of the closure it returns."""
+    seen = 0
+    while loss is not None and seen < 8:
+        for impl in spec.implementations:
+            if _is(impl, loss):
+                return impl.label
+        loss = getattr(loss, "__wrapped__", None) or getattr(loss, "func", None)
+        seen += 1
+    return None
+
+
+def _is(impl: Implementation, loss: Any) -> bool:
+    module, _, attr = impl.target.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return False
+    if impl.kind == "class":
+        return type(loss) is obj
+    if impl.kind == "factory":
+        return (getattr(loss, "__module__", None) == module
+                and str(getattr(loss, "__qualname__", "")).startswith(f"{attr}.<locals>."))
+    return loss is obj
+
+
 def build_implementation(impl: Implementation, params: Mapping[str, Any]) -> Callable:
     """Import and instantiate ``impl`` for reference parameters ``params``."""
     module, _, attr = impl.target.partition(":")
@@ -100,10 +169,12 @@ def build_implementation(impl: Implementation, params: Mapping[str, Any]) -> Cal
         return obj(y_true, y_pred, **kwargs)
 
     bound.__name__ = attr
+    bound.__wrapped__ = obj  # type: ignore[attr-defined]
     return bound
 
 
 # --------------------------------------------------------------- deviation predicates
+# Each ``at`` returns a boolean array of y_pred's shape: where the precondition holds.
 
 
 def _in_input_dtype(x: Any, p32: np.ndarray) -> np.ndarray:
@@ -122,11 +193,18 @@ def _probabilities32(x: Any, params: Mapping[str, Any]) -> np.ndarray:
     return p
 
 
-def _softmax32(z: np.ndarray) -> np.ndarray:
-    """A float32 softmax over the last axis, as TensorFlow computes it."""
+def _softmax32(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """A float32 softmax over ``axis``, as TensorFlow computes it."""
     z = np.asarray(z, np.float32)
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+def _rows(mask: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+    """Every element of a sample (along the class axis) where ``mask`` holds for one:
+    for precondition that the class axis couples (a softmax, a renormalisation)."""
+    axis = params.get("axis", -1)
+    return np.broadcast_to(np.any(mask, axis=axis, keepdims=True), mask.shape)
 
 
 def _one_minus_pt32(y: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -135,30 +213,41 @@ def _one_minus_pt32(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     return one - (y * p + (one - y) * (one - p))
 
 
-def _f32_sigmoid_saturates(x: Any, params: Mapping[str, Any]) -> bool:
-    """Is ``p_t == 1`` exactly in float32 (or the narrower input dtype) for some element
-    (focal factor ``0**gamma``)?"""
+def _round_one_faithfully(x: np.ndarray) -> np.ndarray:
+    """Also where float32 rounding of a probability just below 1 may give exactly 1
+    on another CPU, lane or batch size: within 4 units of the last place below 1."""
+    return np.asarray(x, np.float64) >= 1.0 - 4 * 2.0**-24
+
+
+def _sigmoid_saturates_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Where ``p_t`` is (or a faithful float32 evaluation may make it) exactly 1, in
+    float32 or the narrower input dtype (focal factor ``0**gamma``)."""
     if float(params.get("label_smoothing", 0.0)):
-        return False  # smoothed labels are never exactly 0 or 1
+        return np.zeros(np.shape(x.y_pred), bool)  # smoothed labels are never 0 or 1
+    y = np.asarray(x.y_true, np.float32)
     p = _in_input_dtype(x, _probabilities32(x, params))
-    return bool(np.any(_one_minus_pt32(np.asarray(x.y_true, np.float32), p) == 0))
+    p_t = np.float32(1) - _one_minus_pt32(y, p)
+    return (_one_minus_pt32(y, p) == 0) | (((y == 0) | (y == 1)) & _round_one_faithfully(p_t))
 
 
-def _f32_pt_rounds_to_one(x: Any, params: Mapping[str, Any]) -> bool:
-    """Does Keras's ``1 - p_t`` cancel to 0 in float32 somewhere (soft or smoothed labels
-    included)? There a fused graph evaluation can land just below 0."""
+def _pt_rounds_to_one_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Where Keras's ``1 - p_t`` cancels to (or to within rounding of) 0 in float32,
+    soft or smoothed labels included: there a fused graph evaluation can land just below
+    0."""
     ls = np.float32(params.get("label_smoothing", 0.0))
     y = np.asarray(x.y_true, np.float32) * (np.float32(1) - ls) + np.float32(0.5) * ls
-    return bool(np.any(_one_minus_pt32(y, _probabilities32(x, params)) <= 0))
+    return _one_minus_pt32(y, _probabilities32(x, params)) <= 4 * 2.0**-24
 
 
 def _gamma_not_integer(params: Mapping[str, Any]) -> bool:
     return float(params.get("gamma", 2.0)) % 1.0 != 0.0
 
 
-def _f32_softmax_saturates(x: Any, params: Mapping[str, Any]) -> bool:
-    """Does a float32 (or narrower input dtype) softmax of ``y_pred`` reach exactly 1.0?"""
-    return bool(np.any(_in_input_dtype(x, _softmax32(x.y_pred)) == 1.0))
+def _softmax_saturates_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Samples whose float32 (or narrower input dtype) softmax reaches, or within
+    rounding of, exactly 1.0 somewhere."""
+    p = _in_input_dtype(x, _softmax32(x.y_pred))
+    return _rows((p == 1.0) | _round_one_faithfully(p), params)
 
 
 def _gamma_below_one(params: Mapping[str, Any]) -> bool:
@@ -169,10 +258,17 @@ def _smoothing_off_last_axis(params: Mapping[str, Any]) -> bool:
     return bool(params.get("label_smoothing")) and params.get("axis", -1) not in (-1,)
 
 
-def _axis_differs_from_last(x: Any, params: Mapping[str, Any]) -> bool:
+def _axis_differs_from_last_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
     shape = np.shape(x.y_pred)
-    return shape[params.get("axis", -1)] != shape[-1]
+    return np.full(shape, shape[params.get("axis", -1)] != shape[-1])
 
+
+_BFCE = ("keras.losses.BinaryFocalCrossentropy", "keras.losses.binary_focal_crossentropy")
+_CCE = ("keras.losses.CategoricalCrossentropy", "keras.losses.categorical_crossentropy")
+_CFCE = ("keras.losses.CategoricalFocalCrossentropy",
+         "keras.losses.categorical_focal_crossentropy")
+_NOTES_FOCAL = ("notes.FocalLoss", "notes.focal_loss", "notes.SparseFocalLoss",
+                "notes.sparse_focal_loss")
 
 _BFCE_NAN = KnownDeviation(
     id="keras-binary-focal-nan-grad",
@@ -183,7 +279,8 @@ _BFCE_NAN = KnownDeviation(
     reproducer="keras.losses.binary_focal_crossentropy([[1.]], p, gamma=0.5) with "
                "p = tf.Variable([[1.]]): tape.gradient(loss, p) == [[nan]]",
     applies=_gamma_below_one,
-    matches=_f32_sigmoid_saturates,
+    at=_sigmoid_saturates_at,
+    implementations=_BFCE,
 )
 _BFCE_GRAPH_NAN = KnownDeviation(
     id="keras-binary-focal-graph-nan",
@@ -196,7 +293,8 @@ _BFCE_GRAPH_NAN = KnownDeviation(
     reproducer="tf.function(lambda y, p: keras.losses.binary_focal_crossentropy(y, p, "
                "gamma=3.5))([[2.220446e-16]], [[2.736202e-08]]) == [nan]; eagerly [0.]",
     applies=_gamma_not_integer,
-    matches=_f32_pt_rounds_to_one,
+    at=_pt_rounds_to_one_at,
+    implementations=_BFCE,
 )
 _NOTES_FOCAL_NAN = KnownDeviation(
     id="notes-focal-nan-grad",
@@ -207,7 +305,8 @@ _NOTES_FOCAL_NAN = KnownDeviation(
     reproducer="focal_loss(gamma=0.5)([[1., 0.]], z) with z = tf.Variable([[20., 0.]]): "
                "gradient [[nan, nan]]",
     applies=_gamma_below_one,
-    matches=_f32_softmax_saturates,
+    at=_softmax_saturates_at,
+    implementations=_NOTES_FOCAL,
 )
 _SMOOTHING_AXIS = KnownDeviation(
     id="keras-label-smoothing-axis",
@@ -218,7 +317,9 @@ _SMOOTHING_AXIS = KnownDeviation(
     reproducer="keras.losses.categorical_crossentropy(y, p, label_smoothing=0.1, axis=0) "
                "with y, p of shape (3, 2): smoothing uses C = 2 instead of 3",
     applies=_smoothing_off_last_axis,
-    matches=_axis_differs_from_last,
+    at=_axis_differs_from_last_at,
+    implementations=_CCE,
+    symptom="error",
 )
 
 
@@ -226,10 +327,11 @@ def _from_logits(params: Mapping[str, Any]) -> bool:
     return bool(params.get("from_logits"))
 
 
-def _labels_not_normalised(x: Any, params: Mapping[str, Any]) -> bool:
-    """Does some row of labels sum to other than exactly 1 (in float64)?"""
+def _labels_not_normalised_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Samples whose labels do not sum to exactly 1 (in float64)."""
     y = np.asarray(x.y_true, np.float64)
-    return bool(np.any(y.sum(axis=params.get("axis", -1)) != 1.0))
+    axis = params.get("axis", -1)
+    return np.broadcast_to(y.sum(axis=axis, keepdims=True) != 1.0, y.shape)
 
 
 _SOFTMAX_XENT_GRAD = KnownDeviation(
@@ -246,7 +348,9 @@ _SOFTMAX_XENT_GRAD = KnownDeviation(
                "float32-rounded soft labels such as [[0.33333334, 0.6666667]] (sum "
                "1 + 3e-8) show it as a float64 gradient error of 1.5e-8",
     applies=_from_logits,
-    matches=_labels_not_normalised,
+    at=_labels_not_normalised_at,
+    implementations=_CCE,
+    symptom="error",
 )
 
 
@@ -254,17 +358,27 @@ def _probabilities(params: Mapping[str, Any]) -> bool:
     return not params.get("from_logits")
 
 
-def _low_precision_near_clip(x: Any, params: Mapping[str, Any]) -> bool:
-    """float16/bfloat16 probabilities at 1 (where 1 - 1e-7 rounds to 1) or below
-    2**-14 (where 1 / p overflows float16)."""
+def _near_half_precision_clip(p: np.ndarray) -> np.ndarray:
+    """Within two units in the last place below 1 of the half-precision dtype (a
+    faithful softmax may round there up to 1.0, where ``1 - 1e-7`` is 1.0 too), or below
+    2**-14."""
+    wide = np.asarray(p).astype(np.float64)
+    below_one = 2.0**-10 if np.asarray(p).dtype == np.float16 else 2.0**-7
+    return (wide >= 1.0 - below_one) | (wide <= 2.0**-14)
+
+
+def _low_precision_near_clip_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Samples with float16/bfloat16 probabilities at 1 (where 1 - 1e-7 rounds to 1) or
+    below 2**-14 (where 1 / p overflows float16)."""
     p = np.asarray(x.y_pred)
-    return p.dtype.itemsize == 2 and _near_half_precision_clip(p)
+    if p.dtype.itemsize != 2:
+        return np.zeros(p.shape, bool)
+    return _rows(_near_half_precision_clip(p), params)
 
 
-def _near_half_precision_clip(p: np.ndarray) -> bool:
-    wide = p.astype(np.float64)
-    return bool(np.any(wide >= 1.0 - 2.0**-11) or np.any(wide <= 2.0**-14))
-
+_KERAS_CLIPPED = ("keras.losses.BinaryCrossentropy", "keras.losses.binary_crossentropy",
+                  *_CCE, "keras.losses.SparseCategoricalCrossentropy",
+                  "keras.losses.sparse_categorical_crossentropy", *_BFCE, *_CFCE)
 
 _LOW_PRECISION_CLIP = KnownDeviation(
     id="keras-epsilon-below-half-precision",
@@ -277,7 +391,9 @@ _LOW_PRECISION_CLIP = KnownDeviation(
     reproducer="keras.losses.binary_crossentropy(y, p) with y = [[0.]], "
                "p = tf.Variable([[1.]], dtype=tf.float16): loss inf, gradient inf",
     applies=_probabilities,
-    matches=_low_precision_near_clip,
+    at=_low_precision_near_clip_at,
+    implementations=_KERAS_CLIPPED,
+    symptom="error",
 )
 
 
@@ -285,29 +401,34 @@ def _always(params: Mapping[str, Any]) -> bool:
     return True
 
 
-def _low_precision_near_clip_after_softmax(x: Any, params: Mapping[str, Any]) -> bool:
-    """As :func:`_low_precision_near_clip`, on ``softmax(y_pred)`` when ``from_logits``
-    (Keras's categorical focal loss applies softmax, then the same clip)."""
+def _low_precision_near_clip_after_softmax_at(x: Any, params: Mapping[str, Any]
+                                              ) -> np.ndarray:
+    """As :func:`_low_precision_near_clip_at`, on ``softmax(y_pred)`` when
+    ``from_logits`` (Keras's categorical focal loss applies softmax, then the same
+    clip)."""
     if not params.get("from_logits"):
-        return _low_precision_near_clip(x, params)
+        return _low_precision_near_clip_at(x, params)
     z = np.asarray(x.y_pred)
-    return z.dtype.itemsize == 2 and _near_half_precision_clip(_softmax32(z).astype(z.dtype))
+    if z.dtype.itemsize != 2:
+        return np.zeros(z.shape, bool)
+    return _rows(_near_half_precision_clip(_softmax32(z).astype(z.dtype)), params)
 
 
 _LOW_PRECISION_CLIP_SOFTMAX = dataclasses.replace(
-    _LOW_PRECISION_CLIP, applies=_always, matches=_low_precision_near_clip_after_softmax)
+    _LOW_PRECISION_CLIP, applies=_always, at=_low_precision_near_clip_after_softmax_at)
 
 
-def _half_softmax_saturates(x: Any, params: Mapping[str, Any]) -> bool:
-    """Does ``softmax(y_pred)`` reach exactly 1.0 when, as XLA evaluates it, the sum of
-    exponentials is rounded to the half-precision input dtype before the division?"""
+def _half_softmax_saturates_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Samples whose ``softmax(y_pred)`` reaches exactly 1.0 when, as XLA evaluates it,
+    the sum of exponentials is rounded to the half-precision input dtype before the
+    division."""
     z = np.asarray(x.y_pred)
     if z.dtype.itemsize != 2 or not params.get("from_logits"):
-        return False
+        return np.zeros(z.shape, bool)
     z32 = z.astype(np.float32)
     e = np.exp(z32 - z32.max(axis=-1, keepdims=True))
     total = _in_input_dtype(x, e.sum(axis=-1, keepdims=True))
-    return bool(np.any(_in_input_dtype(x, _in_input_dtype(x, e) / total) == 1.0))
+    return _rows(_in_input_dtype(x, _in_input_dtype(x, e) / total) == 1.0, params)
 
 
 _XLA_HALF_SOFTMAX = KnownDeviation(
@@ -315,25 +436,28 @@ _XLA_HALF_SOFTMAX = KnownDeviation(
     checks=("xla",),
     summary="XLA evaluates softmax in bfloat16 with the sum of exponentials rounded to "
             "bfloat16, so softmax([8, 0, ..., 0]) over 9 classes is exactly 1.0 under XLA "
-            "(TensorFlow's kernel gives 0.99609, the correctly rounded 0.99732). With "
-            "gamma < 1, Keras's focal factor (1 - p)**gamma then has an infinite derivative "
-            "at the clip, which 1 - 1e-7 cannot keep below 1 in half precision: XLA gives a "
-            "NaN gradient where eager and graph are finite.",
+            "(the correctly rounded 0.99732 is 0.99609). With gamma < 1, Keras's focal "
+            "factor (1 - p)**gamma then has an infinite derivative at the clip, which "
+            "1 - 1e-7 cannot keep below 1 in half precision: XLA gives a NaN gradient "
+            "where eager and graph are finite (on CPUs where TensorFlow's own bfloat16 "
+            "softmax kernel rounds to 0.99609; some round to 1.0 too).",
     reproducer="tf.function(tf.nn.softmax, jit_compile=True)(tf.constant([[8.] + [0.] * 8], "
-               "tf.bfloat16))[0, 0] is 1.0; without jit_compile 0.99609",
+               "tf.bfloat16))[0, 0] is 1.0",
     applies=_gamma_below_one,
-    matches=_half_softmax_saturates,
+    at=_half_softmax_saturates_at,
+    implementations=_CFCE,
 )
 
 
-def _f16_small_row_sum(x: Any, params: Mapping[str, Any]) -> bool:
-    """float16 probabilities with a row sum below 2**-7, whose square is a float16
-    subnormal (below 2**-14)."""
+def _f16_small_row_sum_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Samples of float16 probabilities with a sum below 2**-7, whose square is a
+    float16 subnormal (below 2**-14)."""
     p = np.asarray(x.y_pred)
     if p.dtype != np.float16:
-        return False
-    sums = p.astype(np.float32).sum(axis=params.get("axis", -1))
-    return bool(np.any(sums < 2.0**-7))
+        return np.zeros(p.shape, bool)
+    axis = params.get("axis", -1)
+    sums = p.astype(np.float32).sum(axis=axis, keepdims=True)
+    return np.broadcast_to(sums < 2.0**-7, p.shape)
 
 
 _XLA_F16_DIVISION_GRAD = KnownDeviation(
@@ -347,17 +471,21 @@ _XLA_F16_DIVISION_GRAD = KnownDeviation(
                "tf.float16), tf.constant(9.0015e-4, tf.float16)) gives 119.9; without "
                "jit_compile 123.4 (exact 123.40)",
     applies=_probabilities,
-    matches=_f16_small_row_sum,
+    at=_f16_small_row_sum_at,
+    implementations=(*_CCE, *_CFCE),
+    symptom="error",
 )
 
 
-def _f16_row_sum_overflows(x: Any, params: Mapping[str, Any]) -> bool:
-    """float16 inputs whose per-row sum of squared differences exceeds float16's max."""
+def _f16_row_sum_overflows_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Samples of float16 inputs whose sum of squared differences exceeds float16's
+    max."""
     p = np.asarray(x.y_pred)
     if p.dtype != np.float16:
-        return False
+        return np.zeros(p.shape, bool)
     d = p.astype(np.float64) - np.asarray(x.y_true, np.float64)
-    return bool(np.any((d * d).sum(axis=-1) > float(np.finfo(np.float16).max)))
+    return np.broadcast_to((d * d).sum(axis=-1, keepdims=True) > float(np.finfo(np.float16).max),
+                           p.shape)
 
 
 _REDUCE_MEAN_F16 = KnownDeviation(
@@ -371,7 +499,9 @@ _REDUCE_MEAN_F16 = KnownDeviation(
     reproducer="tf.reduce_mean(tf.square(tf.constant([[105.] * 6], tf.float16)), -1) == "
                "[inf]; keras.ops.mean of the same == [11025.]",
     applies=_always,
-    matches=_f16_row_sum_overflows,
+    at=_f16_row_sum_overflows_at,
+    implementations=("notes.MeanSquaredError", "notes.mean_squared_error"),
+    symptom="error",
 )
 
 _K = "keras.losses"

@@ -35,7 +35,7 @@ from hypothesis import seed as hyp_seed
 from hypothesis import strategies as st
 
 from lossverify import checks as C
-from lossverify import numerics
+from lossverify import environment, numerics
 from lossverify import specs as S
 from lossverify import strategies as lst
 
@@ -56,6 +56,8 @@ class CheckReport:
     worst_abs: float = 0.0
     worst_rel: float = 0.0
     worst_ulp: int = 0
+    #: the worst error relative to the largest |reference| in its row (sample)
+    worst_row_rel: float = 0.0
     worst_input: str = ""
     message: str = ""
     counterexample: str = ""
@@ -89,6 +91,7 @@ class CheckReport:
             self.worst_ratio = cmp.worst_ratio
             self.worst_abs, self.worst_rel, self.worst_ulp = (cmp.worst_abs, cmp.worst_rel,
                                                               cmp.worst_ulp)
+            self.worst_row_rel = cmp.row_rel
             self.worst_input = example_repr()
         if outcome.ok:
             return
@@ -122,6 +125,8 @@ class VerifyReport:
     #: the implementation's name in a conformance run (``keras.losses.X``), else ``loss``
     label: str = ""
     min_rows: int = 0
+    #: the spec's implementation the loss was recognised as (its known deviations apply)
+    implementation: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -146,11 +151,12 @@ class VerifyReport:
         head = (f"lossverify: {self.loss} ({self.form}) vs reference {self.reference}"
                 f" [{params}] {dtype} seed={self.seed}: {'OK' if self.ok else 'FAILED'}")
         lines = [head, f"  {'check':<9} {'examples':>8} {'rows':>6} {'worst err':>10} "
-                       f"{'err/allowed':>11} {'ulp':>8}  verdict"]
+                       f"{'err/allowed':>11} {'ulp':>8} {'err/row':>9}  verdict"]
         for c in self.checks.values():
             ulp = "-" if c.worst_ulp > 2**40 else str(c.worst_ulp)
             lines.append(f"  {c.name:<9} {c.examples:>8} {c.rows:>6} {c.worst_abs:>10.3g} "
-                         f"{c.worst_ratio:>11.3g} {ulp:>8}  {c.verdict}")
+                         f"{c.worst_ratio:>11.3g} {ulp:>8} {c.worst_row_rel:>9.3g}  "
+                         f"{c.verdict}")
         for c in self.checks.values():
             if c.failures:
                 lines.append(f"\n  {c.name} failed on {c.failures} of {c.examples} examples: "
@@ -172,16 +178,18 @@ class VerifyReport:
             "label": self.label or self.loss, "loss": self.loss,
             "reference": self.reference, "form": self.form,
             "params": self.params, "seed": self.seed, "max_examples": self.max_examples,
-            "min_rows": self.min_rows,
+            "min_rows": self.min_rows, "implementation": self.implementation,
             "dtype": self.dtype, "compute_dtype": self.compute_dtype, "ok": self.ok,
             "checks": {name: {
                 "examples": c.examples, "rows": c.rows, "failures": c.failures,
                 "skipped_rows": c.skipped_rows, "not_run": c.not_run, "worst_abs": c.worst_abs,
                 "worst_rel": c.worst_rel, "worst_ulp": c.worst_ulp,
-                "worst_ratio": c.worst_ratio, "worst_input": c.worst_input,
+                "worst_ratio": c.worst_ratio, "worst_row_rel": c.worst_row_rel,
+                "worst_input": c.worst_input,
                 "message": c.message, "counterexample": c.counterexample,
                 "verdict": c.verdict, "known_deviations": dict(c.deviations),
             } for name, c in self.checks.items()},
+            "environment": environment.describe(),
         }
 
 
@@ -213,7 +221,7 @@ class _Session:
 
     def __init__(self, loss: Any, spec: S.LossSpec, params: dict[str, Any],
                  chosen: tuple[str, ...], time_limit: float, strict: bool,
-                 dtype: str = "float32"):
+                 dtype: str = "float32", implementation: str | None = None):
         self.spec = spec
         self.dtype = dtype
         self.params = params
@@ -234,7 +242,13 @@ class _Session:
                 lambda t: t[0] if t[1] else _without_weight(t[0]))
         else:
             self.strategy = inputs
-        self.deviations = spec.deviations_for(params)
+        # Known deviations belong to the implementations that have them: the loss is
+        # recognised as one of the spec's (or named by ``implementation``); any other
+        # loss's failure that resembles one is a failure that names it.
+        self.implementation = implementation or S.identify(spec, loss)
+        applicable = spec.deviations_for(params)
+        self.deviations = [d for d in applicable if self.implementation in d.implementations]
+        self.resemblances = [d for d in applicable if d not in self.deviations]
 
     def xla_strategy(self, seed: int) -> st.SearchStrategy:
         """The xla check's batches: all of one shape but the batch size (rank 2, a class
@@ -319,7 +333,9 @@ class _Session:
             if outcome is None:
                 reports[name].not_run += 1
                 continue
-            dev = None if outcome.ok else self.deviation_for(name, x)
+            dev = None if outcome.ok else self.deviation_for(name, x, outcome)
+            if dev is None and not outcome.ok:
+                outcome = self.named_resemblance(name, x, outcome)
             reports[name].record(outcome, functools.partial(repr, x), dev)
 
     def _evaluate_group(self, group: list[lst.LossInputs], checks: tuple[str, ...],
@@ -359,7 +375,8 @@ class _Session:
                                            x.rows, wanted)
             for name in wanted:
                 sliced = outcomes.get(name)
-                dev = None if sliced is None or sliced.ok else self.deviation_for(name, x)
+                dev = None if sliced is None or sliced.ok else \
+                    self.deviation_for(name, x, sliced)
                 if sliced is not None and (sliced.ok or dev is not None):
                     reports[name].record(sliced, functools.partial(repr, x), dev)
                 else:
@@ -403,26 +420,42 @@ class _Session:
     def _expected(self, x: lst.LossInputs) -> C.Expected:
         """The reference on the inputs as the loss computes them (a Loss instance sees
         its inputs converted to its compute dtype)."""
-        expected = C.expected_for(self.spec.name, self.params,
-                                  C.cast_inputs(x, self.compute_dtype), self.reduced,
-                                  self.reduction, self.compute_dtype)
-        if numerics.unit_roundoff(self.dtype) > numerics.unit_roundoff(self.compute_dtype):
-            # the gradient flows back through the cast to the narrower input dtype
-            widen = (2 * numerics.unit_roundoff(self.dtype) * np.abs(expected.grad)
-                     + numerics.tiny(self.dtype))
-            # beyond the input dtype's range the gradient cannot be represented: not compared
-            allowed = np.where(np.abs(expected.grad) > numerics.max_finite(self.dtype), np.inf,
-                               expected.grad_allowed + widen)
-            expected = dataclasses.replace(expected, grad_allowed=allowed)
-        return expected
+        return C.expected_for(self.spec.name, self.params,
+                              C.cast_inputs(x, self.compute_dtype), self.reduced,
+                              self.reduction, self.compute_dtype, input_dtype=self.dtype)
 
-    def deviation_for(self, check: str, x: lst.LossInputs) -> str | None:
+    def deviation_for(self, check: str, x: lst.LossInputs, outcome: C.Outcome
+                      ) -> str | None:
+        """The known deviation of this implementation that explains every failing
+        element of ``outcome`` (see :meth:`KnownDeviation.explains`), if any."""
         if self.strict:
             return None
-        for dev in self.deviations:
-            if check in dev.checks and dev.matches(x, self.params):
-                return dev.id
-        return None
+        return _explaining(self.deviations, check, x, self.params, outcome)
+
+    def named_resemblance(self, check: str, x: lst.LossInputs, outcome: C.Outcome
+                          ) -> C.Outcome:
+        """``outcome`` (a failure), its message naming a known deviation of *another*
+        implementation that it looks like, if one does."""
+        dev_id = _explaining(self.resemblances, check, x, self.params, outcome)
+        if dev_id is None:
+            return outcome
+        dev = next(d for d in self.resemblances if d.id == dev_id)
+        owners = ", ".join(dev.implementations)
+        note = (f" [resembles the known upstream deviation {dev_id} of {owners}; it is "
+                f"attached to those implementations only, and this loss is not one of them]")
+        return dataclasses.replace(outcome, message=outcome.message + note)
+
+
+def _explaining(deviations: Iterable[S.KnownDeviation], check: str, x: lst.LossInputs,
+                params: Mapping[str, Any], outcome: C.Outcome) -> str | None:
+    cmp = outcome.comparison
+    if cmp is None or cmp.failing is None or cmp.nonfinite is None:
+        return None  # raised, wrong shape, not differentiable: no deviation's symptom
+    for dev in deviations:
+        if check in dev.checks and dev.explains(x, params, outcome.part, cmp.failing,
+                                                cmp.nonfinite):
+            return dev.id
+    return None
 
 
 def _without_weight(x: lst.LossInputs) -> lst.LossInputs:
@@ -560,7 +593,8 @@ def _xla_examples(max_examples: int) -> int:
 def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int | None = None,
            checks: Iterable[str] | None = None, strict: bool = False,
            time_limit: float = C.DEFAULT_TIME_LIMIT, dtype: str = "float32",
-           min_rows: int = 0, **reference_kwargs: Any) -> VerifyReport:
+           min_rows: int = 0, implementation: str | None = None,
+           **reference_kwargs: Any) -> VerifyReport:
     """Check ``loss`` against the reference named ``reference``.
 
     Args:
@@ -576,6 +610,11 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
             ``max_examples`` draws.
         checks: a subset of ``("value", "gradient", "graph", "xla")``; default all.
         strict: count known upstream deviations as failures.
+        implementation: the label of the spec's implementation that ``loss`` is (say
+            ``"keras.losses.BinaryFocalCrossentropy"``), for its known deviations. Found
+            without it for the implementations themselves and for wrappers that keep
+            ``__wrapped__`` (``functools.wraps``). Any other loss gets no known
+            deviations: a failure that resembles one fails, naming it.
         time_limit: seconds one call of ``loss`` may take before it counts as hung.
         dtype: the dtype of the inputs: ``"float32"``, ``"float64"``, ``"float16"`` or
             ``"bfloat16"``. Drawn inputs are rounded to it. The tolerance follows the
@@ -599,7 +638,11 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
     seed = 0 if seed is None else seed
     params = dict(reference_kwargs)
     _check_reference_params(spec, params)
-    session = _Session(loss, spec, params, chosen, time_limit, strict, dtype)
+    labels = [impl.label for impl in spec.implementations]
+    if implementation is not None and implementation not in labels:
+        raise ValueError(f"implementation: expected one of {labels} (the implementations "
+                         f"{reference!r} lists) or None, got {implementation!r}")
+    session = _Session(loss, spec, params, chosen, time_limit, strict, dtype, implementation)
     reports = {name: CheckReport(name) for name in chosen}
 
     # Hypothesis only draws (no test outcome feeds back into generation, so these are
@@ -623,7 +666,8 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
         loss=_loss_name(loss), reference=reference, form="class" if session.reduced
         else "function", params=params, seed=seed, max_examples=max_examples, checks=reports,
         deviations={d.id: d for d in spec.deviations}, dtype=dtype,
-        compute_dtype=session.compute_dtype, min_rows=min_rows)
+        compute_dtype=session.compute_dtype, min_rows=min_rows,
+        implementation=session.implementation)
 
 
 def _check_reference_params(spec: S.LossSpec, params: Mapping[str, Any]) -> None:
@@ -668,12 +712,19 @@ def _shrink(session: _Session, check: str, strategy: st.SearchStrategy, max_exam
     """Search again failing on ``check`` alone; return the minimal example and message."""
     last: dict[str, str] = {}
 
+    def failure(x: lst.LossInputs) -> str | None:
+        outcome = session.outcomes(x, only=check)[check]
+        if outcome is not None and not outcome.ok and \
+                session.deviation_for(check, x, outcome) is None:
+            return session.named_resemblance(check, x, outcome).message
+        return None
+
     def test(x: lst.LossInputs) -> None:
         x = C.cast_inputs(x, session.dtype)
-        outcome = session.outcomes(x, only=check)[check]
-        if outcome is not None and not outcome.ok and session.deviation_for(check, x) is None:
-            last["example"], last["message"] = repr(x), outcome.message
-            raise _Found(outcome.message)
+        message = failure(x)
+        if message is not None:
+            last["example"], last["message"], last["x"] = repr(x), message, x  # type: ignore
+            raise _Found(message)
 
     try:
         _run_hypothesis(test, strategy, max_examples, seed,
@@ -683,7 +734,23 @@ def _shrink(session: _Session, check: str, strategy: st.SearchStrategy, max_exam
     except Exception as exc:  # Hypothesis flakiness errors and the like
         last.setdefault("message", f"{first_message} (shrinking stopped: "
                                    f"{type(exc).__name__})")
+    found: Any = last.get("x")
+    if found is not None and found.y_pred.shape[0] > 1 and \
+            session.params.get("axis", -1) % found.y_pred.ndim == found.y_pred.ndim - 1:
+        # one row, if one row fails alone; else say that the failure needs the batch
+        for i in range(found.y_pred.shape[0]):
+            row = _take_rows(found, i, i + 1)
+            message = failure(row)
+            if message is not None:
+                return repr(row), message
+        return (f"# no single row fails alone: this failure needs the batch of "
+                f"{found.y_pred.shape[0]} rows\n{last['example']}", last["message"])
     return last.get("example", ""), last.get("message", first_message)
+
+
+def _take_rows(x: lst.LossInputs, start: int, stop: int) -> lst.LossInputs:
+    w = None if x.sample_weight is None else x.sample_weight[start:stop]
+    return lst.LossInputs(x.y_true[start:stop], x.y_pred[start:stop], w, x.regime, x.notes)
 
 
 def assert_verified(loss: Callable, reference: str, **kwargs: Any) -> VerifyReport:
