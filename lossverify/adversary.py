@@ -1,0 +1,530 @@
+"""Two adversaries that test the verdict itself, from both sides.
+
+:class:`RoundingAdversary` (no false alarm)
+    Runs a TensorFlow loss, value and gradient, with every rounding intermediate result
+    rounded to a seeded random *neighbour* of its exact value: down, up, or to nearest,
+    per element. That is what another CPU, another SIMD lane, another batch size or
+    another kernel may legitimately do (TensorFlow's vectorised softmax rounds a
+    saturated probability to ``1 - 2**-24`` in one lane and to ``1.0`` in the next).
+    A correct loss run this way must still pass :func:`lossverify.verify`.
+
+    How: the loss's value and gradient are traced once into one TensorFlow graph
+    (``tf.function`` with a ``GradientTape`` inside, so the backward ops are in the graph
+    too), and the graph is then interpreted op by op, eagerly. An op whose result is in
+    general not representable (arithmetic, ``exp``, ``log``, ``softmax``, sums, the
+    gradient kernels: :data:`ROUNDING_OPS`) is evaluated in float64 from its
+    (already adversarial) inputs, and its result is rounded to the loss's dtype with a
+    random direction; exact ops (``max``, ``clip``, ``select``, reshapes, ``neg``) run
+    as they are. In float64 itself there is nothing wider to run in: the result is
+    moved one unit in the last place, or not, at random.
+
+:class:`Perturbed` (no hole)
+    A correct loss with one element of its value or of its gradient changed by a
+    relative ``delta`` (or replaced by NaN): :func:`lossverify.verify` must reject it
+    wherever ``delta`` exceeds the budget (``tests/test_adversaries.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ROUNDING_OPS", "Perturbed", "RoundingAdversary", "rounded"]
+
+#: Ops whose exact result is generally not representable, so a faithful implementation
+#: may round it either way. Everything else (max, min, clip, select, neg, abs, reshape,
+#: tile, gather, one_hot, comparisons, casts that widen) is exact and runs unchanged.
+ROUNDING_OPS = frozenset({
+    "Add", "AddV2", "AddN", "Sub", "Mul", "MulNoNan", "RealDiv", "Div", "DivNoNan",
+    "Reciprocal", "Inv", "Sqrt", "Rsqrt", "Square", "SquaredDifference", "Exp", "Expm1",
+    "Log", "Log1p", "Pow", "Sigmoid", "Tanh", "Softplus", "Softmax", "LogSoftmax", "Sum",
+    "Mean", "Prod", "MatMul", "BatchMatMulV2", "Xlogy", "Xdivy", "Xlog1py", "SigmoidGrad",
+    "TanhGrad", "ReciprocalGrad", "InvGrad", "SqrtGrad", "RsqrtGrad", "SoftplusGrad",
+    "SoftmaxCrossEntropyWithLogits", "SparseSoftmaxCrossEntropyWithLogits", "BiasAdd",
+    "Cumsum", "Erf", "Erfc", "Lgamma", "Digamma", "Cos", "Sin", "Atan2", "Cast",
+})
+
+#: Ops with function-valued attributes or side effects the interpreter does not run.
+_UNSUPPORTED = frozenset({"PartitionedCall", "StatefulPartitionedCall", "While",
+                          "StatelessWhile", "If", "StatelessIf", "Case"})
+
+
+def _round_faithfully(exact: np.ndarray, dtype: np.dtype, rng: np.random.Generator,
+                      ) -> np.ndarray:
+    """``exact`` (float64, or float64 standing for a wider value) rounded to ``dtype``,
+    each element to a random one of {nearest, the neighbour below, the neighbour above}
+    of the exact value. Exactly representable values stay as they are; zeros, infinities
+    and NaNs too."""
+    exact = np.asarray(exact, np.float64)
+    choice = rng.integers(0, 3, size=exact.shape)  # 0 nearest, 1 down, 2 up
+    if dtype == np.float64:
+        with np.errstate(all="ignore"):
+            out = np.where(choice == 1, np.nextafter(exact, -np.inf),
+                           np.where(choice == 2, np.nextafter(exact, np.inf), exact))
+        keep = (exact == 0) | ~np.isfinite(exact)
+        return np.where(keep, exact, out)
+    with np.errstate(all="ignore"):
+        nearest = exact.astype(dtype)
+        back = nearest.astype(np.float64)
+        up_step = _next(nearest, dtype, +1)
+        down_step = _next(nearest, dtype, -1)
+        below = np.where(back > exact, down_step, nearest)  # the neighbour <= exact
+        above = np.where(back < exact, up_step, nearest)  # the neighbour >= exact
+        out = np.where(choice == 1, below, np.where(choice == 2, above, nearest))
+        # beyond the finite range the only faithful result is the overflow itself
+        keep = (exact == 0) | ~np.isfinite(exact) | ~np.isfinite(back)
+        keep |= ~np.isfinite(out.astype(np.float64))
+    return np.where(keep, nearest, out).astype(dtype)
+
+
+def _next(x: np.ndarray, dtype: np.dtype, direction: int) -> np.ndarray:
+    """The next representable ``dtype`` value after ``x`` towards ``direction`` (+1/-1),
+    by stepping the bit pattern (bfloat16 has no ``np.nextafter``)."""
+    bits = {2: np.int16, 4: np.int32}[dtype.itemsize]
+    raw = np.array(x, dtype=dtype, copy=True).view(bits).astype(np.int64)
+    positive = x.astype(np.float64) > 0
+    zero = x.astype(np.float64) == 0
+    step = np.where(positive, direction, -direction)
+    stepped = (raw + step).astype(bits).view(dtype)
+    if dtype.itemsize == 2:
+        smallest = np.array(1, bits).view(dtype)
+    else:
+        smallest = np.array(1, np.int32).view(dtype)
+    signed_smallest = (smallest.astype(np.float64) * direction).astype(dtype)
+    return np.where(zero, signed_smallest, stepped).astype(dtype)
+
+
+class RoundingAdversary:
+    """Runs ``loss`` with faithful but adversarial rounding; see the module docstring.
+
+    ``loss(y_true, y_pred)`` (or ``loss(y_true, y_pred, sample_weight=w)`` for a
+    ``keras.losses.Loss``) is traced once per input signature. :meth:`value_and_grad`
+    returns NumPy arrays ``(value, d sum(value) / d y_pred)``. The same ``seed`` and inputs
+    give the same roundings.
+    """
+
+    def __init__(self, loss: Callable, seed: int = 0):
+        import tensorflow as tf
+
+        self._tf = tf
+        self.loss = loss
+        self.seed = int(seed)
+        # the dtype the loss computes in: a keras.losses.Loss its own (float32 unless a
+        # policy says otherwise, whatever its inputs), a function its inputs'
+        self.compute_dtype = getattr(loss, "dtype", None) if hasattr(loss, "reduction") \
+            else None
+        self._graphs: dict[tuple[Any, ...], Any] = {}
+        self.calls = 0
+
+    def _graph(self, args: list[np.ndarray], weighted: bool) -> Any:
+        tf = self._tf
+        key = tuple((a.shape, a.dtype.str) for a in args)
+        if key not in self._graphs:
+            def value_and_grad(y_true, y_pred, *weight):
+                with tf.GradientTape() as tape:
+                    tape.watch(y_pred)
+                    if weighted:
+                        value = self.loss(y_true, y_pred, sample_weight=weight[0])
+                    else:
+                        value = self.loss(y_true, y_pred)
+                    value = tf.convert_to_tensor(value)
+                    total = tf.reduce_sum(tf.cast(value, tf.float64))
+                grad = tape.gradient(total, y_pred)
+                if grad is None:
+                    grad = tf.fill(tf.shape(y_pred), tf.constant(np.nan, y_pred.dtype))
+                return value, grad
+
+            specs = [tf.TensorSpec(a.shape, tf.as_dtype(a.dtype)) for a in args]
+            fn = tf.function(value_and_grad, autograph=False)
+            self._graphs[key] = fn.get_concrete_function(*specs)
+        return self._graphs[key]
+
+    def value_and_grad(self, y_true: np.ndarray, y_pred: np.ndarray,
+                       sample_weight: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+        args = [y_true, y_pred] + ([np.asarray(sample_weight, np.float32)]
+                                   if sample_weight is not None else [])
+        concrete = self._graph(args, sample_weight is not None)
+        self.calls += 1
+        rng = np.random.default_rng([self.seed, self.calls])
+        dtype = np.dtype(y_pred.dtype)
+        if self.compute_dtype is not None:
+            from lossverify import numerics
+
+            dtype = numerics.np_dtype(str(self.compute_dtype))
+        out = _interpret(self._tf, concrete, args, dtype, rng)
+        return out[0], out[1]
+
+
+def rounded(loss: Callable, seed: int = 0) -> Callable:
+    """``loss`` evaluated by a :class:`RoundingAdversary`: a callable that
+    :func:`lossverify.verify` takes like the loss itself (a ``keras.losses.Loss`` stays a
+    ``Loss``, reduced, with ``sample_weight``). Each call rounds afresh (seeded by
+    ``seed`` and the call count). Eager and ``tf.function`` only: the adversary runs in
+    NumPy (``tf.numpy_function``), which XLA cannot compile, so check it with
+    ``checks=("value", "gradient", "graph")``.
+    """
+    import keras
+    import tensorflow as tf
+
+    adversary = RoundingAdversary(loss, seed)
+
+    def call(y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        y_pred = tf.convert_to_tensor(y_pred)
+        y_true = tf.convert_to_tensor(y_true)
+        extra = [] if sample_weight is None else [tf.convert_to_tensor(sample_weight,
+                                                                       tf.float32)]
+
+        def run(*arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            weight = arrays[2] if len(arrays) > 2 else None
+            value, grad = adversary.value_and_grad(arrays[0], arrays[1], weight)
+            return value.astype(arrays[1].dtype), grad.astype(arrays[1].dtype)
+
+        @tf.custom_gradient
+        def evaluate(y_pred_: Any) -> Any:
+            value, grad = tf.numpy_function(run, [y_true, y_pred_, *extra],
+                                            (y_pred_.dtype, y_pred_.dtype), stateful=True)
+            grad = tf.ensure_shape(grad, y_pred_.shape)
+
+            def backward(upstream: Any) -> Any:
+                # the adversary's gradient is that of sum(value); Executor sums too
+                # (a reduced value is a scalar, per-sample values are independent rows)
+                up = tf.reshape(tf.cast(upstream, grad.dtype), tf.concat(
+                    [tf.shape(upstream), tf.ones([tf.rank(grad) - tf.rank(upstream)],
+                                                 tf.int32)], 0))
+                return grad * up
+
+            return value, backward
+
+        return evaluate(y_pred)
+
+    if isinstance(loss, keras.losses.Loss):
+        inner = loss
+
+        class _Rounded(keras.losses.Loss):
+            def __init__(self) -> None:
+                super().__init__(name=f"rounded_{inner.name}", reduction=inner.reduction,
+                                 dtype=inner.dtype)
+
+            def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+                return call(y_true, y_pred, sample_weight)
+
+            def call(self, y_true: Any, y_pred: Any) -> Any:  # pragma: no cover
+                raise NotImplementedError
+
+        wrapped = _Rounded()
+        type(wrapped).__name__ = type(inner).__name__
+        return wrapped
+
+    def function(y_true: Any, y_pred: Any) -> Any:
+        return call(y_true, y_pred)
+
+    function.__name__ = getattr(loss, "__name__", "loss")
+    return function
+
+
+def _attr_value(tf: Any, value: Any) -> Any:
+    """A NodeDef AttrValue as the eager executor takes it."""
+    kind = value.WhichOneof("value")
+    if kind == "list":
+        lst = value.list
+        for field in ("type", "i", "f", "b", "s", "shape"):
+            items = list(getattr(lst, field))
+            if items:
+                if field == "shape":
+                    return [tf.TensorShape(s) for s in items]
+                return items
+        return []
+    if kind == "shape":
+        return tf.TensorShape(value.shape)
+    if kind == "tensor":
+        return tf.make_ndarray(value.tensor)
+    return getattr(value, kind)
+
+
+def _interpret(tf: Any, concrete: Any, args: list[np.ndarray], dtype: np.dtype,
+               rng: np.random.Generator) -> list[np.ndarray]:
+    """Evaluate ``concrete``'s graph op by op with faithful random rounding."""
+    from tensorflow.python.eager import context, execute
+    from tensorflow.python.framework import op_def_registry
+
+    graph_def = concrete.graph.as_graph_def()
+    if graph_def.library.function:
+        names = [f.signature.name for f in graph_def.library.function]
+        raise NotImplementedError(f"loss: the rounding adversary interprets plain ops; "
+                                  f"this loss calls the functions {names}")
+    want = tf.as_dtype(dtype).as_datatype_enum
+    wide = tf.float64.as_datatype_enum
+    values: dict[str, Any] = {}
+    placeholders = [t.name.split(":")[0] for t in concrete.inputs]
+    for name, arg in zip(placeholders, args, strict=False):
+        values[name] = [tf.constant(arg)]
+    ctx = context.context()
+    for node in _topological(graph_def.node):
+        if node.name in values:
+            continue
+        if node.op in _UNSUPPORTED:
+            raise NotImplementedError(f"loss: the rounding adversary cannot run op {node.op}")
+        if node.op == "Const":
+            values[node.name] = [tf.constant(tf.make_ndarray(node.attr["value"].tensor))]
+            continue
+        if node.op == "NoOp":
+            values[node.name] = []
+            continue
+        inputs = [values[i.split(":")[0]][int(i.split(":")[1]) if ":" in i else 0]
+                  for i in node.input if not i.startswith("^")]
+        attrs = {k: v for k, v in node.attr.items() if not k.startswith("_")}
+        rounding = node.op in ROUNDING_OPS and any(
+            v.WhichOneof("value") == "type" and v.type == want for v in attrs.values())
+        if node.op == "Cast":  # only a narrowing cast to the loss's dtype rounds
+            rounding = (attrs["DstT"].type == want
+                        and tf.as_dtype(attrs["SrcT"].type).size > dtype.itemsize)
+        if rounding and node.op != "Cast":
+            inputs = [tf.cast(t, tf.float64) if t.dtype.as_datatype_enum == want else t
+                      for t in inputs]
+        op_def = op_def_registry.get(node.op)
+        flat: list[Any] = []
+        for key, value in attrs.items():
+            v = _attr_value(tf, value)
+            if rounding and node.op != "Cast" and value.WhichOneof("value") == "type" \
+                    and v == want:
+                v = wide
+            flat.extend([key, v])
+        num_outputs = _num_outputs(op_def, attrs)
+        if rounding and node.op == "Cast":
+            results = [tf.cast(inputs[0], tf.float64)]
+        else:
+            results = execute.execute(node.op, num_outputs, _group_inputs(op_def, attrs,
+                                                                           inputs),
+                                      tuple(flat), ctx, name=None)
+        if rounding:
+            results = [tf.constant(_round_faithfully(r.numpy(), dtype, rng))
+                       if r.dtype == tf.float64 else r for r in results]
+        values[node.name] = list(results)
+    return [np.asarray(values[t.name.split(":")[0]][int(t.name.split(":")[1])].numpy())
+            for t in concrete.outputs]
+
+
+def _num_outputs(op_def: Any, attrs: Any) -> int:
+    count = 0
+    for arg in op_def.output_arg:
+        if arg.number_attr:
+            count += attrs[arg.number_attr].i
+        elif arg.type_list_attr:
+            count += len(attrs[arg.type_list_attr].list.type)
+        else:
+            count += 1
+    return count
+
+
+def _group_inputs(op_def: Any, attrs: Any, inputs: list[Any]) -> list[Any]:
+    """The executor takes a flat list of tensors; list arguments (``AddN``'s) are
+    flattened as they are, so the NodeDef's flat inputs serve as they stand."""
+    return inputs
+
+
+def _topological(nodes: Any) -> list[Any]:
+    by_name = {n.name: n for n in nodes}
+    order: list[Any] = []
+    state: dict[str, int] = {}
+    for root in by_name:
+        stack = [(root, False)]
+        while stack:
+            name, done = stack.pop()
+            if done:
+                state[name] = 2
+                order.append(by_name[name])
+                continue
+            if state.get(name):
+                continue
+            state[name] = 1
+            stack.append((name, True))
+            for i in by_name[name].input:
+                dep = i.lstrip("^").split(":")[0]
+                if not state.get(dep):
+                    stack.append((dep, False))
+    return order
+
+
+class Perturbed:
+    """A loss whose value or gradient is wrong at one place, for the other side.
+
+    ``target`` is ``"value"`` or ``"gradient"``; ``where(y_true, y_pred, result)`` (NumPy
+    arrays, ``result`` the correct value or gradient) returns a boolean mask of the elements
+    to change (the first True one, or every one with ``every=True``). Each is multiplied
+    by ``1 + delta``, becomes NaN with ``delta=None``, or, with ``beyond_budget=(reference,
+    params, factor)``, moves away from the reference by ``factor`` times its budget
+    (:func:`lossverify.tolerance.budget`). For per-sample functions (not reduced
+    ``keras.losses.Loss`` instances). It wraps nothing :func:`lossverify.verify` would
+    recognise, so no known deviation excuses it.
+    """
+
+    def __init__(self, loss: Callable, target: str, where: Callable[..., np.ndarray],
+                 delta: float | None, every: bool = False,
+                 beyond_budget: tuple[str, dict[str, Any], float] | None = None):
+        if target not in ("value", "gradient"):
+            raise ValueError(f"target: expected 'value' or 'gradient', got {target!r}")
+        self.loss, self.target, self.where, self.delta, self.every = (loss, target, where,
+                                                                       delta, every)
+        self.beyond_budget = beyond_budget
+        self.__name__ = f"perturbed_{getattr(loss, '__name__', 'loss')}"
+
+    def _mask(self, y_true: np.ndarray, y_pred: np.ndarray, result: np.ndarray) -> np.ndarray:
+        mask = np.asarray(self.where(y_true, y_pred, result), bool)
+        mask = np.broadcast_to(mask, np.shape(result)).copy()
+        if not self.every and mask.any():
+            first = np.unravel_index(int(np.argmax(mask)), mask.shape)
+            mask[:] = False
+            mask[first] = True
+        return mask
+
+    def changed(self, y_true: np.ndarray, y_pred: np.ndarray, result: np.ndarray
+                ) -> np.ndarray:
+        """``result`` (NumPy) with the chosen elements changed."""
+        out = np.array(result, dtype=np.float64, copy=True)
+        mask = self._mask(y_true, y_pred, result)
+        if self.beyond_budget is not None:
+            from lossverify import tolerance as T
+
+            reference, params, factor = self.beyond_budget
+            b = T.budget(reference, params, y_true, y_pred, dtype=str(np.asarray(y_pred).dtype))
+            ref = b.grad if self.target == "gradient" else b.value
+            allowed = b.grad_allowed if self.target == "gradient" else b.value_allowed
+            step = factor * np.broadcast_to(allowed, out.shape)
+            out = np.where(mask, np.where(out >= ref, ref + step, ref - step), out)
+        elif self.delta is None:
+            out[mask] = np.nan
+        else:
+            out[mask] *= 1.0 + self.delta
+        return out.astype(np.asarray(result).dtype)
+
+    def _apply(self, y_true: Any, y_pred: Any, result: Any) -> Any:
+        import tensorflow as tf
+
+        out = tf.numpy_function(self.changed, [y_true, y_pred, result], result.dtype,
+                                stateful=False)
+        return tf.ensure_shape(out, result.shape)
+
+    def __call__(self, y_true: Any, y_pred: Any) -> Any:
+        import tensorflow as tf
+
+        y_true = tf.convert_to_tensor(y_true)
+
+        @tf.custom_gradient
+        def run(y_pred_: Any) -> Any:
+            with tf.GradientTape() as tape:
+                tape.watch(y_pred_)
+                value = tf.convert_to_tensor(self.loss(y_true, y_pred_))
+            grad = tape.gradient(value, y_pred_)
+            if self.target == "value":
+                value = self._apply(y_true, y_pred_, value)
+            else:
+                grad = self._apply(y_true, y_pred_, grad)
+
+            def backward(upstream: Any) -> Any:
+                # per-sample losses: row i of the gradient scales with upstream[i]
+                up = tf.reshape(tf.cast(upstream, grad.dtype), tf.concat(
+                    [tf.shape(upstream), tf.ones([tf.rank(grad) - tf.rank(upstream)],
+                                                 tf.int32)], 0))
+                return grad * up
+
+            return value, backward
+
+        return run(tf.convert_to_tensor(y_pred))
+
+
+# ------------------------------------------------------------------ measurements
+
+
+def _draws(reference: str, params: dict[str, Any], dtype: str, n: int, seed: int,
+           with_sample_weight: bool) -> list[Any]:
+    """``n`` seeded batches from the reference's strategy, rounded to ``dtype``."""
+    from lossverify import checks as C
+    from lossverify import strategies as lst
+    from lossverify.verifier import _draw
+
+    strategy = lst.loss_inputs(reference, with_sample_weight=with_sample_weight, **params)
+    return [C.cast_inputs(x, dtype) for x in _draw(strategy, n, seed, dtype)]
+
+
+def rounding_sweep(loss: Callable, reference: str, params: dict[str, Any], *,
+                   dtype: str = "float32", seeds: Any = range(20), draws: int = 20,
+                   draw_seed: int = 0) -> dict[str, Any]:
+    """Run ``loss`` under :class:`RoundingAdversary` with each of ``seeds`` on ``draws``
+    seeded batches and compare with :func:`lossverify.tolerance.budget`: returns the
+    worst ``error / allowed`` of the value and of the gradient, and the failures (the
+    batch, the seed, the part) where one exceeded 1. Where the implementation has a
+    known deviation whose precondition holds (a NaN it is known for), elements it
+    explains are not counted (the same rule as :func:`lossverify.verify`).
+    """
+    import keras
+
+    from lossverify import checks as C
+    from lossverify import numerics
+    from lossverify import specs as S
+    from lossverify import tolerance as T
+
+    reduced = isinstance(loss, keras.losses.Loss)
+    spec = S.get_spec(reference)
+    label = S.identify(spec, loss)
+    deviations = [d for d in spec.deviations_for(params) if label in d.implementations]
+    compute = str(getattr(loss, "dtype", dtype)) if reduced else dtype
+    reduction = getattr(loss, "reduction", "sum_over_batch_size") if reduced else "none"
+    worst = {"value": 0.0, "gradient": 0.0}
+    failures: list[str] = []
+    batches = _draws(reference, params, dtype, draws, draw_seed, reduced)
+    for seed in seeds:
+        adversary = RoundingAdversary(loss, seed)
+        for x in batches:
+            weight = x.sample_weight if reduced else None
+            value, grad = adversary.value_and_grad(x.y_true, x.y_pred, weight)
+            seen = C.cast_inputs(x, compute)
+            budget = T.budget(reference, params, seen.y_true, seen.y_pred, dtype=compute,
+                              input_dtype=dtype, sample_weight=weight, reduced=reduced,
+                              reduction=reduction)
+            sel = budget.grad_rows
+            for part, got, want, allowed in (
+                    ("value", value, budget.value, budget.value_allowed),
+                    ("gradient", np.where(sel, grad.astype(np.float64), 0.0),
+                     np.where(sel, budget.grad, 0.0), np.where(sel, budget.grad_allowed, 1.0))):
+                cmp = numerics.compare(np.asarray(got, np.float64), want, allowed, compute)
+                explained = any(part in d.checks and d.explains(x, params, part, cmp.failing,
+                                                                cmp.nonfinite)
+                                for d in deviations)
+                if not cmp.ok and not explained:
+                    failures.append(f"seed {seed}, {part}: {cmp.describe()}\n{x!r}")
+                elif cmp.ok:
+                    worst[part] = max(worst[part], cmp.worst_ratio)
+    return {"worst": worst, "failures": failures, "runs": len(list(seeds)) * len(batches)}
+
+
+def smallest_detected(reference: str, params: dict[str, Any], *, dtype: str = "float32",
+                      draws: int = 40, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Per regime the strategies draw: the smallest relative change ``delta`` of one
+    element that the budget detects, ``allowed / |reference|``, for each sample's value
+    and for each sample's largest gradient element (median and largest over the drawn
+    samples: ``max`` is the ``delta`` detected in *every* sample of that regime)."""
+    from lossverify import tolerance as T
+
+    by_regime: dict[str, dict[str, list[float]]] = {}
+    for x in _draws(reference, params, dtype, draws, seed, False):
+        b = T.budget(reference, params, x.y_true, x.y_pred, dtype=dtype)
+        axis = params.get("axis", -1)
+        grad = np.moveaxis(np.where(b.grad_rows, np.abs(b.grad), 0.0), axis, -1)
+        allowed = np.moveaxis(b.grad_allowed, axis, -1)
+        top = np.argmax(grad, axis=-1)[..., None]
+        g = np.take_along_axis(grad, top, -1)[..., 0]
+        ga = np.take_along_axis(allowed, top, -1)[..., 0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel_v = np.asarray(b.value_allowed / np.abs(b.value)).ravel()
+            rel_g = (ga / g).ravel()
+        entry = by_regime.setdefault(x.regime, {"value": [], "gradient": []})
+        entry["value"].extend(float(v) for v in rel_v if np.isfinite(v))
+        entry["gradient"].extend(float(v) for v in rel_g if np.isfinite(v))
+    return {regime: {f"{part} {stat}": float(fn(vals)) if vals else float("nan")
+                     for part, vals in parts.items()
+                     for stat, fn in (("median", np.median), ("max", np.max))}
+            for regime, parts in sorted(by_regime.items())}
