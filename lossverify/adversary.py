@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,7 @@ class RoundingAdversary:
         self.compute_dtype = getattr(loss, "dtype", None) if hasattr(loss, "reduction") \
             else None
         self._graphs: dict[tuple[Any, ...], Any] = {}
+        self._plans: dict[tuple[Any, ...], Any] = {}
         self.calls = 0
 
     def _graph(self, args: list[np.ndarray], weighted: bool) -> Any:
@@ -155,7 +157,10 @@ class RoundingAdversary:
             from lossverify import numerics
 
             dtype = numerics.np_dtype(str(self.compute_dtype))
-        out = _interpret(self._tf, concrete, args, dtype, rng)
+        key = (id(concrete), dtype.str)
+        if key not in self._plans:
+            self._plans[key] = _plan(self._tf, concrete, dtype)
+        out = _interpret(self._tf, self._plans[key], args, dtype, rng)
         return out[0], out[1]
 
 
@@ -245,10 +250,24 @@ def _attr_value(tf: Any, value: Any) -> Any:
     return getattr(value, kind)
 
 
-def _interpret(tf: Any, concrete: Any, args: list[np.ndarray], dtype: np.dtype,
-               rng: np.random.Generator) -> list[np.ndarray]:
-    """Evaluate ``concrete``'s graph op by op with faithful random rounding."""
-    from tensorflow.python.eager import context, execute
+@dataclass(frozen=True)
+class _Step:
+    """One node of the graph, prepared once: what to run and whether it rounds."""
+
+    name: str
+    op: str
+    inputs: tuple[tuple[str, int], ...]
+    attrs: tuple[Any, ...]
+    num_outputs: int
+    rounding: bool
+    cast: bool  # a narrowing cast to the loss's dtype: its exact value is its input
+    widen: int  # the dtype enum whose inputs are widened to float64 (0: none)
+    const: Any = None
+
+
+def _plan(tf: Any, concrete: Any, dtype: np.dtype) -> tuple[list[_Step], list[str],
+                                                           list[tuple[str, int]]]:
+    """``concrete``'s graph as steps in topological order, its placeholders and outputs."""
     from tensorflow.python.framework import op_def_registry
 
     graph_def = concrete.graph.as_graph_def()
@@ -258,54 +277,71 @@ def _interpret(tf: Any, concrete: Any, args: list[np.ndarray], dtype: np.dtype,
                                   f"this loss calls the functions {names}")
     want = tf.as_dtype(dtype).as_datatype_enum
     wide = tf.float64.as_datatype_enum
-    values: dict[str, Any] = {}
     placeholders = [t.name.split(":")[0] for t in concrete.inputs]
-    for name, arg in zip(placeholders, args, strict=False):
-        values[name] = [tf.constant(arg)]
-    ctx = context.context()
+    steps: list[_Step] = []
     for node in _topological(graph_def.node):
-        if node.name in values:
+        if node.name in placeholders:
             continue
         if node.op in _UNSUPPORTED:
             raise NotImplementedError(f"loss: the rounding adversary cannot run op {node.op}")
         if node.op == "Const":
-            values[node.name] = [tf.constant(tf.make_ndarray(node.attr["value"].tensor))]
+            steps.append(_Step(node.name, "Const", (), (), 1, False, False, 0,
+                               tf.constant(tf.make_ndarray(node.attr["value"].tensor))))
             continue
-        if node.op == "NoOp":
-            values[node.name] = []
-            continue
-        inputs = [values[i.split(":")[0]][int(i.split(":")[1]) if ":" in i else 0]
-                  for i in node.input if not i.startswith("^")]
+        refs = tuple((i.split(":")[0], int(i.split(":")[1]) if ":" in i else 0)
+                     for i in node.input if not i.startswith("^"))
         attrs = {k: v for k, v in node.attr.items() if not k.startswith("_")}
         rounding = node.op in ROUNDING_OPS and any(
             v.WhichOneof("value") == "type" and v.type == want for v in attrs.values())
+        cast = False
         if node.op == "Cast":  # only a narrowing cast to the loss's dtype rounds
-            rounding = (attrs["DstT"].type == want
-                        and tf.as_dtype(attrs["SrcT"].type).size > dtype.itemsize)
-        if rounding and node.op != "Cast":
-            inputs = [tf.cast(t, tf.float64) if t.dtype.as_datatype_enum == want else t
-                      for t in inputs]
-        op_def = op_def_registry.get(node.op)
+            rounding = cast = (attrs["DstT"].type == want
+                               and tf.as_dtype(attrs["SrcT"].type).size > dtype.itemsize)
         flat: list[Any] = []
         for key, value in attrs.items():
             v = _attr_value(tf, value)
-            if rounding and node.op != "Cast" and value.WhichOneof("value") == "type" \
-                    and v == want:
+            if rounding and not cast and value.WhichOneof("value") == "type" and v == want:
                 v = wide
             flat.extend([key, v])
-        num_outputs = _num_outputs(op_def, attrs)
-        if rounding and node.op == "Cast":
+        op_def = op_def_registry.get(node.op)
+        steps.append(_Step(node.name, node.op, refs, tuple(flat),
+                           0 if node.op == "NoOp" else _num_outputs(op_def, attrs),
+                           rounding, cast, want if rounding and not cast else 0))
+    outputs = [(t.name.split(":")[0], int(t.name.split(":")[1])) for t in concrete.outputs]
+    return steps, placeholders, outputs
+
+
+def _interpret(tf: Any, plan: Any, args: list[np.ndarray], dtype: np.dtype,
+               rng: np.random.Generator) -> list[np.ndarray]:
+    """Evaluate a :func:`_plan` op by op with faithful random rounding."""
+    from tensorflow.python.eager import context, execute
+
+    steps, placeholders, outputs = plan
+    values: dict[str, list[Any]] = {}
+    for name, arg in zip(placeholders, args, strict=False):
+        values[name] = [tf.constant(arg)]
+    ctx = context.context()
+    for step in steps:
+        if step.const is not None:
+            values[step.name] = [step.const]
+            continue
+        if step.op == "NoOp":
+            values[step.name] = []
+            continue
+        inputs = [values[n][i] for n, i in step.inputs]
+        if step.cast:
             results = [tf.cast(inputs[0], tf.float64)]
         else:
-            results = execute.execute(node.op, num_outputs, _group_inputs(op_def, attrs,
-                                                                           inputs),
-                                      tuple(flat), ctx, name=None)
-        if rounding:
+            if step.widen:
+                inputs = [tf.cast(t, tf.float64) if t.dtype.as_datatype_enum == step.widen
+                          else t for t in inputs]
+            results = execute.execute(step.op, step.num_outputs, inputs, step.attrs, ctx,
+                                      name=None)
+        if step.rounding:
             results = [tf.constant(_round_faithfully(r.numpy(), dtype, rng))
                        if r.dtype == tf.float64 else r for r in results]
-        values[node.name] = list(results)
-    return [np.asarray(values[t.name.split(":")[0]][int(t.name.split(":")[1])].numpy())
-            for t in concrete.outputs]
+        values[step.name] = list(results)
+    return [np.asarray(values[n][i].numpy()) for n, i in outputs]
 
 
 def _num_outputs(op_def: Any, attrs: Any) -> int:
@@ -318,12 +354,6 @@ def _num_outputs(op_def: Any, attrs: Any) -> int:
         else:
             count += 1
     return count
-
-
-def _group_inputs(op_def: Any, attrs: Any, inputs: list[Any]) -> list[Any]:
-    """The executor takes a flat list of tensors; list arguments (``AddN``'s) are
-    flattened as they are, so the NodeDef's flat inputs serve as they stand."""
-    return inputs
 
 
 def _topological(nodes: Any) -> list[Any]:
@@ -476,8 +506,9 @@ def rounding_sweep(loss: Callable, reference: str, params: dict[str, Any], *,
     worst = {"value": 0.0, "gradient": 0.0}
     failures: list[str] = []
     batches = _draws(reference, params, dtype, draws, draw_seed, reduced)
+    adversary = RoundingAdversary(loss)  # one tracing per shape serves every seed
     for seed in seeds:
-        adversary = RoundingAdversary(loss, seed)
+        adversary.seed, adversary.calls = int(seed), 0
         for x in batches:
             weight = x.sample_weight if reduced else None
             value, grad = adversary.value_and_grad(x.y_true, x.y_pred, weight)
