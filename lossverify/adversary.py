@@ -53,11 +53,12 @@ _UNSUPPORTED = frozenset({"PartitionedCall", "StatefulPartitionedCall", "While",
 
 
 def _round_faithfully(exact: np.ndarray, dtype: np.dtype, rng: np.random.Generator,
-                      ) -> np.ndarray:
+                      known_exact: np.ndarray | None = None) -> np.ndarray:
     """``exact`` (float64, or float64 standing for a wider value) rounded to ``dtype``,
     each element to a random one of {nearest, the neighbour below, the neighbour above}
     of the exact value. Exactly representable values stay as they are; zeros, infinities
-    and NaNs too."""
+    and NaNs too. In float64 there is no wider value: the result moves by one unit in the
+    last place, or not, except where ``known_exact`` says it is exact."""
     exact = np.asarray(exact, np.float64)
     choice = rng.integers(0, 3, size=exact.shape)  # 0 nearest, 1 down, 2 up
     if dtype == np.float64:
@@ -65,6 +66,8 @@ def _round_faithfully(exact: np.ndarray, dtype: np.dtype, rng: np.random.Generat
             out = np.where(choice == 1, np.nextafter(exact, -np.inf),
                            np.where(choice == 2, np.nextafter(exact, np.inf), exact))
         keep = (exact == 0) | ~np.isfinite(exact)
+        if known_exact is not None:
+            keep = keep | np.broadcast_to(known_exact, exact.shape)
         return np.where(keep, exact, out)
     with np.errstate(all="ignore"):
         nearest = exact.astype(dtype)
@@ -78,6 +81,23 @@ def _round_faithfully(exact: np.ndarray, dtype: np.dtype, rng: np.random.Generat
         keep = (exact == 0) | ~np.isfinite(exact) | ~np.isfinite(back)
         keep |= ~np.isfinite(out.astype(np.float64))
     return np.where(keep, nearest, out).astype(dtype)
+
+
+_EXACTLY_CHECKED = {"Add": np.add, "AddV2": np.add, "Sub": np.subtract, "Mul": np.multiply}
+
+
+def _exact_in_float64(op: str, inputs: list[Any], results: list[Any]) -> np.ndarray | None:
+    """Where a float64 sum, difference or product is exact (the same in extended
+    precision, ``np.longdouble``): there a faithful rounding is the result itself (``z *
+    1.0`` is exact, and nudging it would invent a cancellation error no implementation
+    makes). None for other ops, or where extended precision is not wider than float64."""
+    fn = _EXACTLY_CHECKED.get(op)
+    if fn is None or np.finfo(np.longdouble).nmant <= 52 or len(inputs) != 2:
+        return None
+    a, b = (np.asarray(t.numpy()).astype(np.longdouble) for t in inputs)
+    with np.errstate(all="ignore"):
+        wide = fn(a, b)
+    return wide == np.asarray(results[0].numpy()).astype(np.longdouble)
 
 
 def _next(x: np.ndarray, dtype: np.dtype, direction: int) -> np.ndarray:
@@ -338,7 +358,9 @@ def _interpret(tf: Any, plan: Any, args: list[np.ndarray], dtype: np.dtype,
             results = execute.execute(step.op, step.num_outputs, inputs, step.attrs, ctx,
                                       name=None)
         if step.rounding:
-            results = [tf.constant(_round_faithfully(r.numpy(), dtype, rng))
+            exact = _exact_in_float64(step.op, inputs, results) if dtype == np.float64 \
+                else None
+            results = [tf.constant(_round_faithfully(r.numpy(), dtype, rng, exact))
                        if r.dtype == tf.float64 else r for r in results]
         values[step.name] = list(results)
     return [np.asarray(values[n][i].numpy()) for n, i in outputs]

@@ -192,7 +192,7 @@ def compare(actual: np.ndarray, expected: np.ndarray, allowed: np.ndarray,
     err = np.where(np.isnan(err), np.inf, err)
     with np.errstate(divide="ignore", invalid="ignore"):
         # an infinite allowance marks an element the dtype cannot represent (see
-        # checks.expected_for): it is not compared
+        # lossverify.tolerance.budget): it is not compared
         ratio = np.where((err == 0) | np.isposinf(tol), 0.0, err / tol)
         rel = np.where(err == 0, 0.0, err / np.abs(e))
     rel = np.where(np.isnan(rel), np.inf, rel)
