@@ -214,15 +214,9 @@ def rounded(loss: Callable, seed: int = 0) -> Callable:
                                             (y_pred_.dtype, y_pred_.dtype), stateful=True)
             grad = tf.ensure_shape(grad, y_pred_.shape)
 
-            def backward(upstream: Any) -> Any:
-                # the adversary's gradient is that of sum(value); Executor sums too
-                # (a reduced value is a scalar, per-sample values are independent rows)
-                up = tf.reshape(tf.cast(upstream, grad.dtype), tf.concat(
-                    [tf.shape(upstream), tf.ones([tf.rank(grad) - tf.rank(upstream)],
-                                                 tf.int32)], 0))
-                return grad * up
-
-            return value, backward
+            # the adversary's gradient is that of sum(value); Executor sums too (a
+            # reduced value is a scalar, per-sample values are independent rows)
+            return value, _rowwise_backward(grad)
 
         return evaluate(y_pred)
 
@@ -249,6 +243,19 @@ def rounded(loss: Callable, seed: int = 0) -> Callable:
 
     function.__name__ = getattr(loss, "__name__", "loss")
     return function
+
+
+def _rowwise_backward(grad: Any) -> Callable[[Any], Any]:
+    """The backward function of a custom gradient whose ``grad`` is that of the sum of
+    per-sample values (or of one reduced value): row ``i`` scales with ``upstream[i]``."""
+    import tensorflow as tf
+
+    def backward(upstream: Any) -> Any:
+        up = tf.reshape(tf.cast(upstream, grad.dtype), tf.concat(
+            [tf.shape(upstream), tf.ones([tf.rank(grad) - tf.rank(upstream)], tf.int32)], 0))
+        return grad * up
+
+    return backward
 
 
 def _attr_value(tf: Any, value: Any) -> Any:
@@ -476,14 +483,7 @@ class Perturbed:
             else:
                 grad = self._apply(y_true, y_pred_, grad)
 
-            def backward(upstream: Any) -> Any:
-                # per-sample losses: row i of the gradient scales with upstream[i]
-                up = tf.reshape(tf.cast(upstream, grad.dtype), tf.concat(
-                    [tf.shape(upstream), tf.ones([tf.rank(grad) - tf.rank(upstream)],
-                                                 tf.int32)], 0))
-                return grad * up
-
-            return value, backward
+            return value, _rowwise_backward(grad)
 
         return run(tf.convert_to_tensor(y_pred))
 
