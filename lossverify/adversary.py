@@ -52,26 +52,25 @@ _UNSUPPORTED = frozenset({"PartitionedCall", "StatefulPartitionedCall", "While",
                           "StatelessWhile", "If", "StatelessIf", "Case"})
 
 
-def _round_faithfully(exact: np.ndarray, dtype: np.dtype, rng: np.random.Generator,
-                      known_exact: np.ndarray | None = None) -> np.ndarray:
-    """``exact`` (float64, or float64 standing for a wider value) rounded to ``dtype``,
-    each element to a random one of {nearest, the neighbour below, the neighbour above}
-    of the exact value. Exactly representable values stay as they are; zeros, infinities
-    and NaNs too. In float64 there is no wider value: the result moves by one unit in the
-    last place, or not, except where ``known_exact`` says it is exact."""
-    exact = np.asarray(exact, np.float64)
+def _round_faithfully(exact: np.ndarray, dtype: np.dtype, rng: np.random.Generator
+                      ) -> np.ndarray:
+    """``exact`` (float64 or extended precision standing for the exact value) rounded to
+    ``dtype``, each element to a random one of {nearest, the neighbour below, the
+    neighbour above} of the exact value. Exactly representable values stay as they are;
+    zeros, infinities and NaNs too. A float64 ``exact`` for a float64 ``dtype`` (nothing
+    wider was computed) moves by one unit in the last place, or not."""
+    wide = np.longdouble if np.asarray(exact).dtype == np.longdouble else np.float64
+    exact = np.asarray(exact, wide)
     choice = rng.integers(0, 3, size=exact.shape)  # 0 nearest, 1 down, 2 up
-    if dtype == np.float64:
+    if dtype == np.float64 and wide == np.float64:
         with np.errstate(all="ignore"):
             out = np.where(choice == 1, np.nextafter(exact, -np.inf),
                            np.where(choice == 2, np.nextafter(exact, np.inf), exact))
         keep = (exact == 0) | ~np.isfinite(exact)
-        if known_exact is not None:
-            keep = keep | np.broadcast_to(known_exact, exact.shape)
         return np.where(keep, exact, out)
     with np.errstate(all="ignore"):
         nearest = exact.astype(dtype)
-        back = nearest.astype(np.float64)
+        back = nearest.astype(wide)
         up_step = _next(nearest, dtype, +1)
         down_step = _next(nearest, dtype, -1)
         below = np.where(back > exact, down_step, nearest)  # the neighbour <= exact
@@ -83,36 +82,63 @@ def _round_faithfully(exact: np.ndarray, dtype: np.dtype, rng: np.random.Generat
     return np.where(keep, nearest, out).astype(dtype)
 
 
-_EXACTLY_CHECKED = {"Add": np.add, "AddV2": np.add, "Sub": np.subtract, "Mul": np.multiply}
+def _sum_like(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def reduce(x: np.ndarray, axes: np.ndarray, keep_dims: bool = False) -> Any:
+        return fn(x, axis=tuple(int(a) % max(x.ndim, 1) for a in np.ravel(axes)),
+                  keepdims=keep_dims)
+    return reduce
 
 
-def _exact_in_float64(op: str, inputs: list[Any], results: list[Any]) -> np.ndarray | None:
-    """Where a float64 sum, difference or product is exact (the same in extended
-    precision, ``np.longdouble``): there a faithful rounding is the result itself (``z *
-    1.0`` is exact, and nudging it would invent a cancellation error no implementation
-    makes). None for other ops, or where extended precision is not wider than float64."""
-    fn = _EXACTLY_CHECKED.get(op)
-    if fn is None or np.finfo(np.longdouble).nmant <= 52 or len(inputs) != 2:
+def _softmax_ld(x: np.ndarray) -> Any:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+#: Elementwise ops (and sums) evaluated again in extended precision (``np.longdouble``,
+#: 64 mantissa bits on x86) when the loss computes in float64: their float64 result is
+#: then rounded faithfully from that wider value, as in the narrower dtypes. Other ops'
+#: float64 results move by one unit in the last place or not (a little more than
+#: faithful rounding allows).
+_WIDE_OPS: dict[str, Callable[..., Any]] = {
+    "Add": np.add, "AddV2": np.add, "Sub": np.subtract, "Mul": np.multiply,
+    "RealDiv": np.divide, "Div": np.divide,
+    "DivNoNan": lambda a, b: np.where(b == 0, 0, a / np.where(b == 0, 1, b)),
+    "Exp": np.exp, "Log": np.log, "Log1p": np.log1p, "Expm1": np.expm1, "Pow": np.power,
+    "Sqrt": np.sqrt, "Rsqrt": lambda x: 1 / np.sqrt(x), "Reciprocal": lambda x: 1 / x,
+    "Square": np.square, "SquaredDifference": lambda a, b: np.square(a - b),
+    "Sigmoid": lambda x: 1 / (1 + np.exp(-x)), "Tanh": np.tanh,
+    "Softplus": lambda x: np.logaddexp(0, x),
+    "Xlogy": lambda x, y: np.where(x == 0, 0, x * np.log(np.where(x == 0, 1, y))),
+    "SigmoidGrad": lambda y, dy: dy * y * (1 - y), "TanhGrad": lambda y, dy: dy * (1 - y * y),
+    "ReciprocalGrad": lambda y, dy: -dy * y * y, "SqrtGrad": lambda y, dy: dy * 0.5 / y,
+    "Softmax": _softmax_ld, "Sum": _sum_like(np.sum), "Mean": _sum_like(np.mean),
+}
+
+
+def _wide_in_float64(op: str, inputs: list[Any], attrs: tuple[Any, ...]) -> Any:
+    """The op's result in extended precision for a float64 loss, or None."""
+    fn = _WIDE_OPS.get(op)
+    if fn is None or np.finfo(np.longdouble).nmant <= 52:
         return None
-    a, b = (np.asarray(t.numpy()).astype(np.longdouble) for t in inputs)
+    arrays = [np.asarray(t.numpy()) for t in inputs]
+    wide = [a.astype(np.longdouble) if a.dtype == np.float64 else a for a in arrays]
     with np.errstate(all="ignore"):
-        wide = fn(a, b)
-    return wide == np.asarray(results[0].numpy()).astype(np.longdouble)
+        if op in ("Sum", "Mean"):
+            keep = bool(dict(zip(attrs[::2], attrs[1::2], strict=False)).get("keep_dims"))
+            return fn(wide[0], arrays[1], keep)
+        return np.asarray(fn(*wide))
 
 
 def _next(x: np.ndarray, dtype: np.dtype, direction: int) -> np.ndarray:
     """The next representable ``dtype`` value after ``x`` towards ``direction`` (+1/-1),
     by stepping the bit pattern (bfloat16 has no ``np.nextafter``)."""
-    bits = {2: np.int16, 4: np.int32}[dtype.itemsize]
+    bits = {2: np.int16, 4: np.int32, 8: np.int64}[dtype.itemsize]
     raw = np.array(x, dtype=dtype, copy=True).view(bits).astype(np.int64)
     positive = x.astype(np.float64) > 0
     zero = x.astype(np.float64) == 0
     step = np.where(positive, direction, -direction)
     stepped = (raw + step).astype(bits).view(dtype)
-    if dtype.itemsize == 2:
-        smallest = np.array(1, bits).view(dtype)
-    else:
-        smallest = np.array(1, np.int32).view(dtype)
+    smallest = np.array(1, bits).view(dtype)
     signed_smallest = (smallest.astype(np.float64) * direction).astype(dtype)
     return np.where(zero, signed_smallest, stepped).astype(dtype)
 
@@ -365,9 +391,10 @@ def _interpret(tf: Any, plan: Any, args: list[np.ndarray], dtype: np.dtype,
             results = execute.execute(step.op, step.num_outputs, inputs, step.attrs, ctx,
                                       name=None)
         if step.rounding:
-            exact = _exact_in_float64(step.op, inputs, results) if dtype == np.float64 \
-                else None
-            results = [tf.constant(_round_faithfully(r.numpy(), dtype, rng, exact))
+            wide = _wide_in_float64(step.op, inputs, step.attrs) \
+                if dtype == np.float64 and len(results) == 1 else None
+            results = [tf.constant(_round_faithfully(r.numpy() if wide is None else wide,
+                                                     dtype, rng))
                        if r.dtype == tf.float64 else r for r in results]
         values[step.name] = list(results)
     return [np.asarray(values[n][i].numpy()) for n, i in outputs]
