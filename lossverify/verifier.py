@@ -410,11 +410,21 @@ class _Session:
             for x, out in alone:
                 self._record(x, out, reports)
             return
+        # the fused batch's own failure: a known deviation of this implementation where
+        # its precondition holds (a saturated probability rounds to 1 in another lane of
+        # the larger call), else a failure
+        dev = self.deviation_for(name, fx, fused)
+        if dev is not None:
+            reports[name].record(fused, functools.partial(repr, fx), dev, len(group))
+            return
+        fused = self.named_resemblance(name, fx, fused)
         others = f"{len(group) - 1} other batches" if len(group) > 1 else "other batches"
         message = (f"fails only when evaluated together with {others} of the same shape "
-                   f"(rows concatenated along the batch axis); each passes alone, so a "
-                   f"row's loss depends on the other rows in the call: {fused.message}")
-        reports[name].record(C.Outcome(False, fused.comparison, message, fused.rows),
+                   f"(rows concatenated along the batch axis) and passes alone: a row's "
+                   f"loss depends on the other rows in the call, or the result is beyond "
+                   f"every faithful rounding at that batch size: {fused.message}")
+        reports[name].record(C.Outcome(False, fused.comparison, message, fused.rows,
+                                       part=fused.part),
                              functools.partial(repr, fx), None, len(group))
 
     def _expected(self, x: lst.LossInputs) -> C.Expected:
