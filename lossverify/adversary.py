@@ -587,7 +587,10 @@ def smallest_detected(reference: str, params: dict[str, Any], *, dtype: str = "f
     """Per regime the strategies draw: the smallest relative change ``delta`` of one
     element that the budget detects, ``allowed / |reference|``, for each sample's value
     and for each sample's largest gradient element (median and largest over the drawn
-    samples: ``max`` is the ``delta`` detected in *every* sample of that regime)."""
+    samples: ``max`` is the ``delta`` detected in *every* sample of that regime), and
+    ``gradient row max``: the largest budget of any gradient element of a sample relative
+    to that sample's largest |gradient| (where a gradient of 1e-27 sits below float32's
+    resolution, a relative ``delta`` of it means little; relative to the row it does)."""
     from lossverify import tolerance as T
 
     by_regime: dict[str, dict[str, list[float]]] = {}
@@ -599,16 +602,24 @@ def smallest_detected(reference: str, params: dict[str, Any], *, dtype: str = "f
         top = np.argmax(grad, axis=-1)[..., None]
         g = np.take_along_axis(grad, top, -1)[..., 0]
         ga = np.take_along_axis(allowed, top, -1)[..., 0]
+        row_allowed = np.where(np.moveaxis(b.grad_rows, axis, -1), allowed, 0.0).max(-1)
         with np.errstate(divide="ignore", invalid="ignore"):
             rel_v = np.asarray(b.value_allowed / np.abs(b.value)).ravel()
             rel_g = (ga / g).ravel()
-        entry = by_regime.setdefault(x.regime, {"value": [], "gradient": []})
+            rel_row = (row_allowed / g).ravel()
+        entry = by_regime.setdefault(x.regime, {"value": [], "gradient": [], "row": []})
         entry["value"].extend(float(v) for v in rel_v if np.isfinite(v))
         entry["gradient"].extend(float(v) for v in rel_g if np.isfinite(v))
-    return {regime: {f"{part} {stat}": float(fn(vals)) if vals else float("nan")
-                     for part, vals in parts.items()
-                     for stat, fn in (("median", np.median), ("max", np.max))}
-            for regime, parts in sorted(by_regime.items())}
+        entry["row"].extend(float(v) for v in rel_row if np.isfinite(v))
+    out: dict[str, dict[str, float]] = {}
+    for regime, parts in sorted(by_regime.items()):
+        stats = {f"{part} {stat}": float(fn(parts[part])) if parts[part] else float("nan")
+                 for part in ("value", "gradient")
+                 for stat, fn in (("median", np.median), ("max", np.max))}
+        stats["gradient row max"] = float(np.max(parts["row"])) if parts["row"] \
+            else float("nan")
+        out[regime] = stats
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
