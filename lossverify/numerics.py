@@ -79,7 +79,9 @@ def at_least_ulps(value: np.ndarray, budget: np.ndarray, dtype: str = "float32",
     else:
         with np.errstate(over="ignore", invalid="ignore"):
             spacing = np.spacing(np.abs(np.asarray(value, np.float64)).astype(ftype))
-    return np.maximum(ulps * spacing.astype(np.float64), np.asarray(budget))
+    # beyond the dtype's range (a reference the dtype cannot hold) the spacing is NaN:
+    # the budget alone then decides
+    return np.fmax(ulps * spacing.astype(np.float64), np.asarray(budget))
 
 
 DTYPES = ("float16", "bfloat16", "float32", "float64")

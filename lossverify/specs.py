@@ -213,10 +213,13 @@ def _one_minus_pt32(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     return one - (y * p + (one - y) * (one - p))
 
 
-def _round_one_faithfully(x: np.ndarray) -> np.ndarray:
-    """Also where float32 rounding of a probability just below 1 may give exactly 1
-    on another CPU, lane or batch size: within 4 units of the last place below 1."""
-    return np.asarray(x, np.float64) >= 1.0 - 4 * 2.0**-24
+def _round_one_faithfully(x: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+    """Also where rounding a probability just below 1 may give exactly 1 on another CPU,
+    lane or batch size: within 4 units in the last place below 1 of ``dtype`` (float32,
+    or the narrower input dtype: 2**-11 spacing for float16, 2**-8 for bfloat16)."""
+    below_one = {2: 2.0**-11 if np.dtype(dtype) == np.float16 else 2.0**-8,
+                 4: 2.0**-24, 8: 2.0**-53}[np.dtype(dtype).itemsize]
+    return np.asarray(x, np.float64) >= 1.0 - 4 * below_one
 
 
 def _sigmoid_saturates_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
@@ -227,7 +230,10 @@ def _sigmoid_saturates_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
     y = np.asarray(x.y_true, np.float32)
     p = _in_input_dtype(x, _probabilities32(x, params))
     p_t = np.float32(1) - _one_minus_pt32(y, p)
-    return (_one_minus_pt32(y, p) == 0) | (((y == 0) | (y == 1)) & _round_one_faithfully(p_t))
+    narrow = np.asarray(x.y_pred).dtype if np.asarray(x.y_pred).dtype.itemsize < 4 \
+        else np.float32
+    return (_one_minus_pt32(y, p) == 0) | (((y == 0) | (y == 1))
+                                           & _round_one_faithfully(p_t, narrow))
 
 
 def _pt_rounds_to_one_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
@@ -246,8 +252,11 @@ def _gamma_not_integer(params: Mapping[str, Any]) -> bool:
 def _softmax_saturates_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
     """Samples whose float32 (or narrower input dtype) softmax reaches, or within
     rounding of, exactly 1.0 somewhere."""
-    p = _in_input_dtype(x, _softmax32(x.y_pred))
-    return _rows((p == 1.0) | _round_one_faithfully(p), params)
+    p32 = _softmax32(x.y_pred)
+    p = _in_input_dtype(x, p32)
+    narrow = np.asarray(x.y_pred).dtype if np.asarray(x.y_pred).dtype.itemsize < 4 \
+        else np.float32
+    return _rows((p == 1.0) | _round_one_faithfully(p32, narrow), params)
 
 
 def _gamma_below_one(params: Mapping[str, Any]) -> bool:
