@@ -74,7 +74,7 @@ def test_rows_that_depend_on_the_call_are_named():
     value = report.checks["value"]
     assert value.failures > 0, str(report)
     assert "fails only when evaluated together with" in value.message, str(report)
-    assert "each passes alone" in str(report)
+    assert "and passes alone: a row's loss depends on the other rows" in str(report), str(report)
 
 
 def test_graph_failure_of_a_class_is_attributed_to_single_batches():
