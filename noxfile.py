@@ -6,7 +6,7 @@
     bench      pytest-benchmark: the MNIST training step, saved and compared with the last run
     lint       ruff
     typecheck  mypy on the typed package
-    notf       lossverify.reference and the strategies in an environment without TensorFlow
+    notf       lossverify.reference, the tolerance model and the strategies without TensorFlow
     compat     the conformance report under the oldest Keras-3 TensorFlow and the newest
 """
 
@@ -76,11 +76,13 @@ def typecheck(session: nox.Session) -> None:
 def notf(session: nox.Session) -> None:
     """NumPy + Hypothesis only: what a PyTorch or JAX suite would install."""
     session.install("-e", ".[strategies]", "pytest>=8")
-    session.run("python", "-c", "import sys, lossverify.reference, lossverify.strategies; "
+    session.run("python", "-c", "import sys, lossverify.reference, lossverify.strategies, "
+                "lossverify.tolerance, lossverify.environment; "
                 "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'")
     session.run("pytest", "-p", "no:cacheprovider", "-p", "no:lossverify",
                 "tests/test_reference_values.py", "tests/test_reference_gradients.py",
                 "tests/test_reference_errors.py", "tests/test_reference_fuzz.py",
+                "tests/test_tolerance.py",
                 "--doctest-modules", "lossverify/reference")
 
 
