@@ -94,6 +94,11 @@ def _softmax_ld(x: np.ndarray) -> Any:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _log_softmax_ld(x: np.ndarray) -> Any:
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
 #: Elementwise ops (and sums) evaluated again in extended precision (``np.longdouble``,
 #: 64 mantissa bits on x86) when the loss computes in float64: their float64 result is
 #: then rounded faithfully from that wider value, as in the narrower dtypes. Other ops'
@@ -111,7 +116,8 @@ _WIDE_OPS: dict[str, Callable[..., Any]] = {
     "Xlogy": lambda x, y: np.where(x == 0, 0, x * np.log(np.where(x == 0, 1, y))),
     "SigmoidGrad": lambda y, dy: dy * y * (1 - y), "TanhGrad": lambda y, dy: dy * (1 - y * y),
     "ReciprocalGrad": lambda y, dy: -dy * y * y, "SqrtGrad": lambda y, dy: dy * 0.5 / y,
-    "Softmax": _softmax_ld, "Sum": _sum_like(np.sum), "Mean": _sum_like(np.mean),
+    "Softmax": _softmax_ld, "LogSoftmax": _log_softmax_ld, "Sum": _sum_like(np.sum),
+    "Mean": _sum_like(np.mean),
 }
 
 

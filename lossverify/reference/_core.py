@@ -92,10 +92,11 @@ def faithful(p: np.ndarray, c: Any) -> tuple[np.ndarray, np.ndarray]:
 def softmax_roundings(z: np.ndarray) -> np.ndarray:
     """``c`` for a softmax's output (see :func:`faithful`): the exponent ``z - max`` is
     rounded (absolute error ``u |z - max|``, a relative error of ``exp``'s result), then
-    ``exp``, an ``n``-term sum and a division round, or ``exp(log_softmax)`` rounds its
-    ``log``: ``n + 2 + |z - max|`` covers both evaluation orders."""
+    ``exp``, an ``n``-term sum and a division round; ``exp(log_softmax)`` rounds twice at
+    the magnitude of ``z - max`` (the shift, then subtracting ``log(sum)``) before its
+    ``exp``: ``n + 2 + 2 |z - max|`` covers both evaluation orders."""
     n = z.shape[-1]
-    return n + 2.0 + np.abs(z - z.max(axis=-1, keepdims=True))
+    return n + 2.0 + 2.0 * np.abs(z - z.max(axis=-1, keepdims=True))
 
 
 @dataclass(frozen=True)

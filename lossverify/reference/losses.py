@@ -88,7 +88,11 @@ def _bce_terms(y: np.ndarray, yp: np.ndarray, from_logits: bool, dtype: np.dtype
         z = yp
         softplus = np.log1p(np.exp(-_ABS(z)))
         t = np.maximum(z, 0) - z * y + softplus
-        s = sigmoid(z)
+        # sigmoid(z) through exp of a rounded argument (exp(-z - max(-z, 0)) in
+        # PyTorch's form): exp's result carries a relative error of u |z|, which reaches
+        # sigmoid(z) weighted by 1 - sigmoid(z) (all of it for z << 0, none for z >> 0),
+        # on top of its own two roundings
+        s, _ = faithful(sigmoid(z), 2.0 + _ABS(z) * sigmoid(-z))
         d = s - y
         # For soft labels the standard forms cancel terms of size |z|: Keras's
         # max(z, 0) - z y + log1p(exp(-|z|)) for z > 0, PyTorch's (1 - y) z + max(-z, 0)
