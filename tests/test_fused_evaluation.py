@@ -212,3 +212,27 @@ def test_worst_input_of_a_fused_call_names_one_drawn_batch():
     assert shown.startswith("# "), shown[:200]
     assert "regime='fused'" not in shown
     assert len(shown) < 20_000, len(shown)
+
+
+def cce_coupled_rows(y_true, y_pred):
+    """Wrong only in batches of two or more rows: each row's loss moves by a tenth of its
+    distance from the batch mean (0 for a single row)."""
+    ce = keras.losses.categorical_crossentropy(y_true, y_pred)
+    return ce + 0.1 * (ce - tf.reduce_mean(ce))
+
+
+def test_counterexample_is_one_row_or_says_it_needs_the_batch():
+    wrong_row = lossverify.verify(keras_wrong_everywhere, "categorical_crossentropy",
+                                  checks=("value",), max_examples=20, seed=0)
+    shown = wrong_row.checks["value"].counterexample
+    assert shown.count("], [") == 0 and "y_pred=np.array([[" in shown, shown  # one row
+    coupled = lossverify.verify(cce_coupled_rows, "categorical_crossentropy",
+                                checks=("value",), max_examples=20, seed=0)
+    value = coupled.checks["value"]
+    assert value.failures > 0, str(coupled)
+    assert "no single row fails alone: this failure needs the batch of" in \
+        value.counterexample, str(coupled)
+
+
+def keras_wrong_everywhere(y_true, y_pred):
+    return 1.001 * keras.losses.categorical_crossentropy(y_true, y_pred)
