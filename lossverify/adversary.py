@@ -548,9 +548,9 @@ def rounding_sweep(loss: Callable, reference: str, params: dict[str, Any], *,
     import keras
 
     from lossverify import checks as C
-    from lossverify import numerics
     from lossverify import specs as S
     from lossverify import tolerance as T
+    from lossverify.verifier import _explaining
 
     reduced = isinstance(loss, keras.losses.Loss)
     spec = S.get_spec(reference)
@@ -571,20 +571,14 @@ def rounding_sweep(loss: Callable, reference: str, params: dict[str, Any], *,
             budget = T.budget(reference, params, seen.y_true, seen.y_pred, dtype=compute,
                               input_dtype=dtype, sample_weight=weight, reduced=reduced,
                               reduction=reduction)
-            sel = budget.grad_rows
-            for part, got, want, allowed in (
-                    ("value", value, budget.value, budget.value_allowed),
-                    ("gradient", np.where(sel, grad.astype(np.float64), 0.0),
-                     np.where(sel, budget.grad, 0.0), np.where(sel, budget.grad_allowed, 1.0))):
-                cmp = numerics.compare(np.asarray(got, np.float64), want, allowed, compute)
-                failing, nonfinite = cmp.failing, cmp.nonfinite
-                explained = failing is not None and nonfinite is not None and any(
-                    part in d.checks and d.explains(x, params, part, failing, nonfinite)
-                    for d in deviations)
-                if not cmp.ok and not explained:
-                    failures.append(f"seed {seed}, {part}: {cmp.describe()}\n{x!r}")
-                elif cmp.ok:
-                    worst[part] = max(worst[part], cmp.worst_ratio)
+            result = C.ModeResult(np.asarray(value, np.float64), np.asarray(grad, np.float64))
+            for part, outcome in (("value", C.check_value(result, budget, x.rows)),
+                                  ("gradient", C.check_gradient(result, budget, x.rows))):
+                if outcome.ok and outcome.comparison is not None:
+                    worst[part] = max(worst[part], outcome.comparison.worst_ratio)
+                elif not outcome.ok and _explaining(deviations, part, x, params,
+                                                    outcome) is None:
+                    failures.append(f"seed {seed}, {part}: {outcome.message}\n{x!r}")
     return {"worst": worst, "failures": failures, "runs": len(list(seeds)) * len(batches)}
 
 

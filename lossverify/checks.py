@@ -279,8 +279,8 @@ def check_mode(mode: str, other: ModeResult, eager: ModeResult, expected: Expect
     if eager.value is None:
         return Outcome(False, message=f"eagerly {eager.error}, under {mode} not", rows=rows)
     if other.value.shape != expected.value.shape:
-        return Outcome(False, message=f"{mode} shape {other.value.shape} != eager "
-                       f"{eager.value.shape}", rows=rows)
+        return Outcome(False, message=f"{mode} shape {other.value.shape}, expected "
+                       f"{expected.value.shape} (eager {eager.value.shape})", rows=rows)
     assert other.grad is not None
     v_tol = numerics.at_least_ulps(expected.value, expected.value_allowed, expected.dtype)
     g_tol = numerics.at_least_ulps(expected.grad, expected.grad_allowed, expected.dtype)

@@ -213,13 +213,20 @@ def _one_minus_pt32(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     return one - (y * p + (one - y) * (one - p))
 
 
-def _round_one_faithfully(x: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
-    """Also where rounding a probability just below 1 may give exactly 1 on another CPU,
-    lane or batch size: within 4 units in the last place below 1 of ``dtype`` (float32,
-    or the narrower input dtype: 2**-11 spacing for float16, 2**-8 for bfloat16)."""
+def _narrow(x: Any) -> np.dtype:
+    """The dtype a probability of ``x`` is rounded in: ``y_pred``'s when narrower than
+    float32 (float16, bfloat16), else float32."""
+    dt = np.asarray(x.y_pred).dtype
+    return dt if dt.itemsize < 4 else np.dtype(np.float32)
+
+
+def _near_one(p: np.ndarray, dtype: Any, ulps: int) -> np.ndarray:
+    """Within ``ulps`` units in the last place below 1 of ``dtype`` (2**-11 for float16,
+    2**-8 for bfloat16, 2**-24 for float32): where a faithful rounding on another CPU,
+    lane or batch size may give exactly 1."""
     below_one = {2: 2.0**-11 if np.dtype(dtype) == np.float16 else 2.0**-8,
                  4: 2.0**-24, 8: 2.0**-53}[np.dtype(dtype).itemsize]
-    return np.asarray(x, np.float64) >= 1.0 - 4 * below_one
+    return np.asarray(p, np.float64) >= 1.0 - ulps * below_one
 
 
 def _sigmoid_saturates_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
@@ -230,10 +237,8 @@ def _sigmoid_saturates_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
     y = np.asarray(x.y_true, np.float32)
     p = _in_input_dtype(x, _probabilities32(x, params))
     p_t = np.float32(1) - _one_minus_pt32(y, p)
-    narrow = np.asarray(x.y_pred).dtype if np.asarray(x.y_pred).dtype.itemsize < 4 \
-        else np.float32
     return (_one_minus_pt32(y, p) == 0) | (((y == 0) | (y == 1))
-                                           & _round_one_faithfully(p_t, narrow))
+                                           & _near_one(p_t, _narrow(x), 4))
 
 
 def _pt_rounds_to_one_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
@@ -253,10 +258,7 @@ def _softmax_saturates_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
     """Samples whose float32 (or narrower input dtype) softmax reaches, or within
     rounding of, exactly 1.0 somewhere."""
     p32 = _softmax32(x.y_pred)
-    p = _in_input_dtype(x, p32)
-    narrow = np.asarray(x.y_pred).dtype if np.asarray(x.y_pred).dtype.itemsize < 4 \
-        else np.float32
-    return _rows((p == 1.0) | _round_one_faithfully(p32, narrow), params)
+    return _rows((_in_input_dtype(x, p32) == 1.0) | _near_one(p32, _narrow(x), 4), params)
 
 
 def _gamma_below_one(params: Mapping[str, Any]) -> bool:
@@ -371,9 +373,8 @@ def _near_half_precision_clip(p: np.ndarray) -> np.ndarray:
     """Within two units in the last place below 1 of the half-precision dtype (a
     faithful softmax may round there up to 1.0, where ``1 - 1e-7`` is 1.0 too), or below
     2**-14."""
-    wide = np.asarray(p).astype(np.float64)
-    below_one = 2.0**-10 if np.asarray(p).dtype == np.float16 else 2.0**-7
-    return (wide >= 1.0 - below_one) | (wide <= 2.0**-14)
+    p = np.asarray(p)
+    return _near_one(p, p.dtype, 2) | (p.astype(np.float64) <= 2.0**-14)
 
 
 def _low_precision_near_clip_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:

@@ -122,8 +122,9 @@ def _as_float64(ev: R.Evaluation) -> R.Evaluation:
 
 def spread(reference: str, params: Mapping[str, Any], y_true: Any, y_pred: Any,
            dtype: str, exact: R.Evaluation | None = None
-           ) -> tuple[R.Evaluation, np.ndarray, np.ndarray]:
-    """``(exact evaluation, value spread, gradient spread)``; see the module docstring."""
+           ) -> tuple[R.Evaluation, R.Evaluation, np.ndarray, np.ndarray]:
+    """``(exact evaluation, evaluation in dtype, value spread, gradient spread)``; see the
+    module docstring."""
     hi = np.longdouble if dtype == "float64" else np.float64
     with np.errstate(all="ignore"):
         if exact is None:
@@ -138,7 +139,7 @@ def spread(reference: str, params: Mapping[str, Any], y_true: Any, y_pred: Any,
                 moved = _as_float64(R.evaluate(reference, y_true, y_pred, **params))
             value_spread = np.maximum(value_spread, _finite_abs(moved.value - exact.value))
             grad_spread = np.maximum(grad_spread, _finite_abs(moved.grad - exact.grad))
-    return exact, value_spread, grad_spread
+    return exact, low, value_spread, grad_spread
 
 
 def _finite_abs(d: np.ndarray) -> np.ndarray:
@@ -164,7 +165,7 @@ def budget(reference: str, params: Mapping[str, Any], y_true: Any, y_pred: Any, 
         y_pred = y_pred.astype(np.float32)
     if y_true.dtype.kind == "V":
         y_true = y_true.astype(np.float32)
-    ev, v_spread, g_spread = spread(reference, params, y_true, y_pred, dtype)
+    ev, low, v_spread, g_spread = spread(reference, params, y_true, y_pred, dtype)
     axis = params.get("axis", -1)
     n_terms = int(np.shape(y_pred)[axis])
     with np.errstate(invalid="ignore", over="ignore"):
@@ -172,10 +173,8 @@ def budget(reference: str, params: Mapping[str, Any], y_true: Any, y_pred: Any, 
         g_allowed = allowed(ev.grad_scale, n_terms, dtype, g_spread)
     if numerics.np_dtype(dtype).itemsize == 2:
         # where the dtype itself cannot hold the answer, nothing is compared
-        with R.computing_in(numerics.np_dtype(dtype)), np.errstate(all="ignore"):
-            low = R.evaluate(reference, y_true, y_pred, **params)
-        v_allowed = np.where(np.isfinite(np.asarray(low.value, np.float64)), v_allowed, np.inf)
-        g_allowed = np.where(np.isfinite(np.asarray(low.grad, np.float64)), g_allowed, np.inf)
+        v_allowed = np.where(np.isfinite(low.value), v_allowed, np.inf)
+        g_allowed = np.where(np.isfinite(low.grad), g_allowed, np.inf)
     kink = np.broadcast_to(np.expand_dims(ev.kink, axis), ev.grad.shape)
     if not reduced:
         out = Budget(ev.value, v_allowed, ev.grad, g_allowed, ~kink, int(ev.kink.sum()), dtype)

@@ -440,31 +440,33 @@ class _Session:
         element of ``outcome`` (see :meth:`KnownDeviation.explains`), if any."""
         if self.strict:
             return None
-        return _explaining(self.deviations, check, x, self.params, outcome)
+        dev = _explaining(self.deviations, check, x, self.params, outcome)
+        return None if dev is None else dev.id
 
     def named_resemblance(self, check: str, x: lst.LossInputs, outcome: C.Outcome
                           ) -> C.Outcome:
         """``outcome`` (a failure), its message naming a known deviation of *another*
         implementation that it looks like, if one does."""
-        dev_id = _explaining(self.resemblances, check, x, self.params, outcome)
-        if dev_id is None:
+        dev = _explaining(self.resemblances, check, x, self.params, outcome)
+        if dev is None:
             return outcome
-        dev = next(d for d in self.resemblances if d.id == dev_id)
         owners = ", ".join(dev.implementations)
-        note = (f" [resembles the known upstream deviation {dev_id} of {owners}; it is "
+        note = (f" [resembles the known upstream deviation {dev.id} of {owners}; it is "
                 f"attached to those implementations only, and this loss is not one of them]")
         return dataclasses.replace(outcome, message=outcome.message + note)
 
 
-def _explaining(deviations: Iterable[S.KnownDeviation], check: str, x: lst.LossInputs,
-                params: Mapping[str, Any], outcome: C.Outcome) -> str | None:
+def _explaining(deviations: Iterable[S.KnownDeviation], check: str, x: Any,
+                params: Mapping[str, Any], outcome: C.Outcome) -> S.KnownDeviation | None:
+    """The first of ``deviations`` that explains every failing element of ``outcome``
+    of ``check`` on ``x`` (see :meth:`KnownDeviation.explains`)."""
     cmp = outcome.comparison
     if cmp is None or cmp.failing is None or cmp.nonfinite is None:
         return None  # raised, wrong shape, not differentiable: no deviation's symptom
     for dev in deviations:
         if check in dev.checks and dev.explains(x, params, outcome.part, cmp.failing,
                                                 cmp.nonfinite):
-            return dev.id
+            return dev
     return None
 
 
@@ -721,6 +723,7 @@ def _shrink(session: _Session, check: str, strategy: st.SearchStrategy, max_exam
             seed: int, first_message: str) -> tuple[str, str]:
     """Search again failing on ``check`` alone; return the minimal example and message."""
     last: dict[str, str] = {}
+    found: list[lst.LossInputs] = []  # the last failing example, as drawn
 
     def failure(x: lst.LossInputs) -> str | None:
         outcome = session.outcomes(x, only=check)[check]
@@ -733,7 +736,8 @@ def _shrink(session: _Session, check: str, strategy: st.SearchStrategy, max_exam
         x = C.cast_inputs(x, session.dtype)
         message = failure(x)
         if message is not None:
-            last["example"], last["message"], last["x"] = repr(x), message, x  # type: ignore
+            last["example"], last["message"] = repr(x), message
+            found[:] = [x]
             raise _Found(message)
 
     try:
@@ -744,17 +748,17 @@ def _shrink(session: _Session, check: str, strategy: st.SearchStrategy, max_exam
     except Exception as exc:  # Hypothesis flakiness errors and the like
         last.setdefault("message", f"{first_message} (shrinking stopped: "
                                    f"{type(exc).__name__})")
-    found: Any = last.get("x")
-    if found is not None and found.y_pred.shape[0] > 1 and \
-            session.params.get("axis", -1) % found.y_pred.ndim == found.y_pred.ndim - 1:
+    x = found[0] if found else None
+    if x is not None and x.y_pred.shape[0] > 1 and \
+            session.params.get("axis", -1) % x.y_pred.ndim == x.y_pred.ndim - 1:
         # one row, if one row fails alone; else say that the failure needs the batch
-        for i in range(found.y_pred.shape[0]):
-            row = _take_rows(found, i, i + 1)
+        for i in range(x.y_pred.shape[0]):
+            row = _take_rows(x, i, i + 1)
             message = failure(row)
             if message is not None:
                 return repr(row), message
         return (f"# no single row fails alone: this failure needs the batch of "
-                f"{found.y_pred.shape[0]} rows\n{last['example']}", last["message"])
+                f"{x.y_pred.shape[0]} rows\n{last['example']}", last["message"])
     return last.get("example", ""), last.get("message", first_message)
 
 

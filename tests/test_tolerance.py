@@ -104,7 +104,7 @@ def test_spread_covers_both_faithful_roundings_of_a_saturated_probability():
     with either has 1 - p of 5.96e-8 or 0, and the focal gradient follows. The perturbed
     reference reaches at least the 1 - 2**-24 neighbour."""
     y, z = AMD_Y[:1], AMD_Z[:1]
-    exact, _, g_spread = T.spread("focal_loss", {"gamma": 2.0}, y, z, "float32")
+    exact, _, _, g_spread = T.spread("focal_loss", {"gamma": 2.0}, y, z, "float32")
     with R.perturbing(2.0**-24, "down"):
         moved = R.evaluate("focal_loss", y, z, gamma=2.0)
     # the true class's probability was moved by at least one unit below 1
