@@ -257,10 +257,10 @@ def test_deviation_matches_per_element_and_on_its_symptom():
         return out * tf.constant([1.0, 1.0 + 1e-3])  # row 1 is wrong by 0.1 %
 
     loss.__wrapped__ = keras.losses.binary_focal_crossentropy
-    # row 0: sigmoid(21) rounds to 1, p_t == 1 (the deviation's NaN gradient; the
-    # reference's is finite); row 1: an ordinary row
+    # row 0: sigmoid(60) is 1 in float32 on any CPU (1 + exp(-60) rounds to 1), p_t == 1
+    # (the deviation's NaN gradient; the reference's is finite); row 1: an ordinary row
     x = lst.LossInputs(np.array([[1.0], [1.0]], np.float32),
-                       np.array([[21.0], [0.3]], np.float32))
+                       np.array([[60.0], [0.3]], np.float32))
     spec = S.get_spec("binary_focal_crossentropy")
     session = _Session(loss, spec, params, ("gradient",), C.DEFAULT_TIME_LIMIT, False)
     outcome = session.outcomes(x)["gradient"]
