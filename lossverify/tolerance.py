@@ -38,7 +38,8 @@ The budget, per element
     rounding-sensitive intermediate (softmax and sigmoid outputs, renormalised
     probabilities, ``1 - p_t``) moved by its largest faithful rounding error, ``c u``
     relative with ``c`` the number of roundings that reach it (``n + 2 + 2 |z - max z|``
-    for a softmax, ``n`` for ``p / sum(p)``, 2 for a sigmoid, 4 for ``p_t``): down,
+    for a softmax, ``n`` for ``p / sum(p)``, 2 for a sigmoid (plus ``|z| sigmoid(-z)`` in
+    from-logits cross-entropy: exp's argument), 4 for ``p_t``): down,
     up, and alternating between classes (:data:`PATTERNS`). ``spread`` is the largest
     change of each element over those evaluations and twice the change that
     evaluating the reference formulas in the implementation's own dtype makes (a
