@@ -10,14 +10,38 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["VerifyReport", "assert_verified", "verify", "__version__"]
+from lossverify.contract import Domain, LossverifyWarning, Output
+
+__all__ = ["Domain", "LossverifyWarning", "Output", "VerifyReport", "assert_verified",
+           "verify", "__version__"]
 
 _LAZY = {"verify", "assert_verified", "VerifyReport"}
+
+#: What each optional part needs, by the extra that installs it.
+EXTRAS = {
+    "tf": "TensorFlow, Keras, Hypothesis, scikit-learn, matplotlib: verify(), the CLI, MNIST",
+    "strategies": "Hypothesis: lossverify.strategies without TensorFlow",
+    "test": "tf plus pytest, pytest-xdist, pytest-benchmark: the test suite",
+    "bench": "tf plus pytest and pytest-benchmark: the benchmarks",
+    "lint": "ruff and mypy",
+}
+
+
+def missing_extra(exc: ModuleNotFoundError, what: str, extra: str) -> ModuleNotFoundError:
+    """An ImportError that names the extra to install (not a bare "No module named")."""
+    return ModuleNotFoundError(
+        f"{what} needs {exc.name!r}, which is not installed: install lossverify's "
+        f"{extra!r} extra (from a clone: pip install -e \".[{extra}]\"); it brings "
+        f"{EXTRAS[extra]}", name=exc.name)
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from lossverify import verifier as _verifier
-
+        try:
+            from lossverify import verifier as _verifier
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] in ("hypothesis", "tensorflow", "keras"):
+                raise missing_extra(exc, f"lossverify.{name}", "tf") from None
+            raise
         return getattr(_verifier, name)
     raise AttributeError(f"module 'lossverify' has no attribute {name!r}")

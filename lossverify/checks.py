@@ -99,13 +99,17 @@ class Executor:
     ``d sum(result) / d y_pred``. Each ``tf.function`` is built once with
     ``reduce_retracing=True`` so new shapes reuse a ``None``-dimension trace."""
 
-    def __init__(self, loss: Callable, reduced: bool, time_limit: float = DEFAULT_TIME_LIMIT):
+    def __init__(self, loss: Callable, reduced: bool, time_limit: float = DEFAULT_TIME_LIMIT,
+                 adapt: Callable[..., tuple[Any, Any, str | None]] | None = None):
         import tensorflow as tf
 
         self._tf = tf
         self.loss = loss
         self.reduced = reduced
         self.time_limit = time_limit
+        #: ``(value, grad, y_pred_shape) -> (value, grad, problem)``: the loss's results in
+        #: the reference's terms (a declared :class:`lossverify.contract.Output`)
+        self.adapt = adapt
         # One tf.function per (mode, rank, label dtype, weighted), traced once with None
         # dimensions: reduce_retracing alone relaxes differing ranks to an unknown rank,
         # which Keras's shape logic (shape[-1], squeeze) cannot handle.
@@ -178,6 +182,12 @@ class Executor:
             return ModeResult(error=f"returned dtype {value.dtype.name}, expected a float dtype")
         result = ModeResult(np.asarray(value.numpy(), np.float64), np.asarray(grad.numpy(),
                                                                               np.float64))
+        if self.adapt is not None:
+            assert result.value is not None
+            result.value, result.grad, problem = self.adapt(result.value, result.grad,
+                                                            x.y_pred.shape)
+            if problem:
+                return ModeResult(error=problem)
         if not bool(connected.numpy()):
             result.error = "the result is not differentiable with respect to y_pred " \
                            "(GradientTape returned None)"
@@ -225,6 +235,11 @@ def _first_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     if not lines:
         return ""
+    if lines[0].startswith("Graph execution error"):
+        # "Graph execution error:", "Detected at node ...", the user's frames, then the
+        # op's own message, then "[[{{node ...}}]]": keep the op's message
+        useful = [ln for ln in lines[1:] if not ln.startswith(("[[", "File ", "Detected at"))]
+        return (useful[-1] if useful else lines[0])[:300]
     return (lines[-1] if lines[0].startswith("in user code") else lines[0])[:300]
 
 
@@ -233,10 +248,16 @@ def _first_line(exc: BaseException) -> str:
 
 def _shape_problem(result: ModeResult, expected: Expected) -> str | None:
     assert result.value is not None
-    if result.value.shape != expected.value.shape:
-        return (f"returned shape {result.value.shape}, expected {expected.value.shape} "
-                f"({'a scalar' if expected.value.ndim == 0 else 'one loss per sample'})")
-    return None
+    got, want = result.value.shape, expected.value.shape
+    if got == want:
+        return None
+    if expected.value.ndim == 0:
+        return f"returned shape {got}; expected a scalar (the reduced loss)"
+    hint = ""
+    if len(got) == len(want) + 1 and got[:len(want)] == want:
+        hint = (" (a loss that returns one value per element: declare how it reduces, "
+                "output=lossverify.Output(per_element='mean' or 'sum'), CLI --per-element)")
+    return f"returned shape {got}; expected per-sample {want}{hint}"
 
 
 def check_value(eager: ModeResult, expected: Expected, rows: int) -> Outcome:
@@ -252,6 +273,9 @@ def check_value(eager: ModeResult, expected: Expected, rows: int) -> Outcome:
 def check_gradient(eager: ModeResult, expected: Expected, rows: int) -> Outcome:
     if eager.value is None or eager.error:
         return Outcome(False, message=eager.error or "", rows=rows)
+    problem = _shape_problem(eager, expected)
+    if problem:  # the gradient of a sum over other values than the reference's
+        return Outcome(False, message=problem, rows=rows)
     assert eager.grad is not None
     if eager.grad.shape != expected.grad.shape:
         return Outcome(False, message=f"gradient shape {eager.grad.shape}, expected "
@@ -278,9 +302,9 @@ def check_mode(mode: str, other: ModeResult, eager: ModeResult, expected: Expect
         return Outcome(False, message=f"fails under {mode}: {other.error}", rows=rows)
     if eager.value is None:
         return Outcome(False, message=f"eagerly {eager.error}, under {mode} not", rows=rows)
-    if other.value.shape != expected.value.shape:
-        return Outcome(False, message=f"{mode} shape {other.value.shape}, expected "
-                       f"{expected.value.shape} (eager {eager.value.shape})", rows=rows)
+    problem = _shape_problem(other, expected)
+    if problem:
+        return Outcome(False, message=f"under {mode}, {problem}", rows=rows)
     assert other.grad is not None
     v_tol = numerics.at_least_ulps(expected.value, expected.value_allowed, expected.dtype)
     g_tol = numerics.at_least_ulps(expected.grad, expected.grad_allowed, expected.dtype)

@@ -170,6 +170,7 @@ def build_implementation(impl: Implementation, params: Mapping[str, Any]) -> Cal
 
     bound.__name__ = attr
     bound.__wrapped__ = obj  # type: ignore[attr-defined]
+    bound.keywords = dict(kwargs)  # type: ignore[attr-defined]  # as functools.partial's
     return bound
 
 

@@ -25,8 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
+
+try:
+    from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
+except ModuleNotFoundError as _exc:  # a NumPy-only install
+    from lossverify import missing_extra
+
+    raise missing_extra(_exc, "lossverify.strategies", "strategies") from None
 
 __all__ = [
     "LossInputs",

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import functools
 import math
+import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -35,11 +36,25 @@ from hypothesis import seed as hyp_seed
 from hypothesis import strategies as st
 
 from lossverify import checks as C
+from lossverify import contract as K
 from lossverify import environment, numerics
 from lossverify import specs as S
 from lossverify import strategies as lst
 
 __all__ = ["CheckReport", "VerifyReport", "assert_verified", "verify"]
+
+
+#: The longest counterexample a report keeps (a fused batch of hundreds of rows would
+#: otherwise make a report of hundreds of kilobytes); the reproduce line redraws it whole.
+MAX_EXAMPLE_CHARS = 16_000
+
+
+def capped(text: str, limit: int = MAX_EXAMPLE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return (text[:limit] + f"\n# ... {len(text) - limit} more characters left out; the "
+            "reproduce line draws this example again")
 
 
 @dataclass
@@ -92,7 +107,7 @@ class CheckReport:
             self.worst_abs, self.worst_rel, self.worst_ulp = (cmp.worst_abs, cmp.worst_rel,
                                                               cmp.worst_ulp)
             self.worst_row_rel = cmp.row_rel
-            self.worst_input = example_repr()
+            self.worst_input = capped(example_repr())
         if outcome.ok:
             return
         if deviation is not None:
@@ -101,7 +116,7 @@ class CheckReport:
         self.failures += 1
         if not self.message:
             self.message = outcome.message
-            self.worst_input = example_repr()
+            self.worst_input = capped(example_repr())
             if cmp is None:
                 self.worst_ratio = math.inf
 
@@ -127,6 +142,11 @@ class VerifyReport:
     min_rows: int = 0
     #: the spec's implementation the loss was recognised as (its known deviations apply)
     implementation: str | None = None
+    #: the loss's own parameters (``loss_params``), the inputs it was checked on, and
+    #: how its output was brought to the reference's terms
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    domain: K.Domain = field(default_factory=K.Domain)
+    output: K.Output = field(default_factory=K.Output)
 
     @property
     def ok(self) -> bool:
@@ -141,6 +161,12 @@ class VerifyReport:
             args = f", dtype={self.dtype!r}" + args
         if self.min_rows:
             args = f", min_rows={self.min_rows}" + args
+        if self.output.adapted:
+            args = f", output={self.output.code()}" + args
+        if self.domain.narrowed:
+            args = f", domain={self.domain.code()}" + args
+        if self.loss_params:
+            args = f", loss_params={self.loss_params!r}" + args
         return (f"lossverify.verify(loss, {self.reference!r}, max_examples="
                 f"{self.max_examples}, seed={self.seed}{args})")
 
@@ -150,7 +176,14 @@ class VerifyReport:
             f"{self.dtype} inputs, computed in {self.compute_dtype}"
         head = (f"lossverify: {self.loss} ({self.form}) vs reference {self.reference}"
                 f" [{params}] {dtype} seed={self.seed}: {'OK' if self.ok else 'FAILED'}")
-        lines = [head, f"  {'check':<9} {'examples':>8} {'rows':>6} {'worst err':>10} "
+        lines = [head]
+        if self.loss_params:
+            lines.append("  the loss's own parameters: " + ", ".join(
+                f"{k}={v!r}" for k, v in self.loss_params.items()))
+        if self.domain.narrowed or self.output.adapted:
+            lines.append(f"  inputs: {self.domain.describe()}; output: "
+                         f"{self.output.describe()}")
+        lines += [f"  {'check':<9} {'examples':>8} {'rows':>6} {'worst err':>10} "
                        f"{'err/allowed':>11} {'ulp':>8} {'err/row':>9}  verdict"]
         for c in self.checks.values():
             ulp = "-" if c.worst_ulp > 2**40 else str(c.worst_ulp)
@@ -179,6 +212,8 @@ class VerifyReport:
             "reference": self.reference, "form": self.form,
             "params": self.params, "seed": self.seed, "max_examples": self.max_examples,
             "min_rows": self.min_rows, "implementation": self.implementation,
+            "loss_params": self.loss_params, "domain": self.domain.describe(),
+            "output": self.output.describe(),
             "dtype": self.dtype, "compute_dtype": self.compute_dtype, "ok": self.ok,
             "checks": {name: {
                 "examples": c.examples, "rows": c.rows, "failures": c.failures,
@@ -221,8 +256,11 @@ class _Session:
 
     def __init__(self, loss: Any, spec: S.LossSpec, params: dict[str, Any],
                  chosen: tuple[str, ...], time_limit: float, strict: bool,
-                 dtype: str = "float32", implementation: str | None = None):
+                 dtype: str = "float32", implementation: str | None = None,
+                 domain: K.Domain | None = None, output: K.Output | None = None):
         self.spec = spec
+        self.domain = domain or K.Domain()
+        self.output = output or K.Output()
         self.dtype = dtype
         self.params = params
         self.chosen = chosen
@@ -234,8 +272,14 @@ class _Session:
         self.compute_dtype = str(getattr(loss, "dtype", dtype)) if self.reduced else dtype
         if self.compute_dtype not in numerics.DTYPES:
             self.compute_dtype = dtype
-        self.executor = C.Executor(loss, self.reduced, time_limit)
-        inputs = lst.loss_inputs(spec.name, with_sample_weight=self.reduced, **params)
+        axis = params.get("axis", -1)
+        adapt = None if not self.output.adapted else functools.partial(
+            self.output.adapt, axis=axis, reduced=self.reduced)
+        self.executor = C.Executor(loss, self.reduced, time_limit, adapt)
+        self.logits = bool(params.get("from_logits")) or \
+            lst.LABEL_KIND[spec.name].endswith("_logits")
+        inputs = lst.loss_inputs(spec.name, with_sample_weight=self.reduced,
+                                 soft_labels=not self.domain.hard_labels, **params)
         if self.reduced:
             use_weight = st.booleans()
             self.strategy = st.tuples(inputs, use_weight).map(
@@ -261,13 +305,25 @@ class _Session:
         classes = int(np.random.default_rng([seed, tag]).integers(lowest, 13))
         params = {"class_num": classes, **self.params}
         return lst.loss_inputs(self.spec.name, with_sample_weight=self.reduced, rank=2,
-                               max_batch=3 * lst.DEFAULT_MAX_BATCH, **params)
+                               max_batch=3 * lst.DEFAULT_MAX_BATCH,
+                               soft_labels=not self.domain.hard_labels, **params)
+
+    def prepare(self, x: lst.LossInputs) -> lst.LossInputs:
+        """A drawn batch as the loss sees it: rounded to the input dtype, then moved
+        into the declared domain (in that dtype)."""
+        x = C.cast_inputs(x, self.dtype)
+        if self.domain.probabilities is None and self.domain.logits is None:
+            return x
+        narrowed = self.domain.narrow(x.y_pred, self.logits, self.params.get("axis", -1))
+        if narrowed is x.y_pred:
+            return x
+        return lst.LossInputs(x.y_true, narrowed, x.sample_weight, x.regime, x.notes)
 
     def outcomes(self, x: lst.LossInputs, only: str | tuple[str, ...] | None = None,
                  xla_budget: bool = True) -> dict[str, C.Outcome | None]:
         """The chosen checks (or ``only``) on one batch, evaluated on its own."""
         wanted = (only,) if isinstance(only, str) else (only or self.chosen)
-        x = C.cast_inputs(x, self.dtype)
+        x = self.prepare(x)
         results = {"eager": self.executor.run("eager", x)}
         if "graph" in wanted:
             results["graph"] = self.executor.run("graph", x)
@@ -418,14 +474,65 @@ class _Session:
             reports[name].record(fused, functools.partial(repr, fx), dev, len(group))
             return
         fused = self.named_resemblance(name, fx, fused)
-        others = f"{len(group) - 1} other batches" if len(group) > 1 else "other batches"
-        message = (f"fails only when evaluated together with {others} of the same shape "
-                   f"(rows concatenated along the batch axis) and passes alone: a row's "
-                   f"loss depends on the other rows in the call, or the result is beyond "
-                   f"every faithful rounding at that batch size: {fused.message}")
-        reports[name].record(C.Outcome(False, fused.comparison, message, fused.rows,
-                                       part=fused.part),
-                             functools.partial(repr, fx), None, len(group))
+        where, worst, depends = self._diagnose_fused(name, group, fx, fused)
+        together = (f"fails when {len(group)} drawn batches are evaluated in one call of "
+                    f"{fx.y_pred.shape[0]} rows (concatenated along the batch axis) and "
+                    f"passes batch by batch")
+        if depends:
+            message = f"{together}: a row's loss depends on the other rows ({depends})"
+        elif depends is None:  # a reduced loss: its rows cannot be compared one by one
+            message = (f"{together}: at that batch size the result lies beyond the budget, "
+                       "or a row's loss depends on the other rows")
+        else:
+            message = (f"{together}; each row gives the same result alone as in the call, "
+                       "within the budget, so the rows are independent: at that batch size "
+                       "the result lies beyond the budget")
+        shown = functools.partial(repr, fx) if worst is None else \
+            (lambda: f"# {where}\n{worst!r}")
+        reports[name].record(C.Outcome(False, fused.comparison,
+                                       f"{message}: {fused.message}", fused.rows,
+                                       part=fused.part), shown, None, len(group))
+
+    def _diagnose_fused(self, name: str, group: list[lst.LossInputs], fx: lst.LossInputs,
+                        fused: C.Outcome) -> tuple[str, lst.LossInputs | None, str | None]:
+        """For a fused failure whose batches all pass alone: the batch holding the worst
+        element (with where it sat) and whether the loss's rows depend on each other.
+
+        The batch is run alone and in the fused call in the failing check's mode, and its
+        rows are compared with each other (not with the reference) within the budget:
+        a difference beyond it is a row that depends on the others (the mismatch named),
+        ``""`` means independent rows. ``None``: not decidable (a reduced loss)."""
+        index = fused.comparison.index if fused.comparison is not None else None
+        if self.reduced or not index:
+            return "", None, None
+        stops = np.cumsum([x.y_pred.shape[0] for x in group])
+        k = int(np.searchsorted(stops, index[0], side="right"))
+        if k >= len(group):
+            return "", None, None
+        x, stop = group[k], int(stops[k])
+        start = stop - x.y_pred.shape[0]
+        k += 1
+        where = (f"batch {k} of {len(group)}, rows {start}..{stop - 1} of the call of "
+                 f"{fx.y_pred.shape[0]} rows; its row {index[0] - start} holds the worst "
+                 "element")
+        mode = name if name in ("graph", "xla") else "eager"
+        together = self.executor.run(mode, fx)
+        alone = self.executor.run(mode, x)
+        if together.value is None or alone.value is None or alone.grad is None:
+            return where, x, None
+        part = _slice_result(together, start, stop)
+        expected = _slice_expected(self._expected(fx), start, stop)
+        for what, a, b, allowed in (("value", alone.value, part.value, expected.value_allowed),
+                                    ("gradient", alone.grad, part.grad, expected.grad_allowed)):
+            assert b is not None
+            tol = numerics.at_least_ulps(b, allowed, expected.dtype)
+            if what == "gradient":  # rows at a kink are not compared (see check_gradient)
+                sel = expected.grad_rows
+                a, b, tol = np.where(sel, a, 0.0), np.where(sel, b, 0.0), np.where(sel, tol, 1.0)
+            cmp = numerics.compare(a, b, tol, expected.dtype)
+            if not cmp.ok:
+                return where, x, f"the {what} alone and in the call differ: {cmp.describe()}"
+        return where, x, ""
 
     def _expected(self, x: lst.LossInputs) -> C.Expected:
         """The reference on the inputs as the loss computes them (a Loss instance sees
@@ -572,14 +679,16 @@ def _run_hypothesis(test: Callable[[Any], None], strategy: st.SearchStrategy,
 
 
 def _draw(strategy: st.SearchStrategy, max_examples: int, seed: int, dtype: str,
-          min_rows: int = 0) -> list[lst.LossInputs]:
+          min_rows: int = 0, prepare: Callable[[Any], Any] | None = None
+          ) -> list[lst.LossInputs]:
     """``max_examples`` drawn batches; then, while they hold fewer than ``min_rows`` rows,
     as many more as the rows per batch so far say are missing, each round a Hypothesis run
     of its own with a seed derived from ``seed`` (at most :data:`TOP_UP_ROUNDS`)."""
     draws: list[lst.LossInputs] = []
 
     def run(n: int, run_seed: int) -> None:
-        _run_hypothesis(lambda x: draws.append(C.cast_inputs(x, dtype)), strategy, n,
+        _run_hypothesis(lambda x: draws.append(prepare(x) if prepare else
+                                               C.cast_inputs(x, dtype)), strategy, n,
                         run_seed, (Phase.explicit, Phase.generate))
 
     run(max_examples, seed)
@@ -606,13 +715,29 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
            checks: Iterable[str] | None = None, strict: bool = False,
            time_limit: float = C.DEFAULT_TIME_LIMIT, dtype: str = "float32",
            min_rows: int = 0, implementation: str | None = None,
+           loss_params: Mapping[str, Any] | None = None,
+           domain: K.Domain | Mapping[str, Any] | None = None,
+           output: K.Output | Mapping[str, Any] | None = None,
            **reference_kwargs: Any) -> VerifyReport:
     """Check ``loss`` against the reference named ``reference``.
 
     Args:
         loss: a ``keras.losses.Loss`` instance (checked reduced, also with random
-            ``sample_weight``) or any callable ``(y_true, y_pred) -> per-sample losses``.
+            ``sample_weight``) or any callable ``(y_true, y_pred) -> per-sample losses``;
+            or what makes one: a class (constructed with ``loss_params``) or a factory
+            whose parameters all have defaults (called with ``loss_params``).
         reference: a name in :data:`lossverify.specs.SPECS`.
+        loss_params: the loss's own parameters, kept apart from the reference's
+            (``**reference_kwargs``): a class is constructed and a factory called with
+            them, a loss function gets them bound (``functools.partial``). A parameter
+            both accept, given to one side only with a value the other does not have,
+            warns (:class:`lossverify.contract.LossverifyWarning`).
+        domain: the inputs the loss is defined on, a :class:`lossverify.Domain` (or
+            a mapping of its fields): hard labels only, probabilities or logits within
+            a range. Drawn inputs are narrowed to it; the report says so.
+        output: a :class:`lossverify.Output` (or a mapping of its fields) for a loss that
+            returns one value per element (``per_element="mean"`` or ``"sum"`` over the
+            class axis) or a constant multiple of the reference (``scale``).
         max_examples: Hypothesis examples (drawn batches) per run; each batch holds
             1 to 16 samples (times up to 3 steps), all checked. The xla check draws
             3/8 as many batches of its own, of up to 48 samples.
@@ -635,6 +760,12 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
         **reference_kwargs: parameters of the reference (``from_logits=True`` also
             makes the inputs logits).
     """
+    try:
+        import tensorflow  # noqa: F401  (what the checks run on)
+    except ModuleNotFoundError as exc:
+        from lossverify import missing_extra
+
+        raise missing_extra(exc, "lossverify.verify", "tf") from None
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
         raise ValueError(f"max_examples: expected a positive int, got {max_examples!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -643,6 +774,9 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
         raise ValueError(f"min_rows: expected a non-negative int, got {min_rows!r}")
     if not callable(loss):
         raise TypeError(f"loss: expected a callable (y_true, y_pred) -> tensor, got {loss!r}")
+    if loss_params is not None and not isinstance(loss_params, Mapping):
+        raise TypeError(f"loss_params: expected a mapping of parameter names to values, "
+                        f"got {loss_params!r}")
     spec = S.get_spec(reference)
     chosen = _validate_checks(checks)
     if dtype not in numerics.DTYPES:
@@ -650,36 +784,108 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
     seed = 0 if seed is None else seed
     params = dict(reference_kwargs)
     _check_reference_params(spec, params)
+    the_domain, the_output = K.Domain.of(domain), K.Output.of(output)
+    _check_domain(spec, params, the_domain)
+    given = loss
+    loss, _made = K.build_loss(loss, loss_params)
+    if the_output.per_element is not None and C.is_keras_loss(loss):
+        raise ValueError("output: per_element applies to a function returning one value per "
+                         "element; a keras.losses.Loss returns the reduced loss")
+    for note in K.mismatched_params(given, loss, dict(loss_params or {}), params,
+                                    _reference_defaults(spec)):
+        warnings.warn(f"{_loss_name(loss)} vs reference {reference}: {note}",
+                      K.LossverifyWarning, stacklevel=2)
     labels = [impl.label for impl in spec.implementations]
     if implementation is not None and implementation not in labels:
         raise ValueError(f"implementation: expected one of {labels} (the implementations "
                          f"{reference!r} lists) or None, got {implementation!r}")
-    session = _Session(loss, spec, params, chosen, time_limit, strict, dtype, implementation)
+    session = _Session(loss, spec, params, chosen, time_limit, strict, dtype, implementation,
+                       the_domain, the_output)
     reports = {name: CheckReport(name) for name in chosen}
+
+    def report() -> VerifyReport:
+        return VerifyReport(
+            loss=_loss_name(loss), reference=reference, form="class" if session.reduced
+            else "function", params=params, seed=seed, max_examples=max_examples,
+            checks=reports, deviations={d.id: d for d in spec.deviations}, dtype=dtype,
+            compute_dtype=session.compute_dtype, min_rows=min_rows,
+            implementation=session.implementation, loss_params=dict(loss_params or {}),
+            domain=the_domain, output=the_output)
 
     # Hypothesis only draws (no test outcome feeds back into generation, so these are
     # the draws an evaluating test would see); the checks then run on fused batches,
     # far fewer TensorFlow calls than one per draw.
     main_checks = tuple(c for c in chosen if c != "xla")
     strategies = {name: session.strategy for name in main_checks}
+    draws = _draw(session.strategy, max_examples, seed, dtype, min_rows, session.prepare)
+    if _fails_fast(session, draws, reports):
+        return report()
     if main_checks:
-        session.evaluate(_draw(session.strategy, max_examples, seed, dtype, min_rows),
-                         reports, main_checks)
+        session.evaluate(draws, reports, main_checks)
     if "xla" in chosen:
         strategies["xla"] = session.xla_strategy(seed)
         session.evaluate(_draw(strategies["xla"], _xla_examples(max_examples), seed, dtype,
-                               min_rows), reports, ("xla",), fuse_single_rows=True)
-    for name, rep in reports.items():
-        if rep.failures:
+                               min_rows, session.prepare), reports, ("xla",),
+                         fuse_single_rows=True)
+    for name, check in reports.items():
+        if check.failures:
             examples = _xla_examples(max_examples) if name == "xla" else max_examples
-            rep.counterexample, rep.message = _shrink(session, name, strategies[name],
-                                                      examples, seed, rep.message)
-    return VerifyReport(
-        loss=_loss_name(loss), reference=reference, form="class" if session.reduced
-        else "function", params=params, seed=seed, max_examples=max_examples, checks=reports,
-        deviations={d.id: d for d in spec.deviations}, dtype=dtype,
-        compute_dtype=session.compute_dtype, min_rows=min_rows,
-        implementation=session.implementation)
+            found, check.message = _shrink(session, name, strategies[name], examples, seed,
+                                           check.message)
+            check.counterexample = capped(found)
+    return report()
+
+
+#: Drawn batches :func:`_fails_fast` calls the loss on before the full run.
+PROBE_BATCHES = 3
+
+
+def _fails_fast(session: _Session, draws: list[lst.LossInputs],
+                reports: dict[str, CheckReport]) -> bool:
+    """A loss that raises (or hangs) on each of the first :data:`PROBE_BATCHES` drawn
+    batches, eagerly, fails every check at once with that error, the smallest of those
+    batches as the counterexample: there is nothing to search for or shrink."""
+    probes = sorted(draws[:PROBE_BATCHES], key=lambda x: (x.y_pred.size, repr(x)))
+    errors = []
+    for x in probes:
+        result = session.executor.run("eager", x)
+        if result.value is not None:
+            return False
+        errors.append(result.error or "")
+    if not probes:
+        return False
+    message = (f"{errors[0]} (on each of the first {len(probes)} drawn batches, so the "
+               "run stopped there)")
+    for check in reports.values():
+        for x in probes:
+            check.record(C.Outcome(False, message=message, rows=x.rows),
+                         functools.partial(repr, probes[0]), None)
+        check.counterexample = repr(probes[0])
+    return True
+
+
+def _reference_defaults(spec: S.LossSpec) -> dict[str, Any]:
+    import inspect
+
+    return {k: p.default for k, p in inspect.signature(spec.evaluator).parameters.items()
+            if k not in ("y_true", "y_pred")}
+
+
+def _check_domain(spec: S.LossSpec, params: Mapping[str, Any], domain: K.Domain) -> None:
+    """A domain that cannot apply to this reference's inputs is an error, not ignored."""
+    kind = lst.LABEL_KIND[spec.name]
+    logits = bool(params.get("from_logits")) or kind.endswith("_logits")
+    if domain.probabilities is not None and (logits or kind == "regression"):
+        what = "logits" if logits else "real-valued predictions"
+        raise ValueError(f"domain: probabilities=... narrows probabilities, but {spec.name}"
+                         f"{' with from_logits=True' if params.get('from_logits') else ''} "
+                         f"takes {what} as y_pred" + ("; use logits=(low, high)" if logits
+                                                      else ""))
+    if domain.logits is not None and not logits:
+        raise ValueError(f"domain: logits=... narrows logits, but {spec.name} takes "
+                         + ("real-valued predictions" if kind == "regression" else
+                            "probabilities (pass from_logits=True for logits)")
+                         + " as y_pred")
 
 
 def _check_reference_params(spec: S.LossSpec, params: Mapping[str, Any]) -> None:
@@ -733,7 +939,7 @@ def _shrink(session: _Session, check: str, strategy: st.SearchStrategy, max_exam
         return None
 
     def test(x: lst.LossInputs) -> None:
-        x = C.cast_inputs(x, session.dtype)
+        x = session.prepare(x)
         message = failure(x)
         if message is not None:
             last["example"], last["message"] = repr(x), message
