@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lossverify.mnist import data as data_module
 from lossverify.mnist.data import DataFileError, digits_as_mnist, load_data, load_npz, one_hot
 
 
@@ -99,7 +100,7 @@ def test_truncated_file_is_reported(tmp_path):
 def test_garbage_and_plain_npy_are_reported(tmp_path):
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"definitely not a zip archive" * 10)
-    with pytest.raises(DataFileError, match=r"garbage\.npz"):
+    with pytest.raises(DataFileError, match=r"garbage\.npz: not a \.npz archive"):
         load_npz(garbage)
     npy = tmp_path / "single.npy"
     np.save(npy, np.zeros((2, 28, 28), np.uint8))
@@ -146,3 +147,62 @@ def test_subset_and_one_hot():
     assert encoded.dtype == np.float32 and encoded.shape == (3, 10)
     np.testing.assert_array_equal(encoded.argmax(1), [0, 3, 9])
     np.testing.assert_array_equal(encoded.sum(1), 1.0)
+
+
+# --- the true reason for a wrong file, and what was expected ---------------------------
+
+_EXPECTED = "expected a Keras-format mnist.npz with x_train, y_train, x_test, y_test"
+
+
+def test_text_file_is_not_a_npz_archive_rather_than_pickled(tmp_path):
+    """NumPy tries anything that is neither .npy nor zip as a pickle, and with
+    allow_pickle=False calls a text file 'pickled data': the message gives the real reason."""
+    text = tmp_path / "mnist.npz"
+    text.write_text("x_train,y_train\n1,2\n")
+    with pytest.raises(DataFileError) as info:
+        load_npz(text)
+    message = str(info.value)
+    assert message == (f"{text}: not a .npz archive (NumPy could not read it as a zip "
+                       f"file); {_EXPECTED}")
+    assert "pickle" not in message
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    (lambda p: p.mkdir(), "is a directory"),
+    (lambda p: p.write_bytes(b""), "is empty"),
+    (lambda p: None, "no such file"),
+])
+def test_directory_empty_and_missing_paths_say_what_was_expected(tmp_path, make, reason):
+    path = tmp_path / "mnist.npz"
+    make(path)
+    with pytest.raises(DataFileError) as info:
+        load_npz(path)
+    assert str(info.value) == f"{path}: {reason}; {_EXPECTED}"
+
+
+def test_unreadable_file_names_the_reason(tmp_path, monkeypatch):
+    path = _write(tmp_path)
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    # data.py opens the file with the builtin open; chmod 000 would not stop root
+    monkeypatch.setattr(data_module, "open", refused, raising=False)
+    with pytest.raises(DataFileError) as info:
+        load_npz(path)
+    assert str(info.value) == f"{path}: cannot be read (Permission denied); {_EXPECTED}"
+
+
+def test_archive_member_that_is_not_an_npy_array(tmp_path):
+    import zipfile
+
+    path = tmp_path / "mnist.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for key, value in _arrays().items():
+            if key == "y_test":
+                archive.writestr(key, "0 1 2 3")  # a text member where an array belongs
+            else:
+                with archive.open(f"{key}.npy", "w") as member:
+                    np.lib.format.write_array(member, value)
+    with pytest.raises(DataFileError, match=r"mnist\.npz: y_test is not a \.npy array"):
+        load_npz(path)

@@ -30,6 +30,7 @@ import numpy as np
 
 __all__ = [
     "DataFileError",
+    "EXPECTED",
     "MnistData",
     "KERAS_CACHE_PATH",
     "digits_as_mnist",
@@ -44,6 +45,12 @@ KERAS_CACHE_PATH = Path("~/.keras/datasets/mnist.npz")
 NUM_CLASSES = 10
 IMAGE_SIDE = 28
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
+#: What a data file must be, as error messages say it.
+EXPECTED = "a Keras-format mnist.npz with x_train, y_train, x_test, y_test"
+#: First bytes of a zip archive (local file header; end of central directory if empty)
+#: and of a single ``.npy`` array.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_NPY_MAGIC = b"\x93NUMPY"
 #: Fraction of scikit-learn's digits held out as the test set, and the permutation seed.
 _DIGITS_TEST_FRACTION = 0.2
 _DIGITS_SPLIT_SEED = 0
@@ -125,36 +132,80 @@ def _check_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
             )
 
 
-def load_npz(path: str | os.PathLike[str]) -> MnistData:
-    """Load and check a Keras-format ``mnist.npz``; see the module docstring for the format."""
-    path = Path(path).expanduser()
+def _open_as_zip(path: Path) -> None:
+    """Raise :class:`DataFileError` unless ``path`` is a readable file that starts like a
+    zip archive (an ``.npz`` is a zip of ``.npy`` files).
+
+    Looking at the first bytes first gives the true reason for a wrong file: NumPy,
+    handed a text file with ``allow_pickle=False``, would report that it "contains
+    pickled data", because anything that is neither ``.npy`` nor zip is tried as a pickle.
+    """
+    if not path.exists():
+        raise DataFileError(f"{path}: no such file; expected {EXPECTED}")
+    if path.is_dir():
+        raise DataFileError(f"{path}: is a directory; expected {EXPECTED}")
     if not path.is_file():
-        raise DataFileError(f"{path}: no such file (expected a Keras-format mnist.npz)")
+        raise DataFileError(f"{path}: not a regular file; expected {EXPECTED}")
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise DataFileError(f"{path}: holds a single .npy array, expected an .npz archive")
-        with loaded as archive:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_NPY_MAGIC))
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise DataFileError(f"{path}: cannot be read ({reason}); expected {EXPECTED}") from exc
+    if not head:
+        raise DataFileError(f"{path}: is empty; expected {EXPECTED}")
+    if head.startswith(_NPY_MAGIC):
+        raise DataFileError(
+            f"{path}: holds a single .npy array, not a .npz archive; expected {EXPECTED}"
+        )
+    if not head.startswith(_ZIP_MAGIC):
+        raise DataFileError(
+            f"{path}: not a .npz archive (NumPy could not read it as a zip file); "
+            f"expected {EXPECTED}"
+        )
+
+
+def _read_member(path: Path, archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
+    """``archive[key]`` as an array, or :class:`DataFileError` saying why not."""
+    try:
+        value = archive[key]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):  # NumPy's refusal of an object array
+            raise DataFileError(
+                f"{path}: contains pickled (object) arrays ({key}), which are refused for "
+                "safety; expected plain uint8/integer arrays"
+            ) from exc
+        raise DataFileError(f"{path}: {key} is not a readable .npy array ({exc})") from exc
+    if not isinstance(value, np.ndarray):
+        raise DataFileError(f"{path}: {key} is not a .npy array; expected {EXPECTED}")
+    return value
+
+
+def load_npz(path: str | os.PathLike[str]) -> MnistData:
+    """Load and check a Keras-format ``mnist.npz``; see the module docstring for the format.
+
+    Every problem (no such file, a directory, an unreadable file, a file of another
+    format, a corrupt archive, missing keys, pickled object arrays, wrong shapes, dtypes
+    or labels) raises :class:`DataFileError` with a one-line message that starts with the
+    path and says what was expected.
+    """
+    path = Path(path).expanduser()
+    _open_as_zip(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
             missing = [k for k in _KEYS if k not in archive.files]
             if missing:
                 raise DataFileError(
                     f"{path}: missing key(s) {', '.join(missing)}; found "
                     f"{', '.join(archive.files) or 'none'}, expected {', '.join(_KEYS)}"
                 )
-            arrays = {k: archive[k] for k in _KEYS}
+            arrays = {k: _read_member(path, archive, k) for k in _KEYS}
     except DataFileError:
         raise
-    except ValueError as exc:
-        # NumPy's message for object arrays when pickles are refused.
-        if "pickle" in str(exc).lower() or "object arrays" in str(exc).lower():
-            raise DataFileError(
-                f"{path}: contains pickled (object) arrays, which are refused for safety; "
-                "expected plain uint8/integer arrays"
-            ) from exc
-        raise DataFileError(f"{path}: not a readable .npz archive ({exc})") from exc
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
         raise DataFileError(
-            f"{path}: not a readable .npz archive, truncated or corrupt ({exc})"
+            f"{path}: not a readable .npz archive, truncated or corrupt ({exc}); "
+            f"expected {EXPECTED}"
         ) from exc
     _check_arrays(path, arrays)
     return MnistData(
