@@ -10,7 +10,6 @@ the new one, never a truncated one; the temporary file is removed on error.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -82,4 +81,6 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented, key-sorted JSON (byte-stable for equal input), atomically."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
+    from lossverify.report import to_strict_json
+
+    write_text(path, to_strict_json(obj))

@@ -55,7 +55,7 @@ from lossverify import numerics
 from lossverify import reference as R
 from lossverify import specs as S
 from lossverify import strategies as lst
-from lossverify.verifier import _check_reference_params, _loss_name, _run_hypothesis
+from lossverify.verifier import _loss_name, _run_hypothesis
 
 __all__ = ["INVARIANTS", "InvariantReport", "assert_invariant", "check_invariant"]
 
@@ -410,7 +410,7 @@ def check_invariant(invariant: str, *losses: Callable, reference: str,
         raise TypeError(f"seed: expected an int or None, got {seed!r}")
     seed = 0 if seed is None else seed
     _validate(invariant, losses, reference, params)
-    _check_reference_params(S.get_spec(reference), params)
+    S.check_reference_params(S.get_spec(reference), params)
     relation = _RELATIONS[invariant]
     weighted = any(C.is_keras_loss(loss) for loss in losses)
     inputs = lst.loss_inputs(reference, with_sample_weight=weighted,

@@ -174,6 +174,42 @@ def build_implementation(impl: Implementation, params: Mapping[str, Any]) -> Cal
     return bound
 
 
+def check_reference_params(spec: LossSpec, params: Mapping[str, Any]) -> None:
+    """Reject parameters the reference does not take, naming them, and values out of
+    range, with the reference's own validators (NumPy only: the CLI checks ``--param``
+    before TensorFlow loads)."""
+    import inspect
+
+    accepted = set(inspect.signature(spec.evaluator).parameters) - {"y_true", "y_pred"}
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise TypeError(f"reference_kwargs: {spec.name} takes {sorted(accepted)}, "
+                        f"got unexpected {unknown}")
+    # Scalar parameters are checked here, before any input is drawn, with the reference's
+    # own validators, so the error names the parameter rather than surfacing mid-search.
+    from lossverify.reference import _validate as V
+
+    scalar_checks: dict[str, Callable[[Any], Any]] = {
+        "gamma": V.check_gamma, "alpha": V.check_alpha,
+        "label_smoothing": V.check_label_smoothing, "ignore_class": V.check_ignore_class,
+        "from_logits": lambda v: V.check_flag(v, "from_logits"),
+        "apply_class_balancing": lambda v: V.check_flag(v, "apply_class_balancing"),
+        "axis": lambda v: V.check_int(v, "axis"),
+        "class_num": _check_class_num,
+    }
+    for name, value in params.items():
+        if name in scalar_checks:
+            scalar_checks[name](value)
+
+
+def _check_class_num(value: Any) -> None:
+    from lossverify.reference import _validate as V
+
+    if value is not None and V.check_int(value, "class_num") < 1:
+        raise ValueError(f"class_num: expected a positive int, got {value!r}")
+
+
+
 # --------------------------------------------------------------- deviation predicates
 # Each ``at`` returns a boolean array of y_pred's shape: where the precondition holds.
 

@@ -783,9 +783,9 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
         raise ValueError(f"dtype: expected one of {numerics.DTYPES}, got {dtype!r}")
     seed = 0 if seed is None else seed
     params = dict(reference_kwargs)
-    _check_reference_params(spec, params)
+    S.check_reference_params(spec, params)
     the_domain, the_output = K.Domain.of(domain), K.Output.of(output)
-    _check_domain(spec, params, the_domain)
+    check_domain(spec, params, the_domain)
     given = loss
     loss, _made = K.build_loss(loss, loss_params)
     if the_output.per_element is not None and C.is_keras_loss(loss):
@@ -871,7 +871,7 @@ def _reference_defaults(spec: S.LossSpec) -> dict[str, Any]:
             if k not in ("y_true", "y_pred")}
 
 
-def _check_domain(spec: S.LossSpec, params: Mapping[str, Any], domain: K.Domain) -> None:
+def check_domain(spec: S.LossSpec, params: Mapping[str, Any], domain: K.Domain) -> None:
     """A domain that cannot apply to this reference's inputs is an error, not ignored."""
     kind = lst.LABEL_KIND[spec.name]
     logits = bool(params.get("from_logits")) or kind.endswith("_logits")
@@ -886,39 +886,6 @@ def _check_domain(spec: S.LossSpec, params: Mapping[str, Any], domain: K.Domain)
                          + ("real-valued predictions" if kind == "regression" else
                             "probabilities (pass from_logits=True for logits)")
                          + " as y_pred")
-
-
-def _check_reference_params(spec: S.LossSpec, params: Mapping[str, Any]) -> None:
-    """Reject parameters the reference does not take, naming them."""
-    import inspect
-
-    accepted = set(inspect.signature(spec.evaluator).parameters) - {"y_true", "y_pred"}
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise TypeError(f"reference_kwargs: {spec.name} takes {sorted(accepted)}, "
-                        f"got unexpected {unknown}")
-    # Scalar parameters are checked here, before any input is drawn, with the reference's
-    # own validators, so the error names the parameter rather than surfacing mid-search.
-    from lossverify.reference import _validate as V
-
-    scalar_checks: dict[str, Callable[[Any], Any]] = {
-        "gamma": V.check_gamma, "alpha": V.check_alpha,
-        "label_smoothing": V.check_label_smoothing, "ignore_class": V.check_ignore_class,
-        "from_logits": lambda v: V.check_flag(v, "from_logits"),
-        "apply_class_balancing": lambda v: V.check_flag(v, "apply_class_balancing"),
-        "axis": lambda v: V.check_int(v, "axis"),
-        "class_num": _check_class_num,
-    }
-    for name, value in params.items():
-        if name in scalar_checks:
-            scalar_checks[name](value)
-
-
-def _check_class_num(value: Any) -> None:
-    from lossverify.reference import _validate as V
-
-    if value is not None and V.check_int(value, "class_num") < 1:
-        raise ValueError(f"class_num: expected a positive int, got {value!r}")
 
 
 class _Found(AssertionError):

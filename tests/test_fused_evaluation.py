@@ -19,7 +19,7 @@ keras = pytest.importorskip("keras")
 
 import lossverify  # noqa: E402
 from lossverify import checks as C  # noqa: E402
-from lossverify import verify_cli  # noqa: E402
+from lossverify import conformance, verify_cli  # noqa: E402
 
 
 def cce_squeezed(y_true, y_pred):
@@ -140,13 +140,13 @@ def test_shares_cover_every_job_once_and_balance_the_cost():
 
     parser = argparse.ArgumentParser()
     verify_cli.register(parser.add_subparsers())
-    jobs = verify_cli._plan(parser.parse_args(["verify"]), ["float32"])
-    shares = verify_cli._shares(jobs, 2)
+    jobs = conformance.plan(parser.parse_args(["verify"]), ["float32"])
+    shares = conformance.shares(jobs, 2)
     assert sorted(i for s in shares for i in s) == list(range(len(jobs)))
     assert all(s == sorted(s) for s in shares)  # plan order within a share
-    assert verify_cli._shares(jobs, 2) == shares  # fixed by the plan alone
-    loads = [sum(verify_cli._job_cost(jobs[i]) for i in s) for s in shares]
-    assert abs(loads[0] - loads[1]) <= max(verify_cli._COST.values())
+    assert conformance.shares(jobs, 2) == shares  # fixed by the plan alone
+    loads = [sum(conformance.job_cost(jobs[i]) for i in s) for s in shares]
+    assert abs(loads[0] - loads[1]) <= max(conformance._COST.values())
 
 
 _DRAW_HASH = """
