@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ from lossverify.mnist import train as train_module
 from lossverify.mnist.data import load_data
 from lossverify.mnist.models import build_model
 from lossverify.mnist.step import make_train_step, resolve_loss
-from lossverify.mnist.train import DoubleSoftmaxWarning, RunConfig, train_run
+from lossverify.mnist.train import DoubleSoftmaxWarning, RunConfig, TrainingInterrupted, train_run
 
 _TINY = dict(epochs=1, batch_size=16)
 
@@ -79,14 +80,44 @@ def test_crash_while_checkpointing_keeps_the_previous_checkpoint(tiny, tmp_path,
         raise KeyboardInterrupt  # the user presses Ctrl-C mid-write
 
     monkeypatch.setattr(train_module.np, "savez", dies_half_way)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as info:
         train_run(tiny, config, tmp_path, verbose=0, echo=lambda _: None)
+    assert isinstance(info.value, TrainingInterrupted) and info.value.epochs_saved == 1
     assert (tmp_path / "checkpoint.npz").read_bytes() == before
     assert _leftovers(tmp_path) == []
     monkeypatch.undo()
     lines = []
     train_run(tiny, config, tmp_path, verbose=0, echo=lines.append)
     assert "after epoch 1" in lines[0]
+
+
+def test_ctrl_c_reports_the_epochs_a_resume_would_find(tiny, tmp_path, monkeypatch):
+    config = RunConfig(loop="custom", epochs=3, batch_size=16)
+    train_run(tiny, config, tmp_path, verbose=0, stop_after_epoch=2, echo=lambda _: None)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C before the next checkpoint is written
+
+    monkeypatch.setattr(train_module, "_save_checkpoint", interrupted)
+    with pytest.raises(TrainingInterrupted) as info:
+        train_run(tiny, config, tmp_path, verbose=0, echo=lambda _: None)
+    assert (info.value.epochs_saved, info.value.epochs) == (2, 3)
+    assert info.value.run_dir == tmp_path
+    # A fresh run has saved nothing of its own: the older checkpoint does not count.
+    with pytest.raises(TrainingInterrupted) as info:
+        train_run(tiny, config, tmp_path, verbose=0, fresh=True, echo=lambda _: None)
+    assert info.value.epochs_saved == 0
+
+
+def test_fit_progress_headers_count_to_the_runs_epochs_and_change_nothing(tiny, tmp_path,
+                                                                          capsys):
+    config = RunConfig(loop="fit", model="functional", epochs=2, batch_size=16)
+    quiet = train_run(tiny, config, tmp_path / "quiet", verbose=0, echo=lambda _: None)
+    capsys.readouterr()
+    shown = train_run(tiny, config, tmp_path / "shown", verbose=1, echo=lambda _: None)
+    assert re.findall(r"Epoch (\d+)/(\d+)", capsys.readouterr().out) == [("1", "2"), ("2", "2")]
+    for key in ("loss", "accuracy", "test_loss", "test_accuracy"):
+        np.testing.assert_allclose(shown[key], quiet[key], rtol=1e-6, err_msg=key)
 
 
 def test_checkpoint_of_other_settings_is_refused(tiny, tmp_path):

@@ -11,6 +11,9 @@ metadata as a JSON string; read back with ``allow_pickle=False``). A run started
 with the same settings resumes after the last completed epoch; the per-epoch shuffle seed
 depends on ``(seed, epoch)`` only, so a resumed run sees the batches an uninterrupted run
 would have seen. Different settings in the same folder are refused (use ``fresh=True``).
+
+Ctrl-C (``KeyboardInterrupt``) during a run is re-raised as :class:`TrainingInterrupted`,
+which says how many epochs the checkpoint on disk holds, i.e. where a resume will start.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import contextlib
 import json
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,7 +44,7 @@ from lossverify.mnist.step import (
     resolve_loss,
 )
 
-__all__ = ["DoubleSoftmaxWarning", "RunConfig", "train_run"]
+__all__ = ["DoubleSoftmaxWarning", "RunConfig", "TrainingInterrupted", "train_run"]
 
 LOOPS = ("custom", "fit")
 _CHECKPOINT = "checkpoint.npz"
@@ -50,6 +53,40 @@ _HISTORY_KEYS = ("epoch", "loss", "accuracy", "test_loss", "test_accuracy", "sec
 
 class DoubleSoftmaxWarning(UserWarning):
     """A loss that applies softmax itself was given a model whose output is a softmax."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train_run`, with what a resume will find.
+
+    ``epochs_saved`` is the number of epochs in the run's checkpoint, read from disk when
+    the interruption happened: where running again without ``fresh`` resumes. It is 0 if
+    there is no checkpoint of these settings, or under ``fresh=True`` before the run has
+    replaced the older checkpoint with its first epoch. A subclass of
+    ``KeyboardInterrupt``, so code that does not know it still stops.
+    """
+
+    def __init__(self, run_dir: Path, epochs_saved: int, epochs: int) -> None:
+        super().__init__(f"{run_dir}: interrupted with {epochs_saved} of {epochs} epochs saved")
+        self.run_dir = run_dir
+        self.epochs_saved = epochs_saved
+        self.epochs = epochs
+
+
+class _RunProgbar(keras.callbacks.ProgbarLogger):
+    """Keras's ``fit`` progress bar, with epoch headers that count to the run's epochs.
+
+    Experiment 4 calls ``fit`` once per epoch (``epochs=k + 1, initial_epoch=k``) so that
+    each epoch gets its own ``(seed, epoch)`` shuffle; left alone, Keras would head epoch
+    ``k + 1`` as ``Epoch k+1/k+1`` (and print no header for the first one).
+    """
+
+    def __init__(self, total_epochs: int) -> None:
+        super().__init__()
+        self._total_epochs = total_epochs
+
+    def set_params(self, params: dict) -> None:
+        super().set_params(params)
+        self.epochs = self._total_epochs
 
 
 @dataclass(frozen=True)
@@ -101,7 +138,7 @@ def _check_pitfalls(model: keras.Model, choice: LossChoice, y_sample: np.ndarray
                                                       "from-logits-on-probabilities"):
             continue
         warnings.warn(f"{pitfall.code}: {pitfall.message}", pitfalls.PitfallWarning,
-                      stacklevel=3)
+                      stacklevel=4)
 
 
 def _warn_double_softmax(choice: LossChoice, model: keras.Model) -> str | None:
@@ -114,7 +151,8 @@ def _warn_double_softmax(choice: LossChoice, model: keras.Model) -> str | None:
         "(probabilities can never exceed e/(e+9) ~ 0.23). Use a logits output "
         "(--output logits); `--experiment double-softmax` measures the cost."
     )
-    warnings.warn(message, DoubleSoftmaxWarning, stacklevel=3)
+    # Attributed to train_run's caller (frames: this one, _epochs, train_run, caller).
+    warnings.warn(message, DoubleSoftmaxWarning, stacklevel=4)
     return message
 
 
@@ -143,6 +181,17 @@ def _read_checkpoint(path: Path) -> tuple[dict, list[np.ndarray], list[np.ndarra
             f"{path}: unreadable checkpoint ({exc}); delete it or pass --fresh"
         ) from exc
     return meta, weights, opt
+
+
+def _checkpoint_epochs(path: Path, fingerprint: dict) -> int:
+    """The epochs held by the checkpoint at ``path`` if it is a run of ``fingerprint``'s
+    settings (the one a resume would continue), else 0."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(str(archive["meta"]))
+    except Exception:  # missing or unreadable: nothing to resume from
+        return 0
+    return int(meta["epoch"]) if meta.get("fingerprint") == fingerprint else 0
 
 
 def _restore(model, optimizer, weights, opt_values, path: Path) -> None:
@@ -181,6 +230,8 @@ def train_run(
 
     ``stop_after_epoch`` ends the run after that epoch as an interruption would (the
     checkpoint is left for a later resume). ``verbose=1`` shows a progress bar per epoch.
+    Ctrl-C raises :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) naming the
+    epochs the checkpoint holds.
     """
     if config.loop not in LOOPS:
         raise ValueError(f"loop: expected one of {', '.join(LOOPS)}, got {config.loop!r}")
@@ -192,6 +243,51 @@ def train_run(
     choice = resolve_loss(config.loss, logits=config.logits, gamma=config.gamma,
                           sparse_labels=config.sparse_labels)
 
+    history: dict[str, list] = {k: [] for k in _HISTORY_KEYS}
+    start = 0
+    saved: tuple[list[np.ndarray], list[np.ndarray]] | None = None
+    if ckpt_path.exists() and not fresh:
+        meta, weights, opt_values = _read_checkpoint(ckpt_path)
+        if meta["fingerprint"] != fingerprint:
+            diff = sorted(k for k in fingerprint if meta["fingerprint"].get(k) != fingerprint[k])
+            raise ValueError(
+                f"{ckpt_path}: holds a run with different settings ({', '.join(diff)}); "
+                "pass --fresh to start over or choose another --out"
+            )
+        history, start, saved = meta["history"], meta["epoch"], (weights, opt_values)
+
+    wrote_checkpoint = False  # under fresh=True, an older checkpoint is not this run's
+    try:
+        for epochs_done in _epochs(data, config, run_dir, choice, fingerprint, history,
+                                   start=start, saved=saved, verbose=verbose, echo=echo):
+            wrote_checkpoint = True
+            if stop_after_epoch is not None and epochs_done >= stop_after_epoch:
+                break
+        if history["epoch"]:
+            title = ("Experiment 3: custom loop" if config.loop == "custom"
+                     else "Experiment 4: fit")
+            save_curves(history, run_dir / "curves.png",
+                        f"{title}, {choice.name}, "
+                        f"{'logits' if config.logits else 'softmax'} output")
+    except KeyboardInterrupt as exc:
+        # What a resume will find is what is on disk: read it rather than count epochs
+        # here, which could be one behind if Ctrl-C lands just after a checkpoint's write.
+        own = wrote_checkpoint or not fresh
+        epochs_saved = _checkpoint_epochs(ckpt_path, fingerprint) if own else 0
+        raise TrainingInterrupted(run_dir, epochs_saved, config.epochs) from exc
+    return history
+
+
+def _epochs(data: MnistData, config: RunConfig, run_dir: Path, choice: LossChoice,
+            fingerprint: dict, history: dict[str, list], *, start: int,
+            saved: tuple[list[np.ndarray], list[np.ndarray]] | None, verbose: int,
+            echo: Callable[[str], None]) -> Iterator[int]:
+    """Build the model (restoring ``saved``), then train epoch by epoch from ``start``.
+
+    Each epoch's results are appended to ``history`` and checkpointed, then its line is
+    echoed and the number of epochs the checkpoint holds is yielded.
+    """
+    ckpt_path = run_dir / _CHECKPOINT
     keras.utils.set_random_seed(config.seed)
     strategy = choose_strategy()
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
@@ -206,19 +302,9 @@ def train_run(
                           metrics=[accuracy_metric(choice, "accuracy")])
     warned = _warn_double_softmax(choice, model)
 
-    history: dict[str, list] = {k: [] for k in _HISTORY_KEYS}
-    start = 0
-    if ckpt_path.exists() and not fresh:
-        meta, weights, opt_values = _read_checkpoint(ckpt_path)
-        if meta["fingerprint"] != fingerprint:
-            diff = sorted(k for k in fingerprint if meta["fingerprint"].get(k) != fingerprint[k])
-            raise ValueError(
-                f"{ckpt_path}: holds a run with different settings ({', '.join(diff)}); "
-                "pass --fresh to start over or choose another --out"
-            )
+    if saved is not None:
         with scope:
-            _restore(model, optimizer, weights, opt_values, ckpt_path)
-        history, start = meta["history"], meta["epoch"]
+            _restore(model, optimizer, *saved, ckpt_path)
         echo(f"Resuming {run_dir} after epoch {start} (of {config.epochs}).")
         for i in range(start):
             echo(_epoch_line(history, i))
@@ -246,7 +332,8 @@ def train_run(
                                    strategy, verbose)
         else:
             fitted = model.fit(train_ds, epochs=epoch + 1, initial_epoch=epoch,
-                               validation_data=test_ds, shuffle=False, verbose=verbose)
+                               validation_data=test_ds, shuffle=False, verbose=verbose,
+                               callbacks=[_RunProgbar(config.epochs)] if verbose else None)
             h = fitted.history
             values = {"loss": h["loss"][-1], "accuracy": h["accuracy"][-1],
                       "test_loss": h["val_loss"][-1], "test_accuracy": h["val_accuracy"][-1]}
@@ -254,17 +341,11 @@ def train_run(
         values.update(epoch=epoch + 1, seconds=time.perf_counter() - t0)
         for key in _HISTORY_KEYS:
             history[key].append(values[key])
-        echo(_epoch_line(history, epoch))
         meta = {"epoch": epoch + 1, "history": history, "fingerprint": fingerprint}
         _save_checkpoint(ckpt_path, model, optimizer, meta)
         write_json(run_dir / "history.json", {"config": asdict(config), **meta})
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
-            break
-    if history["epoch"]:
-        title = f"{'Experiment 3: custom loop' if config.loop == 'custom' else 'Experiment 4: fit'}"
-        save_curves(history, run_dir / "curves.png",
-                    f"{title}, {choice.name}, {'logits' if config.logits else 'softmax'} output")
-    return history
+        echo(_epoch_line(history, epoch))  # after the save: a printed epoch is a saved one
+        yield epoch + 1
 
 
 def _custom_epoch(train_ds, test_ds, train_step, test_step, metrics, strategy, verbose):
