@@ -112,4 +112,17 @@ def test_bench_unreadable_report(tmp_path, capsys):
     bad = tmp_path / "bench.json"
     bad.write_text("{not json")
     assert _run(["bench", str(bad)]) == 2
-    assert "not a readable JSON report" in capsys.readouterr().out
+    assert "not a readable JSON report" in capsys.readouterr().err
+
+
+def test_bench_unreadable_compare_is_reported_before_measuring(tmp_path, capsys,
+                                                               monkeypatch):
+    from lossverify.mnist import bench
+
+    def measure_all(progress=None):
+        raise AssertionError("measured for minutes before reading --compare")
+
+    monkeypatch.setattr(bench, "measure_all", measure_all)
+    bad = tmp_path / "previous.json"
+    assert _run(["bench", "--compare", str(bad), "--out", str(tmp_path)]) == 2
+    assert f"{bad}: not a readable JSON report" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,6 +36,7 @@ __all__ = [
     "format_report",
     "main",
     "make_runner",
+    "measure_all",
     "measure_matmul_gflops",
     "mixed_precision_support",
 ]
@@ -331,6 +333,33 @@ def machine_info() -> dict:
     }
 
 
+def _progress_to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def measure_all(progress: Callable[[str], None] | None = None) -> dict:
+    """Measure the machine and every default configuration in-process; the report.
+
+    ``progress`` gets one line, ``[i/n elapsed] what``, before each of the ``n``
+    configurations, preceded by step 0, the matmul peak estimate, so a run of several
+    minutes shows where it is.
+    """
+    start = time.perf_counter()
+    configs = default_configs(mixed_precision_support()[0])  # imports TensorFlow
+
+    def say(step: int, what: str) -> None:
+        if progress is not None:
+            progress(f"[{step}/{len(configs)} {time.perf_counter() - start:.0f}s] {what}")
+
+    say(0, "float32 matmul peak (the roofline's estimate)")
+    info = machine_info()
+    benchmarks = []
+    for i, config in enumerate(configs, start=1):
+        say(i, config.name)
+        benchmarks.append(measure(config))
+    return {"machine_info": info, "benchmarks": benchmarks}
+
+
 def main(report_path: Path | None, *, compare: Path | None = None,
          out: Path = Path("./lossverify-out")) -> int:
     """``lossverify bench``: print a report (measuring one in-process if none is given)."""
@@ -340,26 +369,22 @@ def main(report_path: Path | None, *, compare: Path | None = None,
         try:
             return json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
-            print(f"lossverify bench: error: {path}: not a readable JSON report ({exc})")
+            print(f"lossverify bench: error: {path}: not a readable JSON report ({exc})",
+                  file=sys.stderr)
             return None
 
+    previous = read(compare) if compare is not None else None  # before minutes of work
+    if compare is not None and previous is None:
+        return 2
     if report_path is not None:
         report = read(report_path)
         if report is None:
             return 2
     else:
-        print("Measuring in-process (a pytest-benchmark JSON report can be given instead)...")
-        info = machine_info()
-        policy = mixed_precision_support()[0]
-        benchmarks = []
-        for config in default_configs(policy):
-            print(f"  {config.name}", flush=True)
-            benchmarks.append(measure(config))
-        report = {"machine_info": info, "benchmarks": benchmarks}
+        print("Measuring in-process, a few minutes (a pytest-benchmark JSON report can be "
+              "given instead); progress on stderr...", flush=True)
+        report = measure_all(progress=_progress_to_stderr)
         write_json(out / "bench.json", report)
         print(f"Saved {out / 'bench.json'}\n")
-    previous = read(compare) if compare is not None else None
-    if compare is not None and previous is None:
-        return 2
     print(format_report(report, previous))
     return 0
