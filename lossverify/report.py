@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["SCHEMA_VERSION", "markdown_report", "markdown_table", "print_table",
-           "run_row", "invariant_row", "to_strict_json", "totals_line"]
+           "run_row", "invariant_row", "to_strict_json", "totals", "totals_line"]
 
 #: 2: non-finite numbers are strings (version 1 wrote the non-JSON ``Infinity``); runs
 #: carry ``loss_params``, ``domain`` and ``output``.
@@ -80,23 +80,31 @@ def print_table(rows: Sequence[Sequence[str]], head: Sequence[str] = RUN_HEAD) -
         print(fmt.format(*r))
 
 
-def totals_line(runs: Sequence[Any], invariants: Sequence[Any], elapsed: float,
-                seed: int) -> str:
-    """``"160 runs, 0 failed, 2 known deviations, 99 invariants, 0 violated; ..."``."""
-    failed = sum(not r.ok for r in runs)
-    deviating = sum(1 for r in runs if r.ok and any(
-        c.deviations for c in (getattr(r, "checks", None) or {}).values()))
-    examples = sum(c.examples for r in runs for c in (getattr(r, "checks", None)
-                                                     or {}).values())
-    examples += sum(getattr(r, "examples", 0) for r in invariants)
-    parts = [f"{len(runs)} runs, {failed} failed"]
-    if deviating:
-        parts.append(f"{deviating} with known upstream deviations")
-    if invariants:
-        parts.append(f"{len(invariants)} invariants, "
-                     f"{sum(not r.ok for r in invariants)} violated")
-    return (", ".join(parts) + f"; {examples} check-examples in {elapsed:.1f} s "
-            f"({examples / max(elapsed, 1e-9):.0f} per second); seed {seed}")
+def totals(runs: Sequence[Any], invariants: Sequence[Any]) -> dict[str, int]:
+    """The counts a report states first (deterministic: no timings)."""
+    return {
+        "runs": len(runs), "failed": sum(not r.ok for r in runs),
+        "with_known_deviations": sum(1 for r in runs if r.ok and any(
+            c.deviations for c in (getattr(r, "checks", None) or {}).values())),
+        "invariants": len(invariants), "violated": sum(not r.ok for r in invariants),
+        "check_examples": sum(c.examples for r in runs
+                              for c in (getattr(r, "checks", None) or {}).values())
+        + sum(getattr(r, "examples", 0) for r in invariants),
+    }
+
+
+def totals_line(counts: dict[str, int], seed: int, elapsed: float | None = None) -> str:
+    """``"160 runs, 0 failed, 99 invariants, 0 violated; 20800 check-examples; seed 0"``
+    (with ``elapsed``, the time and rate instead of the plain count)."""
+    parts = [f"{counts['runs']} runs, {counts['failed']} failed"]
+    if counts["with_known_deviations"]:
+        parts.append(f"{counts['with_known_deviations']} with known upstream deviations")
+    if counts["invariants"]:
+        parts.append(f"{counts['invariants']} invariants, {counts['violated']} violated")
+    examples = counts["check_examples"]
+    rate = "" if elapsed is None else \
+        f" in {elapsed:.1f} s ({examples / max(elapsed, 1e-9):.0f} per second)"
+    return ", ".join(parts) + f"; {examples} check-examples{rate}; seed {seed}"
 
 
 def _fence(text: str) -> str:

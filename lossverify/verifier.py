@@ -843,22 +843,30 @@ PROBE_BATCHES = 3
 def _fails_fast(session: _Session, draws: list[lst.LossInputs],
                 reports: dict[str, CheckReport]) -> bool:
     """A loss that raises (or hangs) on each of the first :data:`PROBE_BATCHES` drawn
-    batches, eagerly, fails every check at once with that error, the smallest of those
-    batches as the counterexample: there is nothing to search for or shrink."""
+    batches eagerly, and on the smallest of them in a ``tf.function`` too, fails every
+    check at once with those errors, that batch the counterexample: there is nothing to
+    search for or shrink. (A loss that mutates its input eagerly, or raises only
+    eagerly, gets the full run: its graph may work.)"""
     probes = sorted(draws[:PROBE_BATCHES], key=lambda x: (x.y_pred.size, repr(x)))
+    if not probes:
+        return False
     errors = []
     for x in probes:
         result = session.executor.run("eager", x)
-        if result.value is not None:
+        if result.value is not None or not (result.error or "").startswith(
+                ("raised ", "timed out")):
             return False
         errors.append(result.error or "")
-    if not probes:
+    graph = session.executor.run("graph", probes[0])
+    if graph.value is not None:
         return False
-    message = (f"{errors[0]} (on each of the first {len(probes)} drawn batches, so the "
-               "run stopped there)")
-    for check in reports.values():
+    stopped = f"on each of the first {len(probes)} drawn batches, so the run stopped there"
+    messages = {"value": f"{errors[0]} ({stopped})", "gradient": f"{errors[0]} ({stopped})",
+                "graph": f"under graph {graph.error} (eagerly too, {stopped})",
+                "xla": f"not run: the loss fails eagerly and under graph ({stopped})"}
+    for name, check in reports.items():
         for x in probes:
-            check.record(C.Outcome(False, message=message, rows=x.rows),
+            check.record(C.Outcome(False, message=messages[name], rows=x.rows),
                          functools.partial(repr, probes[0]), None)
         check.counterexample = repr(probes[0])
     return True

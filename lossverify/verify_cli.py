@@ -410,19 +410,20 @@ def run(args: argparse.Namespace) -> int:
                  "per check)")
     reports = [r for _, r in runs]
     inv_reports = [r for _, r in invariants]
-    totals = R.totals_line(reports, inv_reports, time.perf_counter() - started, args.seed)
-    print("\n" + totals)
+    counts = R.totals(reports, inv_reports)
+    print("\n" + R.totals_line(counts, args.seed, time.perf_counter() - started))
     if args.json:
         write_json(args.json, {"schema_version": R.SCHEMA_VERSION, "environment": env,
                                "seed": args.seed, "max_examples": args.max_examples,
                                "min_rows": args.min_rows, "dtypes": settings.dtypes,
-                               "totals": totals,
+                               "totals": counts,
                                "runs": [r.to_dict() for r in reports],
                                "invariants": [r.to_dict() for r in inv_reports]})
     if args.markdown:
         inv_examples = getattr(inv_reports[0], "max_examples", None) if inv_reports else None
         write_text(args.markdown, R.markdown_report(
-            environment_line=environment.summary_line(env), title=title, totals=totals,
+            environment_line=environment.summary_line(env), title=title,
+            totals=R.totals_line(counts, args.seed),
             runs=runs, invariants=invariants, cli_lines=cli_lines,
             invariant_examples=inv_examples))
     if args.plot:

@@ -37,8 +37,8 @@ def test_bad_data_file_is_a_clear_error(tmp_path, capsys):
     bad = tmp_path / "mnist.npz"
     np.savez(bad, x_train=np.zeros((2, 28, 28), np.uint8))
     assert _run(["train", "--data", str(bad), "--out", str(tmp_path)]) == 2
-    out = capsys.readouterr().out
-    assert str(bad) in out and "missing key(s) y_train, x_test, y_test" in out
+    err = capsys.readouterr().err
+    assert f"--data {bad}" in err and "missing key(s) y_train, x_test, y_test" in err
 
 
 def test_train_all_on_tiny_data(tmp_path, capsys):
@@ -67,7 +67,7 @@ def test_train_all_on_tiny_data(tmp_path, capsys):
 def test_double_softmax_needs_a_softmax_applying_loss(tmp_path, capsys):
     argv = ["train", "--experiment", "double-softmax", "--loss", "cce", "--out", str(tmp_path)]
     assert _run(argv) == 2
-    assert "needs a loss that applies softmax itself" in capsys.readouterr().out
+    assert "needs a loss that applies softmax itself" in capsys.readouterr().err
 
 
 def _bench_entry(name_parts, median):

@@ -1,13 +1,27 @@
 """``lossverify train | digits | bench``: the notes' MNIST experiments from the command line.
 
-TensorFlow is imported inside the command functions, so ``lossverify --help`` stays fast.
+TensorFlow is imported inside the command functions, so ``lossverify --help`` stays fast,
+and only after the data has been loaded, so a wrong ``--data`` is reported at once.
+
+What a user sees when something goes wrong:
+
+* a usage error (a bad ``--data`` file, an unknown loss, a checkpoint of other settings):
+  one line ``lossverify COMMAND: error: ...`` on stderr, exit code 2;
+* Ctrl-C: one line ``lossverify COMMAND: interrupted ...`` on stderr (for ``train``, which
+  epoch of which experiment is saved and how to resume), exit code 130, no traceback;
+* lossverify's own warnings (the double softmax, the pitfall detectors): one line each on
+  stderr, without the line of source Python would show.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
+import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["register"]
@@ -92,10 +106,32 @@ def register(subparsers) -> None:
     bench.set_defaults(func=bench_command)
 
 
-def _load(args, announce=print):
-    from lossverify.mnist.data import load_data
+def _error(command: str, message: str) -> int:
+    """Report a usage error as one line on stderr; the exit code for it (2)."""
+    print(f"lossverify {command}: error: {message}", file=sys.stderr)
+    return 2
 
-    data = load_data(args.data, announce=announce)
+
+def _finish_progress_line() -> None:
+    """End a progress bar left mid-line on a terminal, so what follows starts a line."""
+    if sys.stdout.isatty():
+        print(flush=True)
+    sys.stdout.flush()
+
+
+def _load(args):
+    """The data for ``args``, or :class:`DataFileError` with a message naming ``--data``.
+
+    Runs before anything imports TensorFlow (this needs NumPy only), so a wrong ``--data``
+    is reported within a second instead of after TensorFlow's start-up.
+    """
+    from lossverify.mnist.data import DataFileError, load_data
+
+    try:
+        data = load_data(args.data)
+    except DataFileError as exc:
+        where = "--data " if args.data is not None else "the Keras cache "
+        raise DataFileError(f"{where}{exc}") from exc
     if getattr(args, "limit_train", None) or getattr(args, "limit_test", None):
         data = data.subset(args.limit_train, args.limit_test)
     return data
@@ -103,42 +139,97 @@ def _load(args, announce=print):
 
 def digits_command(args) -> int:
     from lossverify.mnist.data import DataFileError
-    from lossverify.mnist.plots import save_digit_grid
 
     try:
         data = _load(args)
     except DataFileError as exc:
-        print(f"lossverify digits: error: {exc}")
-        return 2
+        return _error("digits", str(exc))
+    from lossverify.mnist.plots import save_digit_grid
+
     path = args.out / "digits.png"
     save_digit_grid(data.x_train, data.y_train, path)
     print(f"Saved the 2x5 digit grid to {path}")
     return 0
 
 
+@contextlib.contextmanager
+def _one_line_warnings(command: str) -> Iterator[None]:
+    """Show lossverify's own warnings as one line on stderr.
+
+    Python's default display adds the file, the line number and the line of source the
+    warning is attributed to, which means nothing to someone running the command. Other
+    packages' warnings keep the default display.
+    """
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.split(".")[0] == "lossverify":
+            print(f"lossverify {command}: {category.__name__}: {message}", file=sys.stderr,
+                  flush=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def _resume_hint(args, epochs_saved: int) -> str:
+    """What to run next, true for ``--fresh`` too (which would start over, not resume)."""
+    if epochs_saved == 0:
+        return "run the same command to start it again"
+    if args.fresh:
+        return "run the same command without --fresh to resume"
+    return "run the same command to resume"
+
+
+def _interrupted(message: str) -> int:
+    """Report Ctrl-C as one line on stderr; the exit code for it (130, as a shell's)."""
+    _finish_progress_line()
+    print(message, file=sys.stderr, flush=True)
+    return 130
+
+
 def train_command(args) -> int:
+    """``lossverify train``; Ctrl-C ends it with exit code 130 and says how to resume."""
     _quiet_tensorflow()
-    from lossverify._io import write_json
     from lossverify.mnist.data import DataFileError
+
+    try:
+        data = _load(args)
+        import lossverify.mnist.train  # noqa: F401  (TensorFlow's start-up: the slow part)
+    except DataFileError as exc:
+        return _error("train", str(exc))
+    except KeyboardInterrupt:
+        return _interrupted("lossverify train: interrupted while starting up, before any "
+                            "training")
+    try:
+        with _one_line_warnings("train"):
+            return _train(args, data)
+    except KeyboardInterrupt:  # outside a run (_train reports those): between two, say
+        return _interrupted(f"lossverify train: interrupted outside training; completed "
+                            f"epochs are saved under {args.out}; {_resume_hint(args, 1)}")
+
+
+def _train(args, data) -> int:
+    """Train the experiments ``args`` asks for on ``data``; the exit code."""
+    from lossverify._io import write_json
     from lossverify.mnist.plots import save_digit_grid
     from lossverify.mnist.step import resolve_loss
-    from lossverify.mnist.train import RunConfig, train_run
+    from lossverify.mnist.train import RunConfig, TrainingInterrupted, train_run
 
     logits = args.output == "logits" or (args.output == "auto" and ":" not in args.loss)
     try:
-        data = _load(args)
         choice = resolve_loss(args.loss, logits=logits, gamma=args.gamma,
                               sparse_labels=args.sparse_labels)
-    except (DataFileError, ValueError) as exc:
-        print(f"lossverify train: error: {exc}")
-        return 2
+    except ValueError as exc:
+        return _error("train", str(exc))
     wanted = {"3", "4", "double-softmax"} if args.experiment == "all" else {args.experiment}
     if "double-softmax" in wanted and not choice.applies_softmax:
         msg = (f"the double-softmax experiment needs a loss that applies softmax itself "
                f"(focal, focal-function, sparse-focal); {args.loss!r} does not")
         if args.experiment == "double-softmax":
-            print(f"lossverify train: error: {msg}")
-            return 2
+            return _error("train", msg)
         print(f"Skipping double-softmax: {msg}.")
         wanted.discard("double-softmax")
 
@@ -175,8 +266,15 @@ def train_command(args) -> int:
             history = train_run(data, config, args.out / name, fresh=args.fresh,
                                 verbose=0 if args.quiet else 1)
         except ValueError as exc:
-            print(f"lossverify train: error: {exc}")
-            return 2
+            return _error("train", str(exc))
+        except TrainingInterrupted as exc:
+            if exc.epochs_saved == 0:
+                where = f"in experiment {name} before its first epoch was saved"
+            else:
+                where = (f"after epoch {exc.epochs_saved} of {exc.epochs} of experiment "
+                         f"{name} (saved in {exc.run_dir})")
+            return _interrupted(f"lossverify train: interrupted {where}; "
+                                f"{_resume_hint(args, exc.epochs_saved)}")
         summary["runs"][name] = {
             "config": dataclasses.asdict(config),
             "test_accuracy": history["test_accuracy"][-1],
@@ -202,7 +300,12 @@ def train_command(args) -> int:
 
 
 def bench_command(args) -> int:
+    """``lossverify bench``; Ctrl-C ends it with exit code 130 and a one-line message."""
     _quiet_tensorflow()
-    from lossverify.mnist import bench
+    try:
+        from lossverify.mnist import bench
 
-    return bench.main(args.report, compare=args.compare, out=args.out)
+        return bench.main(args.report, compare=args.compare, out=args.out)
+    except KeyboardInterrupt:
+        return _interrupted("lossverify bench: interrupted; no report was saved (an "
+                            "in-process measurement is saved once every configuration is done)")
