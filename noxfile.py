@@ -1,9 +1,11 @@
 """nox sessions for lossverify. ``nox -l`` lists them.
 
-    tests      the test suite (pytest, 2 workers), what CI runs
+    tests      the test suite (pytest, 2 workers), then benchcheck's smoke run: what CI runs
     verify     the conformance report: every Keras built-in and notes' loss vs its reference
     thorough   the conformance report over every parameter combination, more examples
-    bench      pytest-benchmark: the MNIST training step, saved and compared with the last run
+    bench      pytest-benchmark: the MNIST training step, verify's throughput, the CLI's
+               usage errors; saved and compared with the last run
+    benchcheck every benchmark once, untimed and at reduced sizes, so none of them rots
     lint       ruff
     typecheck  mypy on the typed package
     notf       lossverify.reference, the tolerance model and the strategies without TensorFlow
@@ -22,11 +24,23 @@ nox.options.sessions = ["tests"]
 OUT = "lossverify-out"
 
 
+#: the benchmarks' smoke run: ``--benchmark-disable`` runs each benchmark once without
+#: timing it (its correctness assertions still run), and LOSSVERIFY_BENCH_QUICK=1 skips the
+#: multi-minute variants and shrinks the rest (benchmarks/conftest.py). No xdist: under it
+#: pytest-benchmark disables itself anyway, and the full-run benchmark spawns 2 processes.
+BENCHCHECK = ("pytest", "benchmarks", "--benchmark-disable", "-p", "no:cacheprovider")
+BENCHCHECK_ENV = {"LOSSVERIFY_BENCH_QUICK": "1"}
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
+    """The test suite, then the benchmarks' smoke run (skipped when arguments select
+    tests: ``nox -s tests -- tests/test_io.py`` runs only what it names)."""
     session.install("-e", ".[test]")
     session.run("pytest", "-n", "2", "-m", "not slow", "-p", "no:cacheprovider",
                 *session.posargs)
+    if not session.posargs:
+        session.run(*BENCHCHECK, env=BENCHCHECK_ENV)
 
 
 #: the main job checks every dtype: half precision is where Keras's clip breaks down
@@ -58,6 +72,13 @@ def bench(session: nox.Session) -> None:
                 f"--benchmark-json={OUT}/bench.json", "--benchmark-autosave",
                 "--benchmark-compare", *session.posargs)
     session.run("lossverify", "bench", f"{OUT}/bench.json")
+
+
+@nox.session
+def benchcheck(session: nox.Session) -> None:
+    """Every benchmark once, untimed, at the reduced sizes (the tests session's last step)."""
+    session.install("-e", ".[bench]")
+    session.run(*BENCHCHECK, *session.posargs, env=BENCHCHECK_ENV)
 
 
 @nox.session
