@@ -207,7 +207,7 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": "lossverify.verify-report/1",
+            "schema": "lossverify.verify-report/2",
             "label": self.label or self.loss, "loss": self.loss,
             "reference": self.reference, "form": self.form,
             "params": self.params, "seed": self.seed, "max_examples": self.max_examples,

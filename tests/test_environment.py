@@ -136,7 +136,7 @@ def test_cli_conformance_run_names_its_environment(tmp_path):
     assert lines[1].startswith("loss ")
     assert "tensorflow in parent: False" in proc.stdout
     data = json.loads((tmp_path / "c.json").read_text())
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert data["environment"] == environment.describe()
     assert data["runs"] and all(r["environment"] == data["environment"] for r in data["runs"])
     markdown = (tmp_path / "c.md").read_text()
