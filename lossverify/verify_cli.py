@@ -429,8 +429,8 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from lossverify.report_plot import save_error_distributions
 
-        save_error_distributions([r for r in reports if not getattr(r, "crashed", False)],
-                                 args.plot)
-        print(f"error distributions: {args.plot}")
+        written = save_error_distributions(
+            [r for r in reports if not getattr(r, "crashed", False)], args.plot)
+        print("error distributions: " + ", ".join(str(p) for p in written))
     failed = any(not r.ok for r in reports) or any(not r.ok for r in inv_reports)
     return 1 if failed else 0
