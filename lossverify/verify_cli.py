@@ -219,6 +219,11 @@ def check_args(args: argparse.Namespace) -> Settings:
     spec = S.get_spec(args.reference)
     settings.params = parse_params(args.param, "--param")
     settings.loss_params = parse_params(args.loss_param, "--loss-param")
+    for key, option in (("soft_labels", "--hard-labels"), ("probabilities", "--probabilities"),
+                        ("logits", "--logits")):
+        if key in settings.params and key not in _reference_names(spec):
+                raise UsageError(f"--param: {key} is not a parameter of {spec.name}; the "
+                                 f"input domain is given with {option}")
     try:
         S.check_reference_params(spec, settings.params)
     except (TypeError, ValueError) as exc:
@@ -244,6 +249,12 @@ def check_args(args: argparse.Namespace) -> Settings:
     except ValueError as exc:
         raise UsageError(f"--scale: {str(exc).partition(': ')[2]}") from None
     return settings
+
+
+def _reference_names(spec: S.LossSpec) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(spec.evaluator).parameters) - {"y_true", "y_pred"}
 
 
 def find_module(target: str) -> tuple[str, str]:

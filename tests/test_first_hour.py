@@ -236,7 +236,7 @@ BAD_ARGS = {
                               "--loss-param", "gamma=1", "--loss-param", "gamma=2"],
                              "--loss-param: gamma given twice"),
     "soft-labels": (["--loss", "os:path", "--reference", "binary_crossentropy", "--param",
-                     "soft_labels=False"], "got unexpected ['soft_labels']"),
+                     "soft_labels=False"], "the input domain is given with --hard-labels"),
     "domain": (["--loss", "os:path", "--reference", "focal_loss", "--probabilities", "0,1"],
                "--probabilities narrows probabilities, but focal_loss takes logits"),
     "range-order": (["--loss", "os:path", "--reference", "categorical_crossentropy",
