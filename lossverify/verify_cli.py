@@ -222,8 +222,8 @@ def check_args(args: argparse.Namespace) -> Settings:
     for key, option in (("soft_labels", "--hard-labels"), ("probabilities", "--probabilities"),
                         ("logits", "--logits")):
         if key in settings.params and key not in _reference_names(spec):
-                raise UsageError(f"--param: {key} is not a parameter of {spec.name}; the "
-                                 f"input domain is given with {option}")
+            raise UsageError(f"--param: {key} is not a parameter of {spec.name}; the "
+                             f"input domain is given with {option}")
     try:
         S.check_reference_params(spec, settings.params)
     except (TypeError, ValueError) as exc:
