@@ -98,12 +98,13 @@ def notf(session: nox.Session) -> None:
     """NumPy + Hypothesis only: what a PyTorch or JAX suite would install."""
     session.install("-e", ".[strategies]", "pytest>=8")
     session.run("python", "-c", "import sys, lossverify.reference, lossverify.strategies, "
-                "lossverify.tolerance, lossverify.environment; "
+                "lossverify.tolerance, lossverify.environment, lossverify.contract, "
+                "lossverify.report; "
                 "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'")
     session.run("pytest", "-p", "no:cacheprovider", "-p", "no:lossverify",
                 "tests/test_reference_values.py", "tests/test_reference_gradients.py",
                 "tests/test_reference_errors.py", "tests/test_reference_fuzz.py",
-                "tests/test_tolerance.py",
+                "tests/test_tolerance.py", "tests/test_contract.py",
                 "--doctest-modules", "lossverify/reference")
 
 

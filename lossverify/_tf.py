@@ -11,9 +11,11 @@ to standard error after all, so a real problem still shows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 #: Start-up notices of a CPU-only TensorFlow (parts of the lines).
@@ -32,21 +34,27 @@ def import_tensorflow(quiet: bool = True) -> Any:
     if "tensorflow" in sys.modules or not quiet:
         import tensorflow as tf
     else:
-        tf = _import_capturing_stderr()
+        with start_up_notices_dropped():
+            import keras  # noqa: F401  (its import prints from C++ too)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # device discovery prints "cuInit" notices
     tf.get_logger().setLevel("ERROR")
     return tf
 
 
-def _import_capturing_stderr() -> Any:
+@contextlib.contextmanager
+def start_up_notices_dropped() -> Iterator[None]:
+    """Run the block with file descriptor 2 pointed at a temporary file; afterwards write
+    the lines that are not :data:`NOISE` to standard error (a user's module that imports
+    TensorFlow goes through here too)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as sink:
         os.dup2(sink.fileno(), 2)
         try:
-            import keras  # noqa: F401  (its import prints from C++ too)
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # device discovery prints "cuInit" notices
+            yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
@@ -56,4 +64,3 @@ def _import_capturing_stderr() -> Any:
                     if line.strip() and not any(n in line for n in NOISE)]
             if kept:
                 print("\n".join(kept), file=sys.stderr)
-    return tf

@@ -321,15 +321,15 @@ def _warn(message: str) -> None:
     print(f"lossverify verify: warning: {message}", file=sys.stderr)
 
 
-def _user_runs(args: argparse.Namespace, settings: Settings
+def _user_runs(args: argparse.Namespace, settings: Settings, header: str
                ) -> tuple[list[tuple[str, Any]], dict[int, str]]:
     """The user's loss in each dtype; prints each report."""
     import lossverify
-    from lossverify._tf import import_tensorflow
+    from lossverify._tf import import_tensorflow, start_up_notices_dropped
 
-    find_module(args.loss)  # fast: before TensorFlow loads
+    with start_up_notices_dropped():  # the user's module may import TensorFlow itself
+        obj = load_target(args.loss)
     import_tensorflow(quiet=True)
-    obj = load_target(args.loss)
     try:
         loss, _ = K.build_loss(obj, settings.loss_params)
     except TypeError as exc:
@@ -339,6 +339,7 @@ def _user_runs(args: argparse.Namespace, settings: Settings
     if settings.output.per_element and is_keras_loss(loss):
         raise UsageError("--per-element: applies to a function returning one value per "
                          "element; a keras.losses.Loss returns the reduced loss")
+    print(header, flush=True)
     runs: list[tuple[str, Any]] = []
     lines: dict[int, str] = {}
     shown: set[str] = set()
@@ -369,10 +370,11 @@ def _user_runs(args: argparse.Namespace, settings: Settings
     return runs, lines
 
 
-def _conformance_runs(args: argparse.Namespace, settings: Settings
+def _conformance_runs(args: argparse.Namespace, settings: Settings, header: str
                       ) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
     from lossverify import conformance as CF
 
+    print(header, flush=True)
     jobs = CF.plan(args, settings.dtypes)
     progress = CF.Progress(len(jobs), not args.no_progress)
 
@@ -409,14 +411,14 @@ def run(args: argparse.Namespace) -> int:
     settings = check_args(args)
     started = time.perf_counter()
     env = environment.describe()  # here, in the parent: --jobs workers do not need it
-    print(environment.summary_line(env), flush=True)
+    header = environment.summary_line(env)
     invariants: list[tuple[str, Any]] = []
     cli_lines: dict[int, str] = {}
     if args.loss:
-        runs, cli_lines = _user_runs(args, settings)
+        runs, cli_lines = _user_runs(args, settings, header)
         title = f"lossverify: {args.loss} vs reference {args.reference} (seed {args.seed})"
     else:
-        runs, invariants = _conformance_runs(args, settings)
+        runs, invariants = _conformance_runs(args, settings, header)
         title = (f"lossverify conformance (seed {args.seed}, {args.max_examples} examples "
                  "per check)")
     reports = [r for _, r in runs]

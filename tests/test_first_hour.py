@@ -225,6 +225,8 @@ def test_cli_per_element(tmp_path):
 BAD_ARGS = {
     "module": (["--loss", "no_such_module_xyz:f", "--reference", "focal_loss"],
                "--loss: no module named 'no_such_module_xyz'"),
+    "attribute": (["--loss", "os:no_such_attr", "--reference", "focal_loss"],
+                  "--loss: module 'os' has no attribute 'no_such_attr'"),
     "reference": (["--loss", "os:path", "--reference", "focal"], "argument --reference"),
     "range": (["--loss", "os:path", "--reference", "focal_loss", "--param", "gamma=-1"],
               "--param: gamma: expected a number >= 0, got -1"),
