@@ -12,8 +12,9 @@ from typing import Any
 __version__ = "0.1.0"
 from lossverify.contract import Domain, LossverifyWarning, Output
 
-__all__ = ["Domain", "LossverifyWarning", "Output", "VerifyReport", "assert_verified",
-           "verify", "__version__"]
+__all__ = ["Closeness", "Domain", "LossverifyWarning", "Output", "VerifyReport",
+           "assert_close_to_reference", "assert_verified", "close_to_reference", "verify",
+           "__version__"]
 
 _LAZY = {"verify", "assert_verified", "VerifyReport"}
 
@@ -35,7 +36,15 @@ def missing_extra(exc: ModuleNotFoundError, what: str, extra: str) -> ModuleNotF
         f"{EXTRAS[extra]}", name=exc.name)
 
 
+#: NumPy-only names, imported on first use (``import lossverify`` stays light).
+_CLOSENESS = {"Closeness", "assert_close_to_reference", "close_to_reference"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _CLOSENESS:
+        from lossverify import closeness as _closeness
+
+        return getattr(_closeness, name)
     if name in _LAZY:
         try:
             from lossverify import verifier as _verifier
