@@ -76,6 +76,9 @@ class CheckReport:
     worst_input: str = ""
     message: str = ""
     counterexample: str = ""
+    #: the batch the first failure (``message``) was seen on; the counterexample when
+    #: shrinking finds none that fails on its own (a failure inside a fused call)
+    failure_input: str = ""
     deviations: dict[str, int] = field(default_factory=dict)
     #: error / allowed of every compared example, in draw order (for plots; not in JSON)
     ratios: list[float] = field(default_factory=list, repr=False)
@@ -116,7 +119,7 @@ class CheckReport:
         self.failures += 1
         if not self.message:
             self.message = outcome.message
-            self.worst_input = capped(example_repr())
+            self.worst_input = self.failure_input = capped(example_repr())
             if cmp is None:
                 self.worst_ratio = math.inf
 
@@ -423,7 +426,7 @@ class _Session:
                                                                     outcome), None, len(group))
             return
         start = 0
-        for x in group:
+        for number, x in enumerate(group, 1):
             stop = start + x.y_pred.shape[0]
             part = {m: _slice_result(r, start, stop) for m, r in results.items()
                     if m not in broken}
@@ -436,7 +439,8 @@ class _Session:
                 if sliced is not None and (sliced.ok or dev is not None):
                     reports[name].record(sliced, functools.partial(repr, x), dev)
                 else:
-                    self._record_alone([x], name, sliced, x, reports)
+                    self._record_alone([x], name, sliced, x, reports,
+                                       (fx, number, len(group), start))
             start = stop
 
     def _mode_outcomes(self, results: Mapping[str, C.ModeResult], expected: C.Expected,
@@ -457,10 +461,16 @@ class _Session:
 
     def _record_alone(self, group: list[lst.LossInputs], name: str,
                       fused: C.Outcome | None, fx: lst.LossInputs,
-                      reports: dict[str, CheckReport]) -> None:
+                      reports: dict[str, CheckReport],
+                      call: tuple[lst.LossInputs, int, int, int] | None = None) -> None:
         """A check that failed (or could not run) on a fused call: evaluate each batch of
         the group on its own and record those outcomes. If every batch passes alone, the
-        fused failure stands, named for what it means."""
+        fused failure stands, named for what it means.
+
+        ``fx`` is the group's own concatenation and ``fused`` its outcome (indices into
+        ``fx``); ``call``, when the group is one batch sliced out of a larger call, is
+        ``(the call's inputs, the batch's number in it (1-based), batches in the call,
+        the batch's first row in it)``."""
         alone = [(x, self.outcomes(x, name, xla_budget=False)) for x in group]
         if fused is None or any(not o.ok for _, out in alone if (o := out[name]) is not None):
             for x, out in alone:
@@ -474,10 +484,23 @@ class _Session:
             reports[name].record(fused, functools.partial(repr, fx), dev, len(group))
             return
         fused = self.named_resemblance(name, fx, fused)
-        where, worst, depends = self._diagnose_fused(name, group, fx, fused)
-        together = (f"fails when {len(group)} drawn batches are evaluated in one call of "
-                    f"{fx.y_pred.shape[0]} rows (concatenated along the batch axis) and "
-                    f"passes batch by batch")
+        call_fx, number, batches, offset = call or (fx, 1, len(group), 0)
+        worst, start = self._worst_batch(group, fused)
+        if worst is None:
+            where, depends = "", None
+        else:
+            first = offset + start
+            rows = worst.y_pred.shape[0]
+            index = fused.comparison.index if fused.comparison is not None else None
+            where = (f"batch {number + group.index(worst)} of {batches}, rows {first}.."
+                     f"{first + rows - 1} of the call of {call_fx.y_pred.shape[0]} rows"
+                     + (f"; its row {index[0] - start} holds the worst element"
+                        if index else ""))
+            depends = None if self.reduced else \
+                self._rows_depend(name, worst, call_fx, first)
+        together = (f"fails when evaluated in one call of {call_fx.y_pred.shape[0]} rows "
+                    f"({batches} drawn batches concatenated along the batch axis) and passes "
+                    "batch by batch")
         if depends:
             message = f"{together}: a row's loss depends on the other rows ({depends})"
         elif depends is None:  # a reduced loss: its rows cannot be compared one by one
@@ -493,46 +516,48 @@ class _Session:
                                        f"{message}: {fused.message}", fused.rows,
                                        part=fused.part), shown, None, len(group))
 
-    def _diagnose_fused(self, name: str, group: list[lst.LossInputs], fx: lst.LossInputs,
-                        fused: C.Outcome) -> tuple[str, lst.LossInputs | None, str | None]:
-        """For a fused failure whose batches all pass alone: the batch holding the worst
-        element (with where it sat) and whether the loss's rows depend on each other.
-
-        The batch is run alone and in the fused call in the failing check's mode, and its
-        rows are compared with each other (not with the reference) within the budget:
-        a difference beyond it is a row that depends on the others (the mismatch named),
-        ``""`` means independent rows. ``None``: not decidable (a reduced loss)."""
+    @staticmethod
+    def _worst_batch(group: list[lst.LossInputs], fused: C.Outcome
+                     ) -> tuple[lst.LossInputs | None, int]:
+        """The batch of ``group`` holding ``fused``'s worst element (its row index along
+        axis 0 of the group's concatenation), and its first row there."""
         index = fused.comparison.index if fused.comparison is not None else None
-        if self.reduced or not index:
-            return "", None, None
+        if not index:
+            return (group[0], 0) if len(group) == 1 else (None, 0)
         stops = np.cumsum([x.y_pred.shape[0] for x in group])
         k = int(np.searchsorted(stops, index[0], side="right"))
         if k >= len(group):
-            return "", None, None
-        x, stop = group[k], int(stops[k])
-        start = stop - x.y_pred.shape[0]
-        k += 1
-        where = (f"batch {k} of {len(group)}, rows {start}..{stop - 1} of the call of "
-                 f"{fx.y_pred.shape[0]} rows; its row {index[0] - start} holds the worst "
-                 "element")
+            return None, 0
+        return group[k], int(stops[k]) - group[k].y_pred.shape[0]
+
+    def _rows_depend(self, name: str, x: lst.LossInputs, call_fx: lst.LossInputs,
+                     start: int) -> str | None:
+        """Whether ``x``'s rows give another result in the call (rows ``start`` on of
+        ``call_fx``) than alone, in the failing check's mode, beyond the budget: the
+        mismatch named; ``""``: the same within the budget (independent rows); ``None``:
+        not decidable (the loss raised)."""
+        stop = start + x.y_pred.shape[0]
         mode = name if name in ("graph", "xla") else "eager"
-        together = self.executor.run(mode, fx)
+        together = self.executor.run(mode, call_fx)
         alone = self.executor.run(mode, x)
-        if together.value is None or alone.value is None or alone.grad is None:
-            return where, x, None
+        if together.value is None or together.grad is None or alone.value is None \
+                or alone.grad is None or together.value.shape[:1] != call_fx.y_pred.shape[:1]:
+            return None
         part = _slice_result(together, start, stop)
-        expected = _slice_expected(self._expected(fx), start, stop)
+        expected = self._expected(x)
         for what, a, b, allowed in (("value", alone.value, part.value, expected.value_allowed),
                                     ("gradient", alone.grad, part.grad, expected.grad_allowed)):
             assert b is not None
+            if a.shape != b.shape:
+                return None
             tol = numerics.at_least_ulps(b, allowed, expected.dtype)
             if what == "gradient":  # rows at a kink are not compared (see check_gradient)
                 sel = expected.grad_rows
                 a, b, tol = np.where(sel, a, 0.0), np.where(sel, b, 0.0), np.where(sel, tol, 1.0)
             cmp = numerics.compare(a, b, tol, expected.dtype)
             if not cmp.ok:
-                return where, x, f"the {what} alone and in the call differ: {cmp.describe()}"
-        return where, x, ""
+                return f"the {what} alone and in the call differ: {cmp.describe()}"
+        return ""
 
     def _expected(self, x: lst.LossInputs) -> C.Expected:
         """The reference on the inputs as the loss computes them (a Loss instance sees
@@ -832,7 +857,7 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
             examples = _xla_examples(max_examples) if name == "xla" else max_examples
             found, check.message = _shrink(session, name, strategies[name], examples, seed,
                                            check.message)
-            check.counterexample = capped(found)
+            check.counterexample = capped(found) or check.failure_input
     return report()
 
 

@@ -349,7 +349,10 @@ def test_counterexamples_are_capped():
 # -------------------------------------------------- the fused-batch diagnosis, both ways
 
 
-def _fused_session(loss):
+def _fused_failure(loss):
+    """A session for ``loss``, two drawn batches checked in one call, and the second
+    batch's (made-up) failure in that call: what :meth:`_Session._evaluate_group` hands
+    to ``_record_alone`` when a batch fails fused."""
     spec = S.get_spec("categorical_crossentropy")
     session = V._Session(loss, spec, {}, ("value",), C.DEFAULT_TIME_LIMIT, False)
     rng = np.random.default_rng(1)
@@ -359,30 +362,34 @@ def _fused_session(loss):
         y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, n)]
         return lst.LossInputs(y, p)
 
-    group = [batch(6), batch(20)]
-    fx = V._concatenate(group)
-    # a failure at row 10 (batch 2) of the fused call, whatever its size
-    expected = session._expected(fx)
+    first, second = batch(6), batch(8)
+    call = V._concatenate([first, second])
+    expected = session._expected(second)
     got = expected.value.copy()
-    got[10] *= 1.5
+    got[4] *= 1.5
     from lossverify import numerics
 
     cmp = numerics.compare(got, expected.value, expected.value_allowed, expected.dtype)
-    return session, group, fx, C.Outcome(False, cmp, cmp.describe(), fx.rows)
+    reports = {"value": V.CheckReport("value")}
+    session._record_alone([second], "value", C.Outcome(False, cmp, cmp.describe(), 8),
+                          second, reports, (call, 2, 2, 6))
+    return reports["value"]
 
 
 def test_fused_diagnosis_of_independent_rows_does_not_blame_the_batch():
-    session, group, fx, fused = _fused_session(keras.losses.categorical_crossentropy)
-    where, batch, depends = session._diagnose_fused("value", group, fx, fused)
-    assert depends == ""  # the rows are independent
-    assert batch is group[1] and "batch 2 of 2" in where and "row 4" in where
+    check = _fused_failure(keras.losses.categorical_crossentropy)
+    assert check.failures == 1
+    assert "so the rows are independent" in check.message
+    assert "depends on the other rows" not in check.message
+    assert check.worst_input.startswith("# batch 2 of 2, rows 6..13 of the call of 14 rows; "
+                                        "its row 4 holds the worst element")
 
 
 def test_fused_diagnosis_names_a_loss_whose_rows_depend_on_the_batch():
-    def batch_dependent(y_true, y_pred):  # scales by the batch size: rows depend on it
-        n = tf.cast(tf.shape(y_pred)[0], y_pred.dtype)
-        return keras.losses.categorical_crossentropy(y_true, y_pred) * (1 + 1e-3 * n)
+    def batch_dependent(y_true, y_pred):  # exact up to 10 rows per call, 1 % off beyond
+        value = keras.losses.categorical_crossentropy(y_true, y_pred)
+        return value * tf.where(tf.shape(y_pred)[0] > 10, 1.01, 1.0)
 
-    session, group, fx, fused = _fused_session(batch_dependent)
-    _, _, depends = session._diagnose_fused("value", group, fx, fused)
-    assert depends and "alone and in the call differ" in depends
+    check = _fused_failure(batch_dependent)
+    assert "a row's loss depends on the other rows (the value alone and in the call " \
+        "differ" in check.message

@@ -9,6 +9,7 @@ drawn batch, and the xla check compiles once per run.
 from __future__ import annotations
 
 import os
+import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -73,8 +74,16 @@ def test_rows_that_depend_on_the_call_are_named():
                                checks=("value",), max_examples=40, seed=0)
     value = report.checks["value"]
     assert value.failures > 0, str(report)
-    assert "fails only when evaluated together with" in value.message, str(report)
-    assert "and passes alone: a row's loss depends on the other rows" in str(report), str(report)
+    assert "fails when evaluated in one call of" in value.message, str(report)
+    assert "passes batch by batch: a row's loss depends on the other rows (the value alone " \
+        "and in the call differ" in str(report), str(report)
+    # the counterexample is the one drawn batch, with where it sat in the call
+    shown = value.counterexample or value.worst_input
+    assert shown.startswith("# batch "), str(report)
+    assert "regime='fused'" not in shown, str(report)
+    # the batch shown is the one the message is about
+    calls = re.search(r"in one call of (\d+) rows", value.message).group(1)
+    assert f"of the call of {calls} rows" in shown, str(report)
 
 
 def test_graph_failure_of_a_class_is_attributed_to_single_batches():
