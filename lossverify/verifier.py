@@ -485,14 +485,14 @@ class _Session:
             return
         fused = self.named_resemblance(name, fx, fused)
         call_fx, number, batches, offset = call or (fx, 1, len(group), 0)
-        worst, start = self._worst_batch(group, fused)
+        k, worst, start = self._worst_batch(group, fused)
         if worst is None:
             where, depends = "", None
         else:
             first = offset + start
             rows = worst.y_pred.shape[0]
             index = fused.comparison.index if fused.comparison is not None else None
-            where = (f"batch {number + group.index(worst)} of {batches}, rows {first}.."
+            where = (f"batch {number + k} of {batches}, rows {first}.."
                      f"{first + rows - 1} of the call of {call_fx.y_pred.shape[0]} rows"
                      + (f"; its row {index[0] - start} holds the worst element"
                         if index else ""))
@@ -518,17 +518,18 @@ class _Session:
 
     @staticmethod
     def _worst_batch(group: list[lst.LossInputs], fused: C.Outcome
-                     ) -> tuple[lst.LossInputs | None, int]:
+                     ) -> tuple[int, lst.LossInputs | None, int]:
         """The batch of ``group`` holding ``fused``'s worst element (its row index along
-        axis 0 of the group's concatenation), and its first row there."""
+        axis 0 of the group's concatenation): its position in ``group``, the batch, and
+        its first row in the concatenation."""
         index = fused.comparison.index if fused.comparison is not None else None
         if not index:
-            return (group[0], 0) if len(group) == 1 else (None, 0)
+            return (0, group[0], 0) if len(group) == 1 else (0, None, 0)
         stops = np.cumsum([x.y_pred.shape[0] for x in group])
         k = int(np.searchsorted(stops, index[0], side="right"))
         if k >= len(group):
-            return None, 0
-        return group[k], int(stops[k]) - group[k].y_pred.shape[0]
+            return 0, None, 0
+        return k, group[k], int(stops[k]) - group[k].y_pred.shape[0]
 
     def _rows_depend(self, name: str, x: lst.LossInputs, call_fx: lst.LossInputs,
                      start: int) -> str | None:
