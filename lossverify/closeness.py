@@ -176,6 +176,7 @@ def assert_close_to_reference(reference: str, y_true: Any, y_pred: Any, value: A
                               grad: Any = None, **kwargs: Any) -> Closeness:
     """:func:`close_to_reference`, raising ``AssertionError`` with the report (the
     worst element, its sample's inputs, error / allowed) when not close."""
+    __tracebackhide__ = True  # pytest shows the caller's line and the report, not this
     result = close_to_reference(reference, y_true, y_pred, value, grad, **kwargs)
     if not result.ok:
         raise AssertionError(str(result))
