@@ -393,3 +393,28 @@ def test_fused_diagnosis_names_a_loss_whose_rows_depend_on_the_batch():
     check = _fused_failure(batch_dependent)
     assert "a row's loss depends on the other rows (the value alone and in the call " \
         "differ" in check.message
+
+
+def test_a_failing_conformance_run_reports_its_failures_in_markdown_and_strict_json(tmp_path):
+    """``--strict`` makes the notes' known NaN focal gradient a failure: the conformance
+    report then carries the messages, counterexamples and reproduce lines."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "lossverify", "verify", "--only", "focal_loss", "--strict",
+         "--max-examples", "8", "--min-rows", "0", "--invariant-examples", "0", "--jobs",
+         "1", "--checks", "gradient", "--quiet", "--no-progress", "--json", "c.json",
+         "--markdown", "conformance.md"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=600, env=dict(os.environ, PYTHONPATH=REPO))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+
+    def refuse(token):
+        raise ValueError(f"not strict JSON: {token}")
+
+    data = json.loads((tmp_path / "c.json").read_text(), parse_constant=refuse)
+    failed = [r for r in data["runs"] if not r["ok"]]
+    assert failed and all(r["checks"]["gradient"]["worst_ratio"] == "Infinity" for r in failed)
+    md = (tmp_path / "conformance.md").read_text()
+    assert f"**{data['totals']['runs']} runs, {len(failed)} failed" in md
+    assert "### notes.FocalLoss (class), gamma=0.5, float32" in md
+    assert "**gradient** failed on" in md and "gradient got nan" in md
+    assert "Minimal counterexample:" in md and "LossInputs(" in md
+    assert "lossverify.verify(loss, 'focal_loss'" in md
