@@ -9,6 +9,7 @@
     lint       ruff
     typecheck  mypy on the typed package
     notf       lossverify.reference, the tolerance model and the strategies without TensorFlow
+    frameworks PyTorch and JAX/optax losses against the references (close_to_reference)
     compat     the conformance report under the oldest Keras-3 TensorFlow and the newest
 """
 
@@ -106,6 +107,29 @@ def notf(session: nox.Session) -> None:
                 "tests/test_reference_errors.py", "tests/test_reference_fuzz.py",
                 "tests/test_tolerance.py", "tests/test_contract.py", "tests/test_closeness.py",
                 "--doctest-modules", "lossverify/reference")
+
+
+#: PyTorch's CPU-only wheels (PyPI's Linux wheel brings CUDA, gigabytes of it)
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+@nox.session
+def frameworks(session: nox.Session) -> None:
+    """PyTorch and JAX/optax losses against the references through the NumPy-only
+    tolerance API (``lossverify.close_to_reference``), with no TensorFlow installed."""
+    session.install("-e", ".", "pytest>=8")
+    try:
+        session.install("torch", "--index-url", TORCH_CPU_INDEX)
+    except nox.command.CommandFailed:  # that index unreachable: whatever pip is set up with
+        session.install("torch")
+    session.install("jax", "optax")
+    session.run("python", "-c", "import importlib.util as u, torch, jax, optax; "
+                "assert u.find_spec('tensorflow') is None, 'TensorFlow is installed'; "
+                "print('torch', torch.__version__, 'jax', jax.__version__, "
+                "'optax', optax.__version__)")
+    session.run("pytest", "-p", "no:cacheprovider", "tests/test_closeness.py",
+                "tests/test_torch_closeness.py", "tests/test_jax_closeness.py",
+                *session.posargs)
 
 
 @nox.session
