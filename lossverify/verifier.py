@@ -905,20 +905,27 @@ def _reference_defaults(spec: S.LossSpec) -> dict[str, Any]:
             if k not in ("y_true", "y_pred")}
 
 
-def check_domain(spec: S.LossSpec, params: Mapping[str, Any], domain: K.Domain) -> None:
-    """A domain that cannot apply to this reference's inputs is an error, not ignored."""
+#: How :func:`check_domain` names the domain's fields: the API's, or the CLI's options.
+API_NAMES = {"probabilities": "domain: probabilities=...", "logits": "domain: logits=...",
+             "use_logits": "logits=(low, high)", "from_logits": "from_logits=True"}
+
+
+def check_domain(spec: S.LossSpec, params: Mapping[str, Any], domain: K.Domain,
+                 names: Mapping[str, str] = API_NAMES) -> None:
+    """A domain that cannot apply to this reference's inputs is an error, not ignored.
+    ``names`` says how the message names the fields (see :data:`API_NAMES`)."""
     kind = lst.LABEL_KIND[spec.name]
     logits = bool(params.get("from_logits")) or kind.endswith("_logits")
     if domain.probabilities is not None and (logits or kind == "regression"):
         what = "logits" if logits else "real-valued predictions"
-        raise ValueError(f"domain: probabilities=... narrows probabilities, but {spec.name}"
-                         f"{' with from_logits=True' if params.get('from_logits') else ''} "
-                         f"takes {what} as y_pred" + ("; use logits=(low, high)" if logits
-                                                      else ""))
+        with_logits = f" with {names['from_logits']}" if params.get("from_logits") else ""
+        raise ValueError(f"{names['probabilities']} narrows probabilities, but {spec.name}"
+                         f"{with_logits} takes {what} as y_pred"
+                         + (f"; use {names['use_logits']}" if logits else ""))
     if domain.logits is not None and not logits:
-        raise ValueError(f"domain: logits=... narrows logits, but {spec.name} takes "
+        raise ValueError(f"{names['logits']} narrows logits, but {spec.name} takes "
                          + ("real-valued predictions" if kind == "regression" else
-                            "probabilities (pass from_logits=True for logits)")
+                            f"probabilities (give {names['from_logits']} for logits)")
                          + " as y_pred")
 
 

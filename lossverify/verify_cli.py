@@ -180,6 +180,11 @@ def _parse_list(text: str | None, option: str, allowed: tuple[str, ...]) -> list
     return chosen
 
 
+#: The domain's fields as the command line names them (see ``verifier.check_domain``).
+CLI_NAMES = {"probabilities": "--probabilities", "logits": "--logits",
+             "use_logits": "--logits LOW,HIGH", "from_logits": "--param from_logits=True"}
+
+
 @dataclass
 class Settings:
     """The command line, checked (no TensorFlow needed)."""
@@ -238,12 +243,9 @@ def check_args(args: argparse.Namespace) -> Settings:
     from lossverify.verifier import check_domain
 
     try:
-        check_domain(spec, settings.params, settings.domain)
+        check_domain(spec, settings.params, settings.domain, CLI_NAMES)
     except ValueError as exc:
-        raise UsageError(str(exc).replace("probabilities=...", "--probabilities")
-                         .replace("logits=(low, high)", "--logits LOW,HIGH")
-                         .replace("logits=...", "--logits")
-                         .replace("domain: ", "")) from None
+        raise UsageError(str(exc)) from None
     try:
         settings.output = K.Output(args.per_element, args.scale)
     except ValueError as exc:
