@@ -803,6 +803,7 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
     if loss_params is not None and not isinstance(loss_params, Mapping):
         raise TypeError(f"loss_params: expected a mapping of parameter names to values, "
                         f"got {loss_params!r}")
+    _check_framework(loss)
     spec = S.get_spec(reference)
     chosen = _validate_checks(checks)
     if dtype not in numerics.DTYPES:
@@ -896,6 +897,34 @@ def _fails_fast(session: _Session, draws: list[lst.LossInputs],
                          functools.partial(repr, probes[0]), None)
         check.counterexample = repr(probes[0])
     return True
+
+
+#: Modules whose losses compute on other arrays than TensorFlow's.
+_OTHER_FRAMEWORKS = ("torch", "torchvision", "jax", "jaxlib", "optax", "flax")
+
+
+def _check_framework(loss: Any) -> None:
+    """verify() runs the loss on TensorFlow tensors under GradientTape. A loss of another
+    framework, or Keras running on another backend, would fail every check for that
+    reason alone: a false verdict. Refuse it, naming what works instead."""
+    import keras
+
+    instead = ("compute its values and gradients in that framework and compare them with "
+               "lossverify.close_to_reference / assert_close_to_reference (NumPy only, the "
+               "same budget)")
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise ValueError(f"loss: Keras runs on the {backend!r} backend (KERAS_BACKEND), and "
+                         "verify() checks TensorFlow computations; run with "
+                         f"KERAS_BACKEND=tensorflow, or {instead}")
+    target = getattr(loss, "__wrapped__", loss)
+    target = getattr(target, "func", target)  # functools.partial
+    module = getattr(target, "__module__", None) or type(target).__module__ or ""
+    root = module.split(".")[0]
+    if root in _OTHER_FRAMEWORKS:
+        raise ValueError(f"loss: {getattr(target, '__name__', target)!r} comes from "
+                         f"{root} ({module}); verify() calls the loss with TensorFlow "
+                         f"tensors, so {instead}")
 
 
 def _reference_defaults(spec: S.LossSpec) -> dict[str, Any]:

@@ -418,3 +418,21 @@ def test_a_failing_conformance_run_reports_its_failures_in_markdown_and_strict_j
     assert "**gradient** failed on" in md and "gradient got nan" in md
     assert "Minimal counterexample:" in md and "LossInputs(" in md
     assert "lossverify.verify(loss, 'focal_loss'" in md
+
+
+def test_keras_on_another_backend_is_refused_not_failed(monkeypatch):
+    """verify() runs TensorFlow: Keras on JAX or PyTorch would fail every check as "not
+    differentiable", a false verdict. It is refused, naming the backend and what works."""
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ValueError, match="Keras runs on the 'jax' backend.*"
+                                         "close_to_reference"):
+        lossverify.verify(keras.losses.CategoricalCrossentropy(), "categorical_crossentropy")
+
+
+def test_a_loss_of_another_framework_is_refused_not_failed():
+    def fake_torch_loss(y_true, y_pred):
+        return y_pred
+
+    fake_torch_loss.__module__ = "torch.nn.functional"
+    with pytest.raises(ValueError, match="comes from torch .*close_to_reference"):
+        lossverify.verify(fake_torch_loss, "mean_squared_error")
