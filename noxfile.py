@@ -100,12 +100,13 @@ def notf(session: nox.Session) -> None:
     session.install("-e", ".[strategies]", "pytest>=8")
     session.run("python", "-c", "import sys, lossverify.reference, lossverify.strategies, "
                 "lossverify.tolerance, lossverify.environment, lossverify.contract, "
-                "lossverify.report, lossverify.closeness; "
+                "lossverify.report, lossverify.closeness, lossverify.inputs; "
                 "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'")
     session.run("pytest", "-p", "no:cacheprovider", "-p", "no:lossverify",
                 "tests/test_reference_values.py", "tests/test_reference_gradients.py",
                 "tests/test_reference_errors.py", "tests/test_reference_fuzz.py",
                 "tests/test_tolerance.py", "tests/test_contract.py", "tests/test_closeness.py",
+                "tests/test_inputs.py",
                 "--doctest-modules", "lossverify/reference")
 
 

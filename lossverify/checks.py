@@ -78,20 +78,9 @@ def expected_for(spec_name: str, params: Mapping[str, Any], x: Any, reduced: boo
 
 
 def cast_inputs(x: Any, dtype: str) -> Any:
-    """``x`` with ``y_pred`` (and float labels) rounded to ``dtype``, clipped to its
-    finite range (a float32 logit of 1e5 becomes float16's 65504, not inf). Integer
-    labels and sample weights are left as they are."""
-    target = numerics.np_dtype(dtype)
-    if x.y_pred.dtype == target:
-        return x
-    big = numerics.max_finite(dtype)
-
-    def cast(a: np.ndarray) -> np.ndarray:
-        wide = np.asarray(a, np.float64)
-        return np.where(np.isfinite(wide), np.clip(wide, -big, big), wide).astype(target)
-
-    y_true = cast(x.y_true) if x.y_true.dtype.kind in "fV" else x.y_true
-    return type(x)(y_true, cast(x.y_pred), x.sample_weight, x.regime, x.notes)
+    """``x`` (a :class:`lossverify.inputs.LossInputs`) rounded to ``dtype``: see
+    :meth:`~lossverify.inputs.LossInputs.cast`."""
+    return x.cast(dtype)
 
 
 class Executor:

@@ -194,11 +194,6 @@ def _equal(a: np.ndarray, b: np.ndarray, allowed: np.ndarray, what: str) -> floa
     return cmp.worst_ratio
 
 
-def _take(x: lst.LossInputs, index: np.ndarray) -> lst.LossInputs:
-    w = None if x.sample_weight is None else x.sample_weight[index]
-    return lst.LossInputs(x.y_true[index], x.y_pred[index], w, x.regime, x.notes)
-
-
 def _default(reference: str, name: str) -> Any:
     return inspect.signature(S.get_spec(reference).evaluator).parameters[name].default
 
@@ -208,7 +203,7 @@ def _one_hot(x: lst.LossInputs, classes: int) -> lst.LossInputs:
     if labels.ndim == x.y_pred.ndim:
         labels = labels[..., 0]
     dense = np.eye(classes, dtype=np.float32)[labels]
-    return lst.LossInputs(dense, x.y_pred, x.sample_weight, x.regime, x.notes)
+    return x.replace(y_true=dense)
 
 
 # -------------------------------------------------------------------------- relations
@@ -239,7 +234,7 @@ def _batch_permutation(losses, x, reference, params, draw_int):
     n = x.y_pred.shape[0]
     perm = np.random.default_rng(draw_int).permutation(n)
     reduced = C.is_keras_loss(loss)
-    out, out_p = _call(loss, x, reduced), _call(loss, _take(x, perm), reduced)
+    out, out_p = _call(loss, x, reduced), _call(loss, x.take_rows(perm), reduced)
     allowed = _budget(reference, params, x, loss).value_allowed
     if reduced:
         return _equal(out_p, out, 2 * allowed, f"batch_permutation {perm.tolist()}")
@@ -259,9 +254,9 @@ def _batch_split(losses, x, reference, params, draw_int):
     if n < 2:
         return 0.0
     if reduction == "mean_with_sample_weight":
-        x = lst.LossInputs(x.y_true, x.y_pred, None, x.regime, x.notes)
-    whole = _take(x, np.arange(n))
-    head, tail = _take(x, np.arange(k)), _take(x, np.arange(k, n))
+        x = x.without_weight()
+    whole = x.take_rows(np.arange(n))
+    head, tail = x.take_rows(np.arange(k)), x.take_rows(np.arange(k, n))
     out = _call(loss, whole, reduced)
     parts = [_call(loss, part, reduced) for part in (head, tail)]
     budgets = [_budget(reference, params, part, loss).value_allowed
@@ -422,7 +417,7 @@ def check_invariant(invariant: str, *losses: Callable, reference: str,
     def test(drawn: tuple[lst.LossInputs, bool, int]) -> None:
         x, drop_weight, draw_int = drawn
         if drop_weight:
-            x = lst.LossInputs(x.y_true, x.y_pred, None, x.regime, x.notes)
+            x = x.without_weight()
         if "message" not in state:
             state["examples"] += 1
         try:

@@ -21,10 +21,11 @@ failing example says which regime produced it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from lossverify.inputs import LossInputs
 
 try:
     from hypothesis import strategies as st
@@ -62,33 +63,6 @@ EDGE_PROBABILITIES = _exact32(0.0, 1.0, 1e-7, 1.1920929e-07, 0.99999988, 0.99999
                               1e-30, 0.5)
 REGIMES = ("uniform", "extreme", "peaked", "tiny", "unnormalised")
 LOGIT_REGIMES = ("moderate", "gap20", "gap100", "wide")
-
-
-@dataclass(frozen=True)
-class LossInputs:
-    """One drawn batch: float32 ``y_pred``, ``y_true`` (float32, or int32 labels),
-    optional per-sample ``sample_weight``, and a description of how it was drawn."""
-
-    y_true: np.ndarray
-    y_pred: np.ndarray
-    sample_weight: np.ndarray | None = None
-    regime: str = ""
-    notes: dict[str, Any] = field(default_factory=dict)
-
-    def __repr__(self) -> str:  # what a failing example prints
-        with np.printoptions(precision=9, threshold=200, floatmode="maxprec"):
-            lines = [f"LossInputs(regime={self.regime!r},",
-                     f"  y_true=np.array({self.y_true.tolist()!r}, dtype=np.{self.y_true.dtype}),",
-                     f"  y_pred=np.array({self.y_pred.tolist()!r}, dtype=np.{self.y_pred.dtype}),"]
-            if self.sample_weight is not None:
-                lines.append(f"  sample_weight=np.array({self.sample_weight.tolist()!r}, "
-                             f"dtype=np.{self.sample_weight.dtype}),")
-            return "\n".join(lines) + ")"
-
-    @property
-    def rows(self) -> int:
-        """Number of independent samples (per-sample losses) in the batch."""
-        return int(np.prod(self.y_pred.shape[:-1], dtype=np.int64))
 
 
 def batch_shapes(min_batch: int = 1, max_batch: int = 16, min_classes: int = 2,

@@ -286,7 +286,7 @@ class _Session:
         if self.reduced:
             use_weight = st.booleans()
             self.strategy = st.tuples(inputs, use_weight).map(
-                lambda t: t[0] if t[1] else _without_weight(t[0]))
+                lambda t: t[0] if t[1] else t[0].without_weight())
         else:
             self.strategy = inputs
         # Known deviations belong to the implementations that have them: the loss is
@@ -320,7 +320,7 @@ class _Session:
         narrowed = self.domain.narrow(x.y_pred, self.logits, self.params.get("axis", -1))
         if narrowed is x.y_pred:
             return x
-        return lst.LossInputs(x.y_true, narrowed, x.sample_weight, x.regime, x.notes)
+        return x.replace(y_pred=narrowed)
 
     def outcomes(self, x: lst.LossInputs, only: str | tuple[str, ...] | None = None,
                  xla_budget: bool = True) -> dict[str, C.Outcome | None]:
@@ -403,7 +403,7 @@ class _Session:
         wanted = modes if self.reduced else checks
         if not wanted:
             return
-        fx = _concatenate(group)
+        fx = lst.LossInputs.concatenate(group)
         expected = self._expected(fx)
         eager = self.executor.run("eager", fx)
         results = {"eager": eager}
@@ -603,10 +603,6 @@ def _explaining(deviations: Iterable[S.KnownDeviation], check: str, x: Any,
     return None
 
 
-def _without_weight(x: lst.LossInputs) -> lst.LossInputs:
-    return lst.LossInputs(x.y_true, x.y_pred, None, x.regime, x.notes)
-
-
 def _fusion_key(x: lst.LossInputs, axis: int, single_rows: bool = False
                 ) -> tuple[Any, ...] | None:
     """Batches with equal keys can be concatenated along axis 0; None: evaluate alone
@@ -618,16 +614,6 @@ def _fusion_key(x: lst.LossInputs, axis: int, single_rows: bool = False
     w = x.sample_weight
     return (x.y_pred.shape[1:], x.y_pred.dtype.str, x.y_true.shape[1:], x.y_true.dtype.str,
             None if w is None else (w.shape[1:], w.dtype.str))
-
-
-def _concatenate(group: list[lst.LossInputs]) -> lst.LossInputs:
-    if len(group) == 1:
-        return group[0]
-    w = None if group[0].sample_weight is None else \
-        np.concatenate([x.sample_weight for x in group])
-    return lst.LossInputs(np.concatenate([x.y_true for x in group]),
-                          np.concatenate([x.y_pred for x in group]), w, "fused",
-                          {"batches": len(group)})
 
 
 def _fused_repr(group: list[lst.LossInputs], outcome: C.Outcome) -> str:
@@ -996,18 +982,13 @@ def _shrink(session: _Session, check: str, strategy: st.SearchStrategy, max_exam
             session.params.get("axis", -1) % x.y_pred.ndim == x.y_pred.ndim - 1:
         # one row, if one row fails alone; else say that the failure needs the batch
         for i in range(x.y_pred.shape[0]):
-            row = _take_rows(x, i, i + 1)
+            row = x.take_rows(slice(i, i + 1))
             message = failure(row)
             if message is not None:
                 return repr(row), message
         return (f"# no single row fails alone: this failure needs the batch of "
                 f"{x.y_pred.shape[0]} rows\n{last['example']}", last["message"])
     return last.get("example", ""), last.get("message", first_message)
-
-
-def _take_rows(x: lst.LossInputs, start: int, stop: int) -> lst.LossInputs:
-    w = None if x.sample_weight is None else x.sample_weight[start:stop]
-    return lst.LossInputs(x.y_true[start:stop], x.y_pred[start:stop], w, x.regime, x.notes)
 
 
 def assert_verified(loss: Callable, reference: str, **kwargs: Any) -> VerifyReport:

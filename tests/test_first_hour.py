@@ -363,7 +363,7 @@ def _fused_failure(loss):
         return lst.LossInputs(y, p)
 
     first, second = batch(6), batch(8)
-    call = V._concatenate([first, second])
+    call = lst.LossInputs.concatenate([first, second])
     expected = session._expected(second)
     got = expected.value.copy()
     got[4] *= 1.5
