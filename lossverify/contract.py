@@ -49,8 +49,41 @@ def _pair(value: Any, name: str, low: float, high: float) -> tuple[float, float]
     return lo, hi
 
 
+class _Declaration:
+    """What :class:`Domain` and :class:`Output` share: built from themselves, a mapping
+    of their fields or None (the default), and written back as Python."""
+
+    #: the keyword that takes it in :func:`lossverify.verify` (for error messages)
+    _keyword = ""
+
+    @classmethod
+    def of(cls, value: Any) -> Any:
+        """``value`` as this class: None gives the default, a mapping its fields."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        fields = sorted(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+        if isinstance(value, Mapping):
+            unknown = sorted(set(value) - set(fields))
+            if unknown:
+                raise TypeError(f"{cls._keyword}: unknown fields {unknown}; expected some "
+                                f"of {fields}")
+            return cls(**value)
+        raise TypeError(f"{cls._keyword}: expected a lossverify.{cls.__name__}, a mapping "
+                        f"or None, got {value!r}")
+
+    def code(self) -> str:
+        """The Python that builds this value (for a reproduce line)."""
+        default = type(self)()
+        args = [f"{k}={getattr(self, k)!r}"
+                for k in self.__dataclass_fields__  # type: ignore[attr-defined]
+                if getattr(self, k) != getattr(default, k)]
+        return f"lossverify.{type(self).__name__}({', '.join(args)})"
+
+
 @dataclass(frozen=True)
-class Domain:
+class Domain(_Declaration):
     """The inputs a loss is defined on; the drawn inputs are narrowed to it.
 
     Args:
@@ -66,6 +99,7 @@ class Domain:
     The bounds hold in the dtype the inputs are checked in (rounded inwards).
     """
 
+    _keyword = "domain"
     hard_labels: bool = False
     probabilities: tuple[float, float] | None = None
     logits: tuple[float, float] | None = None
@@ -79,23 +113,6 @@ class Domain:
         if self.logits is not None and not all(map(math.isfinite, self.logits)):
             raise ValueError(f"logits: expected finite bounds, got {self.logits!r}")
 
-    @classmethod
-    def of(cls, value: Domain | Mapping[str, Any] | None) -> Domain:
-        """``value`` as a Domain (``None``: every input; a mapping: its fields)."""
-        if value is None:
-            return cls()
-        if isinstance(value, Domain):
-            return value
-        if isinstance(value, Mapping):
-            fields = set(cls.__dataclass_fields__)
-            unknown = sorted(set(value) - fields)
-            if unknown:
-                raise TypeError(f"domain: unknown fields {unknown}; expected some of "
-                                f"{sorted(fields)}")
-            return cls(**value)
-        raise TypeError(f"domain: expected a lossverify.Domain, a mapping or None, got "
-                        f"{value!r}")
-
     @property
     def narrowed(self) -> bool:
         return self != Domain()
@@ -108,12 +125,6 @@ class Domain:
         if self.logits:
             parts.append("logits in [{:g}, {:g}]".format(*self.logits))
         return ", ".join(parts) or "all inputs"
-
-    def code(self) -> str:
-        """The Python that builds this domain (for a reproduce line)."""
-        args = [f"{k}={getattr(self, k)!r}" for k in ("hard_labels", "probabilities", "logits")
-                if getattr(self, k) != getattr(Domain(), k)]
-        return f"lossverify.Domain({', '.join(args)})"
 
     def narrow(self, y_pred: np.ndarray, logits: bool, axis: int = -1) -> np.ndarray:
         """``y_pred`` moved into the domain, in its own dtype (bounds rounded inwards)."""
@@ -154,7 +165,7 @@ REDUCTIONS = ("mean", "sum")
 
 
 @dataclass(frozen=True)
-class Output:
+class Output(_Declaration):
     """What a loss returns, relative to the reference's per-sample values.
 
     Args:
@@ -169,6 +180,7 @@ class Output:
     in float64 before they are compared.
     """
 
+    _keyword = "output"
     per_element: str | None = None
     scale: float = 1.0
 
@@ -184,21 +196,6 @@ class Output:
             raise ValueError(f"scale: expected a finite non-zero number, got {self.scale!r}")
         object.__setattr__(self, "scale", scale)
 
-    @classmethod
-    def of(cls, value: Output | Mapping[str, Any] | None) -> Output:
-        if value is None:
-            return cls()
-        if isinstance(value, Output):
-            return value
-        if isinstance(value, Mapping):
-            unknown = sorted(set(value) - set(cls.__dataclass_fields__))
-            if unknown:
-                raise TypeError(f"output: unknown fields {unknown}; expected some of "
-                                f"{sorted(cls.__dataclass_fields__)}")
-            return cls(**value)
-        raise TypeError(f"output: expected a lossverify.Output, a mapping or None, got "
-                        f"{value!r}")
-
     @property
     def adapted(self) -> bool:
         return self != Output()
@@ -209,11 +206,6 @@ class Output:
         if self.scale != 1.0:
             parts.append(f"scaled by {self.scale:g}")
         return ", ".join(parts) or "per sample"
-
-    def code(self) -> str:
-        args = [f"{k}={getattr(self, k)!r}" for k in ("per_element", "scale")
-                if getattr(self, k) != getattr(Output(), k)]
-        return f"lossverify.Output({', '.join(args)})"
 
     def adapt(self, value: np.ndarray, grad: np.ndarray | None, y_pred_shape: tuple[int, ...],
               axis: int = -1, reduced: bool = False
