@@ -114,6 +114,15 @@ class LossSpec:
     def evaluator(self) -> Callable[..., Any]:
         return EVALUATORS[self.name]
 
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The reference's parameters (besides ``y_true``, ``y_pred``) and their defaults
+        (``inspect.Parameter.empty`` where there is none)."""
+        import inspect
+
+        return {k: p.default for k, p in inspect.signature(self.evaluator).parameters.items()
+                if k not in ("y_true", "y_pred")}
+
     def thorough_grid(self) -> list[dict[str, Any]]:
         """Every combination of the parameter values the reference accepts."""
         keys = list(self.thorough_axes)
@@ -178,9 +187,7 @@ def check_reference_params(spec: LossSpec, params: Mapping[str, Any]) -> None:
     """Reject parameters the reference does not take, naming them, and values out of
     range, with the reference's own validators (NumPy only: the CLI checks ``--param``
     before TensorFlow loads)."""
-    import inspect
-
-    accepted = set(inspect.signature(spec.evaluator).parameters) - {"y_true", "y_pred"}
+    accepted = set(spec.parameters)
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise TypeError(f"reference_kwargs: {spec.name} takes {sorted(accepted)}, "

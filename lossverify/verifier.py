@@ -805,7 +805,7 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
         raise ValueError("output: per_element applies to a function returning one value per "
                          "element; a keras.losses.Loss returns the reduced loss")
     for note in K.mismatched_params(given, loss, dict(loss_params or {}), params,
-                                    _reference_defaults(spec)):
+                                    spec.parameters):
         warnings.warn(f"{_loss_name(loss)} vs reference {reference}: {note}",
                       K.LossverifyWarning, stacklevel=2)
     labels = [impl.label for impl in spec.implementations]
@@ -911,13 +911,6 @@ def _check_framework(loss: Any) -> None:
         raise ValueError(f"loss: {getattr(target, '__name__', target)!r} comes from "
                          f"{root} ({module}); verify() calls the loss with TensorFlow "
                          f"tensors, so {instead}")
-
-
-def _reference_defaults(spec: S.LossSpec) -> dict[str, Any]:
-    import inspect
-
-    return {k: p.default for k, p in inspect.signature(spec.evaluator).parameters.items()
-            if k not in ("y_true", "y_pred")}
 
 
 #: How :func:`check_domain` names the domain's fields: the API's, or the CLI's options.

@@ -226,7 +226,7 @@ def check_args(args: argparse.Namespace) -> Settings:
     settings.loss_params = parse_params(args.loss_param, "--loss-param")
     for key, option in (("soft_labels", "--hard-labels"), ("probabilities", "--probabilities"),
                         ("logits", "--logits")):
-        if key in settings.params and key not in _reference_names(spec):
+        if key in settings.params and key not in spec.parameters:
             raise UsageError(f"--param: {key} is not a parameter of {spec.name}; the "
                              f"input domain is given with {option}")
     try:
@@ -251,12 +251,6 @@ def check_args(args: argparse.Namespace) -> Settings:
     except ValueError as exc:
         raise UsageError(f"--scale: {str(exc).partition(': ')[2]}") from None
     return settings
-
-
-def _reference_names(spec: S.LossSpec) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(spec.evaluator).parameters) - {"y_true", "y_pred"}
 
 
 def find_module(target: str) -> tuple[str, str]:
