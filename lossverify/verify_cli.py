@@ -353,10 +353,7 @@ def _user_runs(args: argparse.Namespace, settings: Settings, header: str
             text = str(w.message)
             if issubclass(w.category, K.LossverifyWarning) and text not in shown:
                 shown.add(text)
-                _warn(text.replace("(give it to the loss too: loss_params, --loss-param)",
-                                   "(add --loss-param to give it to the loss too)")
-                      .replace("(give it to the reference too: the reference parameters, "
-                               "--param)", "(add --param to give it to the reference too)"))
+                _warn(text)  # names the API keyword and the CLI option alike
         report.label = args.loss
         lines[len(runs)] = cli_line(args, dtype)
         runs.append((args.loss, report))
