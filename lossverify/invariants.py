@@ -69,34 +69,30 @@ INVARIANTS: dict[str, int] = {
     "focal_not_above_cross_entropy": 2,
 }
 
-#: sparse reference -> (its dense twin, parameters the twin keeps)
-_DENSE_TWIN: dict[str, tuple[str, tuple[str, ...]]] = {
-    "sparse_categorical_crossentropy": ("categorical_crossentropy", ("from_logits",)),
-    "sparse_focal_loss": ("focal_loss", ("gamma",)),
-}
-#: focal reference -> (the cross-entropy it reduces to at gamma = 0, parameters kept,
-#: cross-entropy parameters forced)
-_CROSS_ENTROPY_OF = {
-    "focal_loss": ("categorical_crossentropy", (), {"from_logits": True}),
-    "sparse_focal_loss": ("sparse_categorical_crossentropy", (), {"from_logits": True}),
-    "categorical_focal_crossentropy": ("categorical_crossentropy",
-                                       ("from_logits", "label_smoothing", "axis"), {}),
-    "binary_focal_crossentropy": ("binary_crossentropy",
-                                  ("from_logits", "label_smoothing", "axis"), {}),
-}
+def _relation(reference: str, invariant: str) -> S.Relation:
+    """The relation of ``reference``'s record for a two-loss ``invariant``."""
+    for relation in S.get_spec(reference).relations:
+        if relation.invariant == invariant:
+            return relation
+    raise ValueError(f"reference: {invariant} relates no other loss to {reference!r} "
+                     f"(its record lists none)")
 
 
-def _dense_twin(reference: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The dense reference a sparse one equals on one-hot labels, and its parameters."""
-    twin, kept = _DENSE_TWIN[reference]
-    return twin, {k: v for k, v in params.items() if k in kept}
+def _related(invariant: str) -> list[str]:
+    """The references whose records list a relation for ``invariant``."""
+    return sorted(name for name, record in S.SPECS.items()
+                  if any(r.invariant == invariant for r in record.relations))
 
 
-def _cross_entropy_of(reference: str, params: Mapping[str, Any]
-                      ) -> tuple[str, dict[str, Any]]:
-    """The cross-entropy a focal reference reduces to at gamma = 0, and its parameters."""
-    ce, kept, forced = _CROSS_ENTROPY_OF[reference]
-    return ce, {**{k: v for k, v in params.items() if k in kept}, **forced}
+def _twin(reference: str, invariant: str, params: Mapping[str, Any]
+          ) -> tuple[str, dict[str, Any], float]:
+    """The other reference of ``invariant`` for ``reference``, its parameters, and the
+    factor that scales its value (a focal loss's ``alpha``, else 1)."""
+    relation = _relation(reference, invariant)
+    factor = 1.0
+    if relation.factor is not None:
+        factor = float(params.get(relation.factor, _default(reference, relation.factor)))
+    return relation.other, relation.other_params(params), factor
 
 
 class _Violation(AssertionError):
@@ -296,7 +292,7 @@ def _per_sample_shape(x: lst.LossInputs, params: Mapping[str, Any]) -> tuple[int
 
 def _sparse_matches_dense(losses, x, reference, params, draw_int):
     sparse, dense = losses
-    twin, twin_params = _dense_twin(reference, params)
+    twin, twin_params, _ = _twin(reference, "sparse_matches_dense", params)
     xd = _one_hot(x, x.y_pred.shape[-1])
     a, b = _call(sparse, x, C.is_keras_loss(sparse)), _call(dense, xd, C.is_keras_loss(dense))
     ea, eb = _budget(reference, params, x, sparse), _budget(twin, twin_params, xd, dense)
@@ -307,10 +303,9 @@ def _sparse_matches_dense(losses, x, reference, params, draw_int):
 
 def _focal_vs_cross_entropy(losses, x, reference, params, *, equal: bool):
     focal, cross = losses
-    ce_ref, ce_params = _cross_entropy_of(reference, params)
-    alpha = 1.0
-    if reference == "categorical_focal_crossentropy":
-        alpha = float(params.get("alpha", _default(reference, "alpha")))
+    invariant = "focal_gamma0_matches_cross_entropy" if equal else \
+        "focal_not_above_cross_entropy"
+    ce_ref, ce_params, alpha = _twin(reference, invariant, params)
     a = _call(focal, x, C.is_keras_loss(focal))
     b = alpha * _call(cross, x, C.is_keras_loss(cross))
     ea, eb = _budget(reference, params, x, focal), _budget(ce_ref, ce_params, x, cross)
@@ -366,17 +361,16 @@ def _validate(invariant: str, losses: tuple[Callable, ...], reference: str,
             C.is_keras_loss(losses[0]):
         raise ValueError("ignore_class: a reduced loss divides by the valid labels of each "
                          "half, so halves do not average to the whole; check the function")
+    if INVARIANTS[invariant] == 2 and invariant != "class_matches_function":
+        related = _related(invariant)
+        if reference not in related:
+            raise ValueError(f"reference: {invariant} needs one of {related} (a record "
+                             f"that lists this relation), got {reference!r}")
     if invariant == "sparse_matches_dense":
-        if reference not in _DENSE_TWIN:
-            raise ValueError(f"reference: sparse_matches_dense needs a sparse reference "
-                             f"({sorted(_DENSE_TWIN)}), got {reference!r}")
         if params.get("ignore_class") is not None:
             raise ValueError("ignore_class: sparse_matches_dense has no dense twin for "
                              "ignored labels; leave ignore_class unset")
     if invariant.startswith("focal_"):
-        if reference not in _CROSS_ENTROPY_OF:
-            raise ValueError(f"reference: {invariant} needs a focal reference "
-                             f"({sorted(_CROSS_ENTROPY_OF)}), got {reference!r}")
         if invariant == "focal_gamma0_matches_cross_entropy":
             if params.get("gamma", None) != 0:
                 raise ValueError(f"gamma: {invariant} holds at gamma=0; build the focal "
@@ -454,13 +448,6 @@ def assert_invariant(invariant: str, *losses: Callable, reference: str,
 # ---------------------------------------------------------------- conformance cases
 
 
-def _impl(spec_name: str, owner: str, form: str) -> S.Implementation | None:
-    for impl in S.get_spec(spec_name).implementations:
-        if impl.label.startswith(owner + ".") and impl.form == form:
-            return impl
-    return None
-
-
 def conformance_cases(spec_name: str, params: Mapping[str, Any]
                       ) -> list[tuple[str, str, tuple[tuple[S.Implementation, dict[str, Any]],
                                                       ...], str, dict[str, Any]]]:
@@ -468,40 +455,40 @@ def conformance_cases(spec_name: str, params: Mapping[str, Any]
     ``(label, invariant, losses, reference, params)`` for Keras's and the notes' pairs,
     each loss an ``(implementation, parameters)`` pair for
     :func:`lossverify.specs.build_implementation` (listing the cases builds nothing).
-    Batch relations run on the class (its reduction is what a split or permutation can
-    break), non-negativity on the function."""
+    The record says which invariants hold: its single-loss ones (batch relations run on
+    the class, whose reduction is what a split or permutation can break; non-negativity
+    on the function) and its relations to other records (on the functions)."""
     params = dict(params)
+    record = S.get_spec(spec_name)
     cases: list[tuple[str, str, tuple[tuple[S.Implementation, dict[str, Any]], ...], str,
                       dict[str, Any]]] = []
-    batch_ok = params.get("axis", -1) == -1
+    batch_ok = params.get("axis", -1) == -1 and not record.batch_coupled
     for owner in ("keras", "notes"):
-        cls, fn = _impl(spec_name, owner, "class"), _impl(spec_name, owner, "function")
+        cls, fn = record.implementation(owner, "class"), record.implementation(owner, "function")
         if cls is None or fn is None:
             continue
         cases.append((f"{cls.label} = {fn.label}", "class_matches_function",
                       ((cls, params), (fn, params)), spec_name, params))
-        cases.append((fn.label, "non_negative", ((fn, params),), spec_name, params))
-        if batch_ok:
-            for inv in ("batch_permutation", "batch_split"):
-                if inv == "batch_split" and params.get("ignore_class") is not None:
-                    continue
-                cases.append((cls.label, inv, ((cls, params),), spec_name, params))
-        if spec_name in _DENSE_TWIN and params.get("ignore_class") is None:
-            twin, twin_params = _dense_twin(spec_name, params)
-            twin_fn = _impl(twin, owner, "function")
-            if twin_fn is not None:
-                cases.append((f"{fn.label} = {twin_fn.label}", "sparse_matches_dense",
-                              ((fn, params), (twin_fn, twin_params)), spec_name,
-                              params))
-        if spec_name in _CROSS_ENTROPY_OF:
-            ce, ce_params = _cross_entropy_of(spec_name, params)
-            ce_fn = _impl(ce, "keras", "function")
-            assert ce_fn is not None
-            cases.append((f"{fn.label} <= {ce_fn.label}", "focal_not_above_cross_entropy",
-                          ((fn, params), (ce_fn, ce_params)), spec_name, params))
-            if not params.get("apply_class_balancing"):
-                p0 = {**params, "gamma": 0.0}
-                cases.append((f"{fn.label}(gamma=0) = {ce_fn.label}",
-                              "focal_gamma0_matches_cross_entropy",
-                              ((fn, p0), (ce_fn, ce_params)), spec_name, p0))
+        if "non_negative" in record.invariants:
+            cases.append((fn.label, "non_negative", ((fn, params),), spec_name, params))
+        for inv in ("batch_permutation", "batch_split"):
+            if inv not in record.invariants or not batch_ok:
+                continue
+            if inv == "batch_split" and params.get("ignore_class") is not None:
+                continue
+            cases.append((cls.label, inv, ((cls, params),), spec_name, params))
+        for relation in record.relations:
+            at = {**params, **relation.at}
+            if not relation.holds_for(at):
+                continue
+            other = S.get_spec(relation.other)
+            other_fn = other.implementation(owner, "function") or \
+                other.implementation("keras", "function")
+            if other_fn is None:
+                continue
+            symbol = {"focal_not_above_cross_entropy": "<="}.get(relation.invariant, "=")
+            shown = fn.label + ("".join(f"({k}={v:g})" for k, v in relation.at.items())
+                                if relation.at else "")
+            cases.append((f"{shown} {symbol} {other_fn.label}", relation.invariant,
+                          ((fn, at), (other_fn, relation.other_params(at))), spec_name, at))
     return cases

@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from lossverify import specs as S
+
 __all__ = [
     "Pitfall",
     "PitfallWarning",
@@ -69,18 +71,26 @@ class Pitfall:
 
 # --------------------------------------------------------------------------- losses
 
-#: Keras losses with a ``from_logits`` switch, by function name: (class name, label
-#: format, is focal).
-_KERAS_LOSSES = {
-    "binary_crossentropy": ("BinaryCrossentropy", None, False),
-    "categorical_crossentropy": ("CategoricalCrossentropy", "dense", False),
-    "sparse_categorical_crossentropy": ("SparseCategoricalCrossentropy", "sparse", False),
-    "binary_focal_crossentropy": ("BinaryFocalCrossentropy", None, True),
-    "categorical_focal_crossentropy": ("CategoricalFocalCrossentropy", "dense", True),
-}
-#: The notes' losses (lossverify.notes_losses) by class or factory name: label format.
-_NOTES_LOSSES = {"FocalLoss": "dense", "focal_loss": "dense",
-                 "SparseFocalLoss": "sparse", "sparse_focal_loss": "sparse"}
+def _keras_losses() -> dict[str, tuple[str, str | None, bool]]:
+    """Keras losses with a ``from_logits`` switch, by function name: (class name, label
+    format, is focal), from the records."""
+    out = {}
+    for name, record in S.SPECS.items():
+        cls = record.implementation("keras", "class")
+        if cls is not None and "from_logits" in record.parameters:
+            out[name] = (cls.attr, record.labels, "gamma" in record.parameters)
+    return out
+
+
+def _notes_losses() -> dict[str, str | None]:
+    """The notes' losses (lossverify.notes_losses) by class or factory name: label
+    format, from the records."""
+    return {impl.attr: record.labels for record in S.SPECS.values()
+            for impl in record.implementations if impl.owner == "notes" and record.labels}
+
+
+_KERAS_LOSSES = _keras_losses()
+_NOTES_LOSSES = _notes_losses()
 
 
 @dataclass(frozen=True)
@@ -333,7 +343,8 @@ def check_model_and_loss(model: Any, loss: Any, y_true: Any = None, y_pred: Any 
         if info.labels == "sparse" and not wrong_format and classes:
             found += _out_of_range(y_true, int(classes))
     if y_pred is not None and info.gamma is not None:
-        activation = "sigmoid" if info.name == "binary_focal_crossentropy" else "softmax"
+        binary = info.name in S.SPECS and S.SPECS[info.name].inputs == "binary"
+        activation = "sigmoid" if binary else "softmax"
         found += _saturated_focal(y_pred, info.gamma, info.applies_softmax, activation)
     return _emit(found)
 

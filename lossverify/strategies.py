@@ -21,10 +21,14 @@ failing example says which regime produced it.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from lossverify.catalogue import RECORDS
 from lossverify.inputs import LossInputs
 
 try:
@@ -36,7 +40,10 @@ except ModuleNotFoundError as _exc:  # a NumPy-only install
     raise missing_extra(_exc, "lossverify.strategies", "strategies") from None
 
 __all__ = [
+    "KINDS",
+    "InputKind",
     "LossInputs",
+    "Request",
     "batch_shapes",
     "binary_labels",
     "categorical_labels",
@@ -187,16 +194,93 @@ def sample_weights(batch_shape: tuple[int, ...]) -> st.SearchStrategy:
 
 # ------------------------------------------------------------------ by reference name
 
-#: How each reference's inputs are drawn: its label kind.
-LABEL_KIND = {
-    "mean_squared_error": "regression",
-    "binary_crossentropy": "binary",
-    "binary_focal_crossentropy": "binary",
-    "categorical_crossentropy": "categorical",
-    "categorical_focal_crossentropy": "categorical",
-    "focal_loss": "categorical_logits",
-    "sparse_categorical_crossentropy": "sparse",
-    "sparse_focal_loss": "sparse_logits",
+#: How each reference's inputs are drawn: its input kind, from its record.
+LABEL_KIND = {name: record.inputs for name, record in RECORDS.items()}
+
+
+@dataclass(frozen=True)
+class Request:
+    """What :func:`loss_inputs` was asked for, handed to an input kind's drawer."""
+
+    shape: tuple[int, ...]
+    from_logits: bool = False
+    soft_labels: bool = True
+    ignore_class: int | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InputKind:
+    """How a reference's inputs are drawn. ``draw(draw, request)`` returns
+    ``(y_true, y_pred, regime, notes)`` for ``request.shape`` (y_pred's shape, class
+    axis last); ``min_classes`` is the smallest class axis; ``rank2_only`` keeps y_pred
+    at rank 2 (the notes' losses); ``logits``: y_pred are always logits."""
+
+    draw: Callable[[st.DrawFn, Request], tuple[np.ndarray, np.ndarray, str, dict[str, Any]]]
+    min_classes: int = 2
+    rank2_only: bool = False
+    logits: bool = False
+    #: the shape of the per-sample losses (and sample weights) for y_pred's ``shape`` and
+    #: the class ``axis``; ``None``: y_pred's shape without the class axis
+    loss_shape: Callable[[tuple[int, ...], int], tuple[int, ...]] | None = None
+
+
+def _regression(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    y_pred = draw(hnp.arrays(F32, req.shape, elements=_float32(-1e3, 1e3)), label="y_pred")
+    y_true = draw(hnp.arrays(F32, req.shape, elements=_float32(-1e3, 1e3)), label="y_true")
+    return y_true, y_pred, "regression", {}
+
+
+def _scores(draw: st.DrawFn, req: Request, categorical: bool) -> tuple[np.ndarray, str]:
+    """Logits (``from_logits``) or probabilities, normalised for a categorical loss."""
+    if req.from_logits:
+        regime = draw(st.sampled_from(LOGIT_REGIMES), label="regime")
+        return draw(logits(req.shape, regime), label="y_pred"), regime
+    regime = draw(st.sampled_from(REGIMES if categorical else REGIMES[:4]), label="regime")
+    return draw(probabilities(req.shape, regime, normalised=categorical),
+                label="y_pred"), regime
+
+
+def _binary(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    y_pred, regime = _scores(draw, req, categorical=False)
+    return draw(binary_labels(req.shape, soft=req.soft_labels), label="y_true"), y_pred, \
+        regime, {}
+
+
+def _categorical(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    y_pred, regime = _scores(draw, req, categorical=True)
+    label_kind = draw(st.sampled_from(("one_hot", "soft") if req.soft_labels
+                                      else ("one_hot",)), label="label_kind")
+    y_true = draw(categorical_labels(req.shape, label_kind), label="y_true")
+    return y_true, y_pred, regime, {"labels": label_kind}
+
+
+def _sparse(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    y_pred, regime = _scores(draw, req, categorical=True)
+    y_true = draw(sparse_labels(req.shape[:-1], req.shape[-1]), label="y_true")
+    if req.ignore_class is not None:
+        drop = draw(hnp.arrays(np.bool_, req.shape[:-1]), label="ignored")
+        y_true = np.where(drop, np.int32(req.ignore_class), y_true).astype(np.int32)
+    return y_true, y_pred, regime, {}
+
+
+def _with_logits(drawer: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any, ...]]:
+    """``drawer`` on logits whatever ``from_logits`` says (losses that apply the softmax
+    themselves)."""
+    def draw_logits(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+        return drawer(draw, dataclasses.replace(req, from_logits=True))
+
+    return draw_logits
+
+
+#: input kind -> how it is drawn (a record names its kind)
+KINDS: dict[str, InputKind] = {
+    "regression": InputKind(_regression, min_classes=1),
+    "binary": InputKind(_binary, min_classes=1),
+    "categorical": InputKind(_categorical),
+    "categorical_logits": InputKind(_with_logits(_categorical), rank2_only=True, logits=True),
+    "sparse": InputKind(_sparse),
+    "sparse_logits": InputKind(_with_logits(_sparse), rank2_only=True, logits=True),
 }
 
 
@@ -206,59 +290,38 @@ def loss_inputs(draw: st.DrawFn, reference: str, *, from_logits: bool = False,
                 max_classes: int = 12,
                 rank: int | None = None, class_num: int | None = None,
                 ignore_class: int | None = None, soft_labels: bool = True,
-                axis: int = -1, **_ignored: Any) -> LossInputs:
+                axis: int = -1, **params: Any) -> LossInputs:
     """A labelled batch of inputs for reference ``reference`` with these parameters.
 
     ``from_logits`` draws logits instead of probabilities; the notes' focal losses
     always get logits (they apply softmax themselves). ``class_num`` fixes the number
     of classes; ``rank`` fixes the rank (2 or 3). Other keyword arguments (``gamma``,
-    ``alpha``, ...) are accepted and ignored, so a spec's parameters can be passed
-    straight through.
+    ``alpha``, ...) are passed to the input kind's drawer, so a spec's parameters can be
+    passed straight through.
     """
     try:
-        kind = LABEL_KIND[reference]
+        kind = KINDS[LABEL_KIND[reference]]
     except KeyError:
         raise ValueError(f"reference: expected one of {sorted(LABEL_KIND)}, "
                          f"got {reference!r}") from None
-    min_classes = 1 if kind in ("regression", "binary") else 2
-    max_extra = 0 if kind in ("categorical_logits", "sparse_logits") or rank == 2 else 1
-    shape = draw(batch_shapes(1, max_batch, min_classes, max_classes, max_extra), label="shape")
+    max_extra = 0 if kind.rank2_only or rank == 2 else 1
+    shape = draw(batch_shapes(1, max_batch, kind.min_classes, max_classes, max_extra),
+                 label="shape")
     if rank == 3 and len(shape) == 2:
         shape = (shape[0], 1, shape[1])
     if class_num is not None:
         shape = (*shape[:-1], int(class_num))
-    notes: dict[str, Any] = {}
-    if kind == "regression":
-        y_pred = draw(hnp.arrays(F32, shape, elements=_float32(-1e3, 1e3)), label="y_pred")
-        y_true = draw(hnp.arrays(F32, shape, elements=_float32(-1e3, 1e3)), label="y_true")
-        regime = "regression"
-    else:
-        if from_logits or kind.endswith("_logits"):
-            regime = draw(st.sampled_from(LOGIT_REGIMES), label="regime")
-            y_pred = draw(logits(shape, regime), label="y_pred")
-        else:
-            regimes = REGIMES if kind.startswith("categorical") else REGIMES[:4]
-            regime = draw(st.sampled_from(regimes), label="regime")
-            normalised = kind != "binary"
-            y_pred = draw(probabilities(shape, regime, normalised=normalised), label="y_pred")
-        if kind == "binary":
-            y_true = draw(binary_labels(shape, soft=soft_labels), label="y_true")
-        elif kind.startswith("categorical"):
-            label_kind = draw(st.sampled_from(("one_hot", "soft") if soft_labels
-                                              else ("one_hot",)), label="label_kind")
-            notes["labels"] = label_kind
-            y_true = draw(categorical_labels(shape, label_kind), label="y_true")
-        else:
-            y_true = draw(sparse_labels(shape[:-1], shape[-1]), label="y_true")
-            if ignore_class is not None:
-                drop = draw(hnp.arrays(np.bool_, shape[:-1]), label="ignored")
-                y_true = np.where(drop, np.int32(ignore_class), y_true).astype(np.int32)
+    request = Request(shape, bool(from_logits), soft_labels, ignore_class,
+                      {"axis": axis, **params})
+    y_true, y_pred, regime, notes = kind.draw(draw, request)
     weight = None
     if with_sample_weight:
         # one weight per sample: the shape of the losses, y_pred's without the class axis
         class_axis = axis % len(shape)
         loss_shape = tuple(int(n) for i, n in enumerate(shape) if i != class_axis) \
             if len(shape) > 1 else (1,)
+        if kind.loss_shape is not None:
+            loss_shape = kind.loss_shape(tuple(np.shape(y_pred)), axis)
         weight = draw(sample_weights(loss_shape), label="sample_weight")
     return LossInputs(y_true=y_true, y_pred=y_pred, sample_weight=weight, regime=regime,
                       notes=notes)

@@ -201,7 +201,7 @@ def _reduced(reference: str, params: Mapping[str, Any], y_true: np.ndarray,
     """The budget of Keras's reduction of the per-sample values (and its gradient)."""
     axis = params.get("axis", -1)
     mask = None
-    if reference == "sparse_categorical_crossentropy" and params.get("ignore_class") is not None:
+    if params.get("ignore_class") is not None:  # Keras masks the ignored labels' samples
         labels = np.asarray(y_true)
         if labels.ndim == np.ndim(y_pred):
             labels = labels[..., 0]

@@ -279,8 +279,7 @@ class _Session:
         adapt = None if not self.output.adapted else functools.partial(
             self.output.adapt, axis=axis, reduced=self.reduced)
         self.executor = C.Executor(loss, self.reduced, time_limit, adapt)
-        self.logits = bool(params.get("from_logits")) or \
-            lst.LABEL_KIND[spec.name].endswith("_logits")
+        self.logits = spec.predicts(params) == "logits"
         inputs = lst.loss_inputs(spec.name, with_sample_weight=self.reduced,
                                  soft_labels=not self.domain.hard_labels, **params)
         if self.reduced:
@@ -302,8 +301,7 @@ class _Session:
         count picked from the seed, the spec and the parameters; sample weights always
         for a ``Loss``), so one XLA compile serves the whole run. XLA compiles once per
         concrete shape (~0.1 s each on CPU), far more than it takes to run."""
-        kind = lst.LABEL_KIND[self.spec.name]
-        lowest = 1 if kind in ("regression", "binary") else 2
+        lowest = lst.KINDS[self.spec.inputs].min_classes
         tag = zlib.crc32(f"{self.spec.name}{sorted(self.params.items())!r}".encode())
         classes = int(np.random.default_rng([seed, tag]).integers(lowest, 13))
         params = {"class_num": classes, **self.params}
@@ -922,9 +920,9 @@ def check_domain(spec: S.LossSpec, params: Mapping[str, Any], domain: K.Domain,
                  names: Mapping[str, str] = API_NAMES) -> None:
     """A domain that cannot apply to this reference's inputs is an error, not ignored.
     ``names`` says how the message names the fields (see :data:`API_NAMES`)."""
-    kind = lst.LABEL_KIND[spec.name]
-    logits = bool(params.get("from_logits")) or kind.endswith("_logits")
-    if domain.probabilities is not None and (logits or kind == "regression"):
+    predicts = spec.predicts(params)
+    logits = predicts == "logits"
+    if domain.probabilities is not None and predicts != "probabilities":
         what = "logits" if logits else "real-valued predictions"
         with_logits = f" with {names['from_logits']}" if params.get("from_logits") else ""
         raise ValueError(f"{names['probabilities']} narrows probabilities, but {spec.name}"
@@ -932,7 +930,7 @@ def check_domain(spec: S.LossSpec, params: Mapping[str, Any], domain: K.Domain,
                          + (f"; use {names['use_logits']}" if logits else ""))
     if domain.logits is not None and not logits:
         raise ValueError(f"{names['logits']} narrows logits, but {spec.name} takes "
-                         + ("real-valued predictions" if kind == "regression" else
+                         + ("real-valued predictions" if predicts == "real" else
                             f"probabilities (give {names['from_logits']} for logits)")
                          + " as y_pred")
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import lossverify.reference as R
+from lossverify import specs as S
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -17,26 +18,34 @@ Y = [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
 P = [[0.2, 0.7, 0.1], [0.6, 0.3, 0.1]]
 LABELS = [1, 0]
 
-DENSE = {
-    "mean_squared_error": R.mean_squared_error,
-    "binary_crossentropy": R.binary_crossentropy,
-    "categorical_crossentropy": R.categorical_crossentropy,
-    "binary_focal_crossentropy": R.binary_focal_crossentropy,
-    "categorical_focal_crossentropy": R.categorical_focal_crossentropy,
-    "focal_loss": R.focal_loss,
-}
-SPARSE = {
-    "sparse_categorical_crossentropy": R.sparse_categorical_crossentropy,
-    "sparse_focal_loss": lambda y, p, **kw: R.sparse_focal_loss(y, p, class_num=3, **kw),
-}
-WITH_AXIS = ["binary_crossentropy", "categorical_crossentropy", "binary_focal_crossentropy",
-             "categorical_focal_crossentropy", "sparse_categorical_crossentropy"]
-WITH_LOGITS = WITH_AXIS
-WITH_SMOOTHING = ["binary_crossentropy", "categorical_crossentropy",
-                  "binary_focal_crossentropy", "categorical_focal_crossentropy"]
-WITH_GAMMA = ["binary_focal_crossentropy", "categorical_focal_crossentropy", "focal_loss",
-              "sparse_focal_loss"]
-WITH_ALPHA = ["binary_focal_crossentropy", "categorical_focal_crossentropy"]
+#: References whose inputs are (labels shaped like y_pred, y_pred) or (sparse labels,
+#: y_pred): the ones these tables' inputs fit; other kinds have their family's tests.
+_KINDS = ("regression", "binary", "categorical", "categorical_logits", "sparse",
+          "sparse_logits")
+_RECORDS = {n: r for n, r in S.SPECS.items() if r.inputs in _KINDS}
+
+
+def _three_classes(name: str):
+    """Reference ``name``; a loss with ``class_num`` gets 3 (the tables' classes)."""
+    fn = getattr(R, name)
+    if "class_num" not in S.SPECS[name].parameters:
+        return fn
+    return lambda y, p, **kw: fn(y, p, **{"class_num": 3, **kw})
+
+
+SPARSE = {n: _three_classes(n) for n, r in _RECORDS.items() if r.labels == "sparse"}
+DENSE = {n: getattr(R, n) for n in _RECORDS if n not in SPARSE}
+
+
+def _with(param: str) -> list[str]:
+    return [n for n, r in _RECORDS.items() if param in r.parameters]
+
+
+WITH_AXIS = _with("axis")
+WITH_LOGITS = _with("from_logits")
+WITH_SMOOTHING = _with("label_smoothing")
+WITH_GAMMA = _with("gamma")
+WITH_ALPHA = _with("alpha")
 ALL = {**DENSE, **SPARSE}
 
 

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import lossverify.reference as R
+from lossverify import specs as S
 
 FUZZ = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -32,13 +33,17 @@ ANY_VALUE = st.one_of(st.floats(-1e15, 1e15), st.sampled_from(SPECIAL))
 PROBABILITY = st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 1.0, math.nan, math.inf]))
 RAGGED = [[0.25, 0.75], [1.0]]
 
-SPARSE = {"sparse_categorical_crossentropy", "sparse_focal_loss"}
+#: The input kinds this harness draws (labels shaped like y_pred, or sparse labels of
+#: its shape without the class axis); other kinds are fuzzed by their family's tests.
+FUZZED_KINDS = ("regression", "binary", "categorical", "categorical_logits", "sparse",
+                "sparse_logits")
+RECORDS = {n: r for n, r in S.SPECS.items() if r.inputs in FUZZED_KINDS}
+SPARSE = {n for n, r in RECORDS.items() if r.labels == "sparse"}
 #: Losses that take probabilities unless from_logits; the renormalising ones divide by
 #: the row sum.
-ON_PROBABILITIES = {"binary_crossentropy", "binary_focal_crossentropy",
-                    "categorical_crossentropy", "categorical_focal_crossentropy"}
-RENORMALISING = {"categorical_crossentropy", "categorical_focal_crossentropy"}
-BINARY = {"binary_crossentropy", "binary_focal_crossentropy"}
+ON_PROBABILITIES = {n for n, r in RECORDS.items() if r.y_pred == "probabilities"}
+RENORMALISING = {n for n, r in RECORDS.items() if r.inputs == "categorical"} & ON_PROBABILITIES
+BINARY = {n for n, r in RECORDS.items() if r.inputs == "binary"} & ON_PROBABILITIES
 
 FLAG = st.sampled_from([True, False, 0, 1, np.bool_(True), np.bool_(False)])
 BAD_FLAG = st.sampled_from(["yes", 2, 0.5, None, -1])
@@ -55,22 +60,14 @@ PARAMETERS = {
     "axis": (None, st.integers(-5, 4) | st.sampled_from([1.0, None, "0", True])),
     "class_num": (None, st.integers(-1, 6) | st.sampled_from([2.0, "3", True])),
 }
-SIGNATURES = {
-    "mean_squared_error": [],
-    "binary_crossentropy": ["from_logits", "label_smoothing", "axis"],
-    "categorical_crossentropy": ["from_logits", "label_smoothing", "axis"],
-    "sparse_categorical_crossentropy": ["from_logits", "ignore_class", "axis"],
-    "binary_focal_crossentropy": ["apply_class_balancing", "alpha", "gamma", "from_logits",
-                                  "label_smoothing", "axis"],
-    "categorical_focal_crossentropy": ["alpha", "gamma", "from_logits", "label_smoothing",
-                                       "axis"],
-    "focal_loss": ["gamma"],
-    "sparse_focal_loss": ["gamma", "class_num"],
-}
+SIGNATURES = {n: [p.name for p in r.params] for n, r in RECORDS.items()}
 
 
 def test_signatures_cover_every_reference():
-    assert sorted(SIGNATURES) == sorted(R.NAMES)
+    """Every reference of a kind this harness draws is fuzzed, with every parameter."""
+    assert SIGNATURES, "no reference to fuzz"
+    missing = {p for params in SIGNATURES.values() for p in params} - set(PARAMETERS)
+    assert not missing, f"parameters without fuzz values: {sorted(missing)}"
 
 
 def cast(values: np.ndarray, dtype: str) -> np.ndarray:

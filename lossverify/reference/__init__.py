@@ -15,6 +15,8 @@ array([0.287682])
 array([[1., 0.]])
 """
 
+from typing import Any
+
 from lossverify.reference._core import (
     EPSILON,
     Evaluation,
@@ -23,7 +25,6 @@ from lossverify.reference._core import (
     perturbing,
 )
 from lossverify.reference.losses import (
-    EVALUATORS,
     binary_crossentropy,
     binary_focal_crossentropy,
     categorical_crossentropy,
@@ -37,11 +38,23 @@ from lossverify.reference.losses import (
 )
 from lossverify.reference.reduction import REDUCTIONS, reduce, sample_weights
 
-#: The names of every reference loss.
-NAMES = tuple(EVALUATORS)
+
+def __getattr__(name: str) -> Any:
+    """``EVALUATORS`` (reference name -> evaluation function) and ``NAMES`` (the
+    reference names), derived from :mod:`lossverify.catalogue`'s records on first use
+    (the catalogue imports this package's functions, so it cannot be imported above)."""
+    from lossverify.reference.losses import evaluators_by_name
+
+    if name == "EVALUATORS":
+        return evaluators_by_name()
+    if name == "NAMES":
+        return tuple(evaluators_by_name())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "EPSILON",
+    "EVALUATORS",
     "NAMES",
     "REDUCTIONS",
     "Evaluation",

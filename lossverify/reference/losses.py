@@ -483,22 +483,19 @@ def sparse_focal_loss(y_true, y_pred, gamma=2.0, class_num=10):
     return np.asarray(_eval_sparse_focal_loss(y_true, y_pred, gamma, class_num).value)
 
 
-#: name -> function returning an :class:`Evaluation`; the single source for specs.
-EVALUATORS: dict[str, Callable[..., Evaluation]] = {
-    "mean_squared_error": _eval_mean_squared_error,
-    "binary_crossentropy": _eval_binary_crossentropy,
-    "categorical_crossentropy": _eval_categorical_crossentropy,
-    "sparse_categorical_crossentropy": _eval_sparse_categorical_crossentropy,
-    "binary_focal_crossentropy": _eval_binary_focal_crossentropy,
-    "categorical_focal_crossentropy": _eval_categorical_focal_crossentropy,
-    "focal_loss": _eval_focal_loss,
-    "sparse_focal_loss": _eval_sparse_focal_loss,
-}
+def evaluators_by_name() -> dict[str, Callable[..., Evaluation]]:
+    """Reference name -> the function returning its :class:`Evaluation`, from the
+    records of :mod:`lossverify.catalogue` (imported here, not at the top: the catalogue
+    imports the reference functions)."""
+    from lossverify.catalogue import RECORDS
+
+    return {name: record.evaluator for name, record in RECORDS.items()}
 
 
 def evaluate(name: str, y_true: Any, y_pred: Any, **params: Any) -> Evaluation:
     """Evaluate reference ``name`` with its gradient and error scales; see :class:`Evaluation`."""
-    fn = EVALUATORS[V.check_choice(name, sorted(EVALUATORS), "name")]
+    evaluators = evaluators_by_name()
+    fn = evaluators[V.check_choice(name, sorted(evaluators), "name")]
     return fn(y_true, y_pred, **params)
 
 

@@ -1,0 +1,357 @@
+"""The known upstream deviations: where an implementation departs from the reference.
+
+Each :class:`~lossverify.record.KnownDeviation` is attached to the records of the losses
+whose implementations have it (:mod:`lossverify.catalogue`), with its precondition (where
+in a drawn input it can show), its symptom and a minimal reproducer. The predicates
+compute, in float32 NumPy, where TensorFlow's own rounding reaches the precondition.
+NumPy only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from lossverify.record import KnownDeviation
+
+
+def _in_input_dtype(x: Any, p32: np.ndarray) -> np.ndarray:
+    """``p32`` rounded to ``y_pred``'s dtype when that is narrower than float32 (float16,
+    bfloat16), back in float32: where such a probability is exactly 1.0."""
+    dt = np.asarray(x.y_pred).dtype
+    return (p32.astype(dt) if dt.itemsize < 4 else p32).astype(np.float32)
+
+
+def _probabilities32(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """``y_pred`` as float32 probabilities: ``sigmoid`` of it when ``from_logits``."""
+    p = np.asarray(x.y_pred, np.float32)
+    if params.get("from_logits"):
+        with np.errstate(over="ignore"):
+            p = (np.float32(1) / (np.float32(1) + np.exp(-p))).astype(np.float32)
+    return p
+
+
+def _softmax32(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    """A float32 softmax over ``axis``, as TensorFlow computes it."""
+    z = np.asarray(z, np.float32)
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+def _rows(mask: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+    """Every element of a sample (along the class axis) where ``mask`` holds for one:
+    for precondition that the class axis couples (a softmax, a renormalisation)."""
+    axis = params.get("axis", -1)
+    return np.broadcast_to(np.any(mask, axis=axis, keepdims=True), mask.shape)
+
+
+def _one_minus_pt32(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Keras's ``1 - p_t`` with ``p_t = y p + (1 - y)(1 - p)``, in float32."""
+    one = np.float32(1)
+    return one - (y * p + (one - y) * (one - p))
+
+
+def _narrow(x: Any) -> np.dtype:
+    """The dtype a probability of ``x`` is rounded in: ``y_pred``'s when narrower than
+    float32 (float16, bfloat16), else float32."""
+    dt = np.asarray(x.y_pred).dtype
+    return dt if dt.itemsize < 4 else np.dtype(np.float32)
+
+
+def _near_one(p: np.ndarray, dtype: Any, ulps: int) -> np.ndarray:
+    """Within ``ulps`` units in the last place below 1 of ``dtype`` (2**-11 for float16,
+    2**-8 for bfloat16, 2**-24 for float32): where a faithful rounding on another CPU,
+    lane or batch size may give exactly 1."""
+    below_one = {2: 2.0**-11 if np.dtype(dtype) == np.float16 else 2.0**-8,
+                 4: 2.0**-24, 8: 2.0**-53}[np.dtype(dtype).itemsize]
+    return np.asarray(p, np.float64) >= 1.0 - ulps * below_one
+
+
+def _sigmoid_saturates_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Where ``p_t`` is (or a faithful float32 evaluation may make it) exactly 1, in
+    float32 or the narrower input dtype (focal factor ``0**gamma``)."""
+    if float(params.get("label_smoothing", 0.0)):
+        return np.zeros(np.shape(x.y_pred), bool)  # smoothed labels are never 0 or 1
+    y = np.asarray(x.y_true, np.float32)
+    p = _in_input_dtype(x, _probabilities32(x, params))
+    p_t = np.float32(1) - _one_minus_pt32(y, p)
+    return (_one_minus_pt32(y, p) == 0) | (((y == 0) | (y == 1))
+                                           & _near_one(p_t, _narrow(x), 4))
+
+
+def _pt_rounds_to_one_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Where Keras's ``1 - p_t`` cancels to (or to within rounding of) 0 in float32,
+    soft or smoothed labels included: there a fused graph evaluation can land just below
+    0."""
+    ls = np.float32(params.get("label_smoothing", 0.0))
+    y = np.asarray(x.y_true, np.float32) * (np.float32(1) - ls) + np.float32(0.5) * ls
+    return _one_minus_pt32(y, _probabilities32(x, params)) <= 4 * 2.0**-24
+
+
+def _gamma_not_integer(params: Mapping[str, Any]) -> bool:
+    return float(params.get("gamma", 2.0)) % 1.0 != 0.0
+
+
+def _softmax_saturates_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Samples whose float32 (or narrower input dtype) softmax reaches, or within
+    rounding of, exactly 1.0 somewhere."""
+    p32 = _softmax32(x.y_pred)
+    return _rows((_in_input_dtype(x, p32) == 1.0) | _near_one(p32, _narrow(x), 4), params)
+
+
+def _gamma_below_one(params: Mapping[str, Any]) -> bool:
+    return float(params.get("gamma", 2.0)) < 1.0
+
+
+def _smoothing_off_last_axis(params: Mapping[str, Any]) -> bool:
+    return bool(params.get("label_smoothing")) and params.get("axis", -1) not in (-1,)
+
+
+def _axis_differs_from_last_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    shape = np.shape(x.y_pred)
+    return np.full(shape, shape[params.get("axis", -1)] != shape[-1])
+
+
+_BFCE = ("keras.losses.BinaryFocalCrossentropy", "keras.losses.binary_focal_crossentropy")
+_CCE = ("keras.losses.CategoricalCrossentropy", "keras.losses.categorical_crossentropy")
+_CFCE = ("keras.losses.CategoricalFocalCrossentropy",
+         "keras.losses.categorical_focal_crossentropy")
+_NOTES_FOCAL = ("notes.FocalLoss", "notes.focal_loss", "notes.SparseFocalLoss",
+                "notes.sparse_focal_loss")
+
+BFCE_NAN = KnownDeviation(
+    id="keras-binary-focal-nan-grad",
+    checks=("gradient", "graph", "xla"),
+    summary="binary_focal_crossentropy with gamma < 1 (gamma = 0 included) has a NaN "
+            "gradient where p_t == 1 exactly: tf.pow's gradient gamma * 0**(gamma - 1) is "
+            "inf (gamma > 0) or 0 * inf (gamma = 0), and the chain multiplies it by 0.",
+    reproducer="keras.losses.binary_focal_crossentropy([[1.]], p, gamma=0.5) with "
+               "p = tf.Variable([[1.]]): tape.gradient(loss, p) == [[nan]]",
+    applies=_gamma_below_one,
+    at=_sigmoid_saturates_at,
+    implementations=_BFCE,
+)
+BFCE_GRAPH_NAN = KnownDeviation(
+    id="keras-binary-focal-graph-nan",
+    checks=("graph", "xla"),
+    summary="binary_focal_crossentropy forms 1 - p_t by cancellation, p_t = y p + (1 - y)"
+            "(1 - p). Where that is 0 in eager float32, a tf.function (fused evaluation) "
+            "can make it slightly negative (-6e-24), and (1 - p_t)**gamma is NaN for a "
+            "non-integer gamma: graph NaN, eager and XLA 0. Computing a = y(1 - p) + "
+            "(1 - y)p directly, or clamping at 0, avoids it.",
+    reproducer="tf.function(lambda y, p: keras.losses.binary_focal_crossentropy(y, p, "
+               "gamma=3.5))([[2.220446e-16]], [[2.736202e-08]]) == [nan]; eagerly [0.]",
+    applies=_gamma_not_integer,
+    at=_pt_rounds_to_one_at,
+    implementations=_BFCE,
+)
+NOTES_FOCAL_NAN = KnownDeviation(
+    id="notes-focal-nan-grad",
+    checks=("gradient", "graph", "xla"),
+    summary="the notes' focal loss clips to [eps, 1.0]; where the float32 softmax is "
+            "exactly 1.0 and gamma < 1, (1 - p)**gamma has gradient 0**(gamma - 1) = inf, "
+            "times log(1) = 0 gives NaN (the true limit is 0).",
+    reproducer="focal_loss(gamma=0.5)([[1., 0.]], z) with z = tf.Variable([[20., 0.]]): "
+               "gradient [[nan, nan]]",
+    applies=_gamma_below_one,
+    at=_softmax_saturates_at,
+    implementations=_NOTES_FOCAL,
+)
+SMOOTHING_AXIS = KnownDeviation(
+    id="keras-label-smoothing-axis",
+    checks=("value", "gradient", "graph", "xla"),
+    summary="categorical label smoothing takes the class count from the last axis "
+            "(ops.shape(y_true)[-1]) whatever `axis` says; the documentation's ls / C uses "
+            "the class axis.",
+    reproducer="keras.losses.categorical_crossentropy(y, p, label_smoothing=0.1, axis=0) "
+               "with y, p of shape (3, 2): smoothing uses C = 2 instead of 3",
+    applies=_smoothing_off_last_axis,
+    at=_axis_differs_from_last_at,
+    implementations=_CCE,
+    symptom="error",
+)
+
+
+def _from_logits(params: Mapping[str, Any]) -> bool:
+    return bool(params.get("from_logits"))
+
+
+def _labels_not_normalised_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Samples whose labels do not sum to exactly 1 (in float64)."""
+    y = np.asarray(x.y_true, np.float64)
+    axis = params.get("axis", -1)
+    return np.broadcast_to(y.sum(axis=axis, keepdims=True) != 1.0, y.shape)
+
+
+SOFTMAX_XENT_GRAD = KnownDeviation(
+    id="tf-softmax-xent-grad-unnormalised-labels",
+    checks=("gradient", "graph", "xla"),
+    summary="categorical_crossentropy(from_logits=True) calls "
+            "tf.nn.softmax_cross_entropy_with_logits, whose gradient is softmax(z) - y: "
+            "exact only when each row of y sums to 1. The derivative of -sum(y log "
+            "softmax(z)) is softmax(z) * sum(y) - y, so multi-hot or unnormalised soft "
+            "labels get a wrong gradient (the value is right). TensorFlow's documentation "
+            "requires rows of labels to be distributions; Keras neither says nor checks it.",
+    reproducer="keras.losses.categorical_crossentropy([[1., 1.]], z, from_logits=True) "
+               "with z = tf.Variable([[0., 0.]]): gradient [[-0.5, -0.5]], exact [[0., 0.]]; "
+               "float32-rounded soft labels such as [[0.33333334, 0.6666667]] (sum "
+               "1 + 3e-8) show it as a float64 gradient error of 1.5e-8",
+    applies=_from_logits,
+    at=_labels_not_normalised_at,
+    implementations=_CCE,
+    symptom="error",
+)
+
+
+def _probabilities(params: Mapping[str, Any]) -> bool:
+    return not params.get("from_logits")
+
+
+def _near_half_precision_clip(p: np.ndarray) -> np.ndarray:
+    """Within two units in the last place below 1 of the half-precision dtype (a
+    faithful softmax may round there up to 1.0, where ``1 - 1e-7`` is 1.0 too), or below
+    2**-14."""
+    p = np.asarray(p)
+    return _near_one(p, p.dtype, 2) | (p.astype(np.float64) <= 2.0**-14)
+
+
+def _low_precision_near_clip_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Samples with float16/bfloat16 probabilities at 1 (where 1 - 1e-7 rounds to 1) or
+    below 2**-14 (where 1 / p overflows float16)."""
+    p = np.asarray(x.y_pred)
+    if p.dtype.itemsize != 2:
+        return np.zeros(p.shape, bool)
+    return _rows(_near_half_precision_clip(p), params)
+
+
+_KERAS_CLIPPED = ("keras.losses.BinaryCrossentropy", "keras.losses.binary_crossentropy",
+                  *_CCE, "keras.losses.SparseCategoricalCrossentropy",
+                  "keras.losses.sparse_categorical_crossentropy", *_BFCE, *_CFCE)
+
+LOW_PRECISION_CLIP = KnownDeviation(
+    id="keras-epsilon-below-half-precision",
+    checks=("value", "gradient", "graph", "xla"),
+    summary="Keras clips probabilities to [1e-7, 1 - 1e-7] in y_pred's dtype; in float16 "
+            "and bfloat16, 1 - 1e-7 rounds to 1.0, so log(1 - p) is -inf at p = 1 (inf or "
+            "NaN gradients), and gradients through 1 / p overflow float16 for p < 2**-14. The "
+            "clip does not protect half-precision inputs; Keras's mixed-precision policy "
+            "computes losses in float32 (the Loss classes do), which is the supported path.",
+    reproducer="keras.losses.binary_crossentropy(y, p) with y = [[0.]], "
+               "p = tf.Variable([[1.]], dtype=tf.float16): loss inf, gradient inf",
+    applies=_probabilities,
+    at=_low_precision_near_clip_at,
+    implementations=_KERAS_CLIPPED,
+    symptom="error",
+)
+
+
+def _always(params: Mapping[str, Any]) -> bool:
+    return True
+
+
+def _low_precision_near_clip_after_softmax_at(x: Any, params: Mapping[str, Any]
+                                              ) -> np.ndarray:
+    """As :func:`_low_precision_near_clip_at`, on ``softmax(y_pred)`` when
+    ``from_logits`` (Keras's categorical focal loss applies softmax, then the same
+    clip)."""
+    if not params.get("from_logits"):
+        return _low_precision_near_clip_at(x, params)
+    z = np.asarray(x.y_pred)
+    if z.dtype.itemsize != 2:
+        return np.zeros(z.shape, bool)
+    return _rows(_near_half_precision_clip(_softmax32(z).astype(z.dtype)), params)
+
+
+LOW_PRECISION_CLIP_SOFTMAX = dataclasses.replace(
+    LOW_PRECISION_CLIP, applies=_always, at=_low_precision_near_clip_after_softmax_at)
+
+
+def _half_softmax_saturates_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Samples whose ``softmax(y_pred)`` reaches exactly 1.0 when, as XLA evaluates it,
+    the sum of exponentials is rounded to the half-precision input dtype before the
+    division."""
+    z = np.asarray(x.y_pred)
+    if z.dtype.itemsize != 2 or not params.get("from_logits"):
+        return np.zeros(z.shape, bool)
+    z32 = z.astype(np.float32)
+    e = np.exp(z32 - z32.max(axis=-1, keepdims=True))
+    total = _in_input_dtype(x, e.sum(axis=-1, keepdims=True))
+    return _rows(_in_input_dtype(x, _in_input_dtype(x, e) / total) == 1.0, params)
+
+
+XLA_HALF_SOFTMAX = KnownDeviation(
+    id="xla-half-precision-softmax-saturates",
+    checks=("xla",),
+    summary="XLA evaluates softmax in bfloat16 with the sum of exponentials rounded to "
+            "bfloat16, so softmax([8, 0, ..., 0]) over 9 classes is exactly 1.0 under XLA "
+            "(the correctly rounded 0.99732 is 0.99609). With gamma < 1, Keras's focal "
+            "factor (1 - p)**gamma then has an infinite derivative at the clip, which "
+            "1 - 1e-7 cannot keep below 1 in half precision: XLA gives a NaN gradient "
+            "where eager and graph are finite (on CPUs where TensorFlow's own bfloat16 "
+            "softmax kernel rounds to 0.99609; some round to 1.0 too).",
+    reproducer="tf.function(tf.nn.softmax, jit_compile=True)(tf.constant([[8.] + [0.] * 8], "
+               "tf.bfloat16))[0, 0] is 1.0",
+    applies=_gamma_below_one,
+    at=_half_softmax_saturates_at,
+    implementations=_CFCE,
+)
+
+
+def _f16_small_row_sum_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Samples of float16 probabilities with a sum below 2**-7, whose square is a
+    float16 subnormal (below 2**-14)."""
+    p = np.asarray(x.y_pred)
+    if p.dtype != np.float16:
+        return np.zeros(p.shape, bool)
+    axis = params.get("axis", -1)
+    sums = p.astype(np.float32).sum(axis=axis, keepdims=True)
+    return np.broadcast_to(sums < 2.0**-7, p.shape)
+
+
+XLA_F16_DIVISION_GRAD = KnownDeviation(
+    id="xla-float16-division-gradient-underflow",
+    checks=("xla",),
+    summary="Keras renormalises probabilities, p / s with s = sum(p); TensorFlow's gradient "
+            "of a division is (a / s) / s. Under XLA in float16 it comes out as a / (s * s): "
+            "s * s is a float16 subnormal for s < 2**-7, and the gradient loses digits (3% "
+            "at s = 9e-4). Eager and graph keep it within the reference budget.",
+    reproducer="tf.function(lambda a, s: (a / s) / s, jit_compile=True)(tf.constant(1e-4, "
+               "tf.float16), tf.constant(9.0015e-4, tf.float16)) gives 119.9; without "
+               "jit_compile 123.4 (exact 123.40)",
+    applies=_probabilities,
+    at=_f16_small_row_sum_at,
+    implementations=(*_CCE, *_CFCE),
+    symptom="error",
+)
+
+
+def _f16_row_sum_overflows_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Samples of float16 inputs whose sum of squared differences exceeds float16's
+    max."""
+    p = np.asarray(x.y_pred)
+    if p.dtype != np.float16:
+        return np.zeros(p.shape, bool)
+    d = p.astype(np.float64) - np.asarray(x.y_true, np.float64)
+    return np.broadcast_to((d * d).sum(axis=-1, keepdims=True) > float(np.finfo(np.float16).max),
+                           p.shape)
+
+
+REDUCE_MEAN_F16 = KnownDeviation(
+    id="tf-reduce-mean-float16-accumulates-in-float16",
+    checks=("value", "gradient", "graph", "xla"),
+    summary="tf.reduce_mean on float16 accumulates in float16 on CPU: the notes' MSE "
+            "(tf.reduce_mean(tf.square(y_pred - y_true), -1)) overflows to inf once a row's "
+            "sum of squares passes 65504, though the mean is representable. Keras's "
+            "mean_squared_error (keras.ops.mean computes float16 in float32) and XLA "
+            "(which accumulates in float32) give the finite mean.",
+    reproducer="tf.reduce_mean(tf.square(tf.constant([[105.] * 6], tf.float16)), -1) == "
+               "[inf]; keras.ops.mean of the same == [11025.]",
+    applies=_always,
+    at=_f16_row_sum_overflows_at,
+    implementations=("notes.MeanSquaredError", "notes.mean_squared_error"),
+    symptom="error",
+)
+
