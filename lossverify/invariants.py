@@ -448,6 +448,11 @@ def assert_invariant(invariant: str, *losses: Callable, reference: str,
 # ---------------------------------------------------------------- conformance cases
 
 
+#: Single-loss invariants that relate batches (checked on the class: its reduction is
+#: what a split or permutation can break).
+_BATCH_RELATIONS = ("batch_permutation", "batch_split")
+
+
 def conformance_cases(spec_name: str, params: Mapping[str, Any]
                       ) -> list[tuple[str, str, tuple[tuple[S.Implementation, dict[str, Any]],
                                                       ...], str, dict[str, Any]]]:
@@ -469,14 +474,12 @@ def conformance_cases(spec_name: str, params: Mapping[str, Any]
             continue
         cases.append((f"{cls.label} = {fn.label}", "class_matches_function",
                       ((cls, params), (fn, params)), spec_name, params))
-        if "non_negative" in record.invariants:
-            cases.append((fn.label, "non_negative", ((fn, params),), spec_name, params))
-        for inv in ("batch_permutation", "batch_split"):
-            if inv not in record.invariants or not batch_ok:
-                continue
-            if inv == "batch_split" and params.get("ignore_class") is not None:
-                continue
-            cases.append((cls.label, inv, ((cls, params),), spec_name, params))
+        for inv in record.invariants:
+            if inv not in _BATCH_RELATIONS:  # a property of the values: on the function
+                cases.append((fn.label, inv, ((fn, params),), spec_name, params))
+            elif batch_ok and not (inv == "batch_split"
+                                   and params.get("ignore_class") is not None):
+                cases.append((cls.label, inv, ((cls, params),), spec_name, params))
         for relation in record.relations:
             at = {**params, **relation.at}
             if not relation.holds_for(at):
