@@ -529,10 +529,10 @@ def _draws(reference: str, params: dict[str, Any], dtype: str, n: int, seed: int
     """``n`` seeded batches from the reference's strategy, rounded to ``dtype``."""
     from lossverify import checks as C
     from lossverify import strategies as lst
-    from lossverify.verifier import _draw
+    from lossverify.search import draw_batches
 
     strategy = lst.loss_inputs(reference, with_sample_weight=with_sample_weight, **params)
-    return [C.cast_inputs(x, dtype) for x in _draw(strategy, n, seed, dtype)]
+    return [C.cast_inputs(x, dtype) for x in draw_batches(strategy, n, seed, dtype)]
 
 
 def rounding_sweep(loss: Callable, reference: str, params: dict[str, Any], *,
@@ -550,7 +550,7 @@ def rounding_sweep(loss: Callable, reference: str, params: dict[str, Any], *,
     from lossverify import checks as C
     from lossverify import specs as S
     from lossverify import tolerance as T
-    from lossverify.verifier import _explaining
+    from lossverify.session import explaining
 
     reduced = isinstance(loss, keras.losses.Loss)
     spec = S.get_spec(reference)
@@ -576,7 +576,7 @@ def rounding_sweep(loss: Callable, reference: str, params: dict[str, Any], *,
                                   ("gradient", C.check_gradient(result, budget, x.rows))):
                 if outcome.ok and outcome.comparison is not None:
                     worst[part] = max(worst[part], outcome.comparison.worst_ratio)
-                elif not outcome.ok and _explaining(deviations, part, x, params,
+                elif not outcome.ok and explaining(deviations, part, x, params,
                                                     outcome) is None:
                     failures.append(f"seed {seed}, {part}: {outcome.message}\n{x!r}")
     return {"worst": worst, "failures": failures, "runs": len(list(seeds)) * len(batches)}

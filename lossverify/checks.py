@@ -32,8 +32,6 @@ import numpy as np
 from lossverify import numerics
 from lossverify import tolerance as T
 
-CHECKS = ("value", "gradient", "graph", "xla")
-
 #: Seconds one call of the loss under test may take before it counts as hung.
 DEFAULT_TIME_LIMIT = 20.0
 
@@ -323,3 +321,74 @@ def _baseline(baseline: np.ndarray | None, cmp: numerics.Comparison) -> str:
         return f" (the other mode gives {float(np.asarray(baseline)[cmp.index])!r} there)"
     except IndexError:
         return ""
+
+
+# ------------------------------------------------------------------ the checks as objects
+
+
+@dataclass(frozen=True)
+class Check:
+    """One aspect of a loss compared with the reference.
+
+    ``modes`` are the executor modes whose results it needs, in the order they run; the
+    last is the mode it judges (:attr:`mode`). ``compare(results, expected, rows)`` turns
+    those results and the reference's budget into an :class:`Outcome`. A check of more
+    than one mode compares a compiled mode with the reference (:attr:`compares_modes`):
+    for a reduced ``keras.losses.Loss`` it runs on fused batches, while the others compare
+    each batch with the reference on its own. ``own_batches``: the check draws batches of
+    its own (all of one shape, so one XLA compile serves the run), padded when run alone.
+    """
+
+    name: str
+    modes: tuple[str, ...]
+    compare: Callable[[Mapping[str, ModeResult], Expected, int], Outcome]
+    own_batches: bool = False
+    summary: str = ""
+
+    @property
+    def mode(self) -> str:
+        return self.modes[-1]
+
+    @property
+    def compares_modes(self) -> bool:
+        return len(self.modes) > 1
+
+    def ready(self, results: Mapping[str, ModeResult]) -> bool:
+        """Have all the modes it needs run?"""
+        return all(m in results for m in self.modes)
+
+
+VALUE = Check("value", ("eager",), lambda r, e, rows: check_value(r["eager"], e, rows),
+              summary="the eager result against the reference")
+GRADIENT = Check("gradient", ("eager",),
+                 lambda r, e, rows: check_gradient(r["eager"], e, rows),
+                 summary="GradientTape's gradient against the analytic gradient")
+GRAPH = Check("graph", ("eager", "graph"),
+              lambda r, e, rows: check_mode("graph", r["graph"], r["eager"], e, rows),
+              summary="a tf.function's value and gradient against the reference")
+XLA = Check("xla", ("graph", "xla"),
+            lambda r, e, rows: check_mode("xla", r["xla"], r["graph"], e, rows),
+            own_batches=True,
+            summary="tf.function(jit_compile=True) against the reference")
+
+#: The checks, by name, in the order they are reported.
+CHECK: dict[str, Check] = {c.name: c for c in (VALUE, GRADIENT, GRAPH, XLA)}
+CHECKS = tuple(CHECK)
+#: The executor's modes, in the order a batch runs them.
+MODES = ("eager", "graph", "xla")
+
+
+def modes_for(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The modes the checks ``names`` need, in :data:`MODES` order (eager always: it is
+    every other mode's baseline)."""
+    needed = {"eager"} | {m for n in names for m in CHECK[n].modes}
+    return tuple(m for m in MODES if m in needed)
+
+
+def compare_all(names: tuple[str, ...] | list[str], results: Mapping[str, ModeResult],
+                expected: Expected, rows: int) -> dict[str, Outcome]:
+    """The checks ``names`` on results already computed; a check whose modes have not
+    all run is left out."""
+    return {n: CHECK[n].compare(results, expected, rows) for n in names
+            if CHECK[n].ready(results)}
+

@@ -54,7 +54,8 @@ from lossverify import numerics
 from lossverify import reference as R
 from lossverify import specs as S
 from lossverify import strategies as lst
-from lossverify.verifier import _loss_name, _run_hypothesis
+from lossverify.search import run_hypothesis
+from lossverify.verdict import loss_name
 
 __all__ = ["INVARIANTS", "InvariantReport", "assert_invariant", "check_invariant"]
 
@@ -158,10 +159,10 @@ def _call(loss: Callable, x: lst.LossInputs, reduced: bool) -> np.ndarray:
             out = loss(*args)
         out = tf.convert_to_tensor(out)
     except Exception as exc:  # the loss under test may raise anything
-        raise _Violation(f"{_loss_name(loss)} raised {type(exc).__name__}: "
+        raise _Violation(f"{loss_name(loss)} raised {type(exc).__name__}: "
                          f"{C._first_line(exc)}") from None
     if not out.dtype.is_floating:
-        raise _Violation(f"{_loss_name(loss)} returned dtype {out.dtype.name}, expected a float")
+        raise _Violation(f"{loss_name(loss)} returned dtype {out.dtype.name}, expected a float")
     return np.asarray(out.numpy(), np.float64)
 
 
@@ -422,14 +423,14 @@ def check_invariant(invariant: str, *losses: Callable, reference: str,
             state["worst"] = max(state["worst"], ratio)
 
     try:
-        _run_hypothesis(test, strategy, max_examples, seed,
+        run_hypothesis(test, strategy, max_examples, seed,
                         (Phase.explicit, Phase.generate, Phase.shrink))
     except Exception:  # the violation, or Hypothesis's report of a flaky one
         if "message" not in state:
             raise
     failed = "message" in state
     return InvariantReport(
-        invariant=invariant, losses=tuple(_loss_name(loss) for loss in losses),
+        invariant=invariant, losses=tuple(loss_name(loss) for loss in losses),
         reference=reference, params=dict(params), seed=seed, max_examples=max_examples,
         examples=state["examples"], ok=not failed,
         worst_ratio=float("inf") if failed else state["worst"],

@@ -22,6 +22,7 @@ from typing import Any
 from lossverify import contract as K
 from lossverify import report as R
 from lossverify import specs as S
+from lossverify.checks import CHECKS
 
 #: Drawn batches per run in a conformance run (the xla check draws 3/8 as many, larger):
 #: with seed 0 every check of every default run then sees at least 200 rows (README,
@@ -34,7 +35,6 @@ DEFAULT_MIN_ROWS = 200
 #: report is the same bytes on any machine of the same kind.
 DEFAULT_JOBS = 2
 DTYPES = ("float32", "float64", "float16", "bfloat16")
-CHECKS = ("value", "gradient", "graph", "xla")
 
 DESCRIPTION = """\
 Verify losses against lossverify's NumPy references.

@@ -20,9 +20,11 @@ keras = pytest.importorskip("keras")
 
 import lossverify  # noqa: E402
 from lossverify import checks as C  # noqa: E402
+from lossverify import search, verdict  # noqa: E402
 from lossverify import specs as S  # noqa: E402
 from lossverify import strategies as lst  # noqa: E402
 from lossverify import verifier as V  # noqa: E402
+from lossverify.session import Session  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = {"max_examples": 8, "seed": 0}
@@ -285,10 +287,10 @@ def test_a_loss_that_always_raises_fails_fast():
     report = lossverify.verify(broken, "categorical_crossentropy", max_examples=40, seed=0)
     assert not report.ok
     for check in report.checks.values():
-        assert check.examples == V.PROBE_BATCHES == check.failures, str(report)
+        assert check.examples == search.PROBE_BATCHES == check.failures, str(report)
         assert "so the run stopped there" in check.message
     assert "not implemented yet" in report.checks["value"].message
-    assert len(calls) <= V.PROBE_BATCHES + 1  # eagerly on each probe, one graph trace
+    assert len(calls) <= search.PROBE_BATCHES + 1  # eagerly on each probe, one graph trace
 
 
 def test_graph_errors_keep_tensorflows_informative_line():
@@ -341,8 +343,8 @@ def test_a_failing_run_writes_strict_json_and_markdown_with_its_counterexample(t
 
 
 def test_counterexamples_are_capped():
-    text = V.capped("x" * (V.MAX_EXAMPLE_CHARS + 500))
-    assert len(text) < V.MAX_EXAMPLE_CHARS + 200
+    text = verdict.capped("x" * (verdict.MAX_EXAMPLE_CHARS + 500))
+    assert len(text) < verdict.MAX_EXAMPLE_CHARS + 200
     assert "500 more characters left out" in text
 
 
@@ -351,10 +353,11 @@ def test_counterexamples_are_capped():
 
 def _fused_failure(loss):
     """A session for ``loss``, two drawn batches checked in one call, and the second
-    batch's (made-up) failure in that call: what :meth:`_Session._evaluate_group` hands
-    to ``_record_alone`` when a batch fails fused."""
+    batch's (made-up) failure in that call: what
+    :meth:`lossverify.fusion.FusedEvaluation._evaluate_group` hands to ``_record_alone``
+    when a batch fails fused."""
     spec = S.get_spec("categorical_crossentropy")
-    session = V._Session(loss, spec, {}, ("value",), C.DEFAULT_TIME_LIMIT, False)
+    session = Session(loss, spec, {}, ("value",), C.DEFAULT_TIME_LIMIT, False)
     rng = np.random.default_rng(1)
 
     def batch(n):

@@ -21,6 +21,8 @@ keras = pytest.importorskip("keras")
 import lossverify  # noqa: E402
 from lossverify import checks as C  # noqa: E402
 from lossverify import conformance, verify_cli  # noqa: E402
+from lossverify.search import draw_batches  # noqa: E402
+from lossverify.session import Session  # noqa: E402
 
 
 def cce_squeezed(y_true, y_pred):
@@ -45,7 +47,6 @@ class GraphOnlyScaledCCE(keras.losses.Loss):
 
 def test_single_row_batches_are_still_checked_alone(monkeypatch):
     from lossverify import specs as S
-    from lossverify import verifier as V
 
     batch_one_calls = []
     run = C.Executor.run
@@ -63,9 +64,10 @@ def test_single_row_batches_are_still_checked_alone(monkeypatch):
     assert "returned shape ()" in value.message, str(report)
     assert "y_pred=np.array([[" in value.counterexample, str(report)
     # every single-row draw of the search ran as a batch of one (fused, it would not)
-    session = V._Session(cce_squeezed, S.get_spec("categorical_crossentropy"), {},
+    session = Session(cce_squeezed, S.get_spec("categorical_crossentropy"), {},
                          ("value",), C.DEFAULT_TIME_LIMIT, False)
-    singles = sum(x.y_pred.shape[0] == 1 for x in V._draw(session.strategy, 40, 0, "float32"))
+    singles = sum(x.y_pred.shape[0] == 1
+                  for x in draw_batches(session.strategy, 40, 0, "float32"))
     assert singles > 0 and len(batch_one_calls) >= singles, (singles, batch_one_calls)
 
 
@@ -130,8 +132,8 @@ def test_fused_and_alone_evaluation_agree(loss):
 
     spec = S.get_spec("binary_crossentropy")
     checks = ("value", "gradient", "graph")
-    session = V._Session(loss, spec, {}, checks, C.DEFAULT_TIME_LIMIT, False)
-    draws = V._draw(session.strategy, 30, 3, "float32")
+    session = Session(loss, spec, {}, checks, C.DEFAULT_TIME_LIMIT, False)
+    draws = draw_batches(session.strategy, 30, 3, "float32")
     fused = {name: V.CheckReport(name) for name in checks}
     alone = {name: V.CheckReport(name) for name in checks}
     session.evaluate(draws, fused, checks)
@@ -161,9 +163,9 @@ def test_shares_cover_every_job_once_and_balance_the_cost():
 _DRAW_HASH = """
 import hashlib
 from lossverify import strategies as lst
-from lossverify import verifier as V
+from lossverify.search import draw_batches
 h = hashlib.sha256()
-for x in V._draw(lst.loss_inputs("categorical_crossentropy", with_sample_weight=True),
+for x in draw_batches(lst.loss_inputs("categorical_crossentropy", with_sample_weight=True),
                  100, 0, "float32"):
     for a in (x.y_true, x.y_pred, x.sample_weight):
         h.update(b"-" if a is None else a.tobytes())

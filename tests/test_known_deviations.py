@@ -146,7 +146,7 @@ def test_xla_half_precision_deviation_is_classified(dev_id, params, dtype, y_tru
     from lossverify import checks as C
     from lossverify import strategies as lst
     from lossverify.numerics import np_dtype
-    from lossverify.verifier import _Session
+    from lossverify.session import Session
 
     def loss(y, p):
         return keras.losses.categorical_focal_crossentropy(y, p, **params)
@@ -159,13 +159,13 @@ def test_xla_half_precision_deviation_is_classified(dev_id, params, dtype, y_tru
     x = lst.LossInputs(np.array(y_true, np_dtype(dtype)), np.array(y_pred, np_dtype(dtype)))
     spec = S.get_spec("categorical_focal_crossentropy")
     for strict, expected in ((False, dev_id), (True, None)):
-        session = _Session(loss, spec, params, ("xla",), C.DEFAULT_TIME_LIMIT, strict, dtype)
+        session = Session(loss, spec, params, ("xla",), C.DEFAULT_TIME_LIMIT, strict, dtype)
         outcome = session.outcomes(x, xla_budget=False)["xla"]
         assert not outcome.ok
         assert session.deviation_for("xla", x, outcome) == expected
     # the same input in float32 is no deviation, and passes
     x32 = C.cast_inputs(x, "float32")
-    session = _Session(loss, spec, params, ("xla",), C.DEFAULT_TIME_LIMIT, False)
+    session = Session(loss, spec, params, ("xla",), C.DEFAULT_TIME_LIMIT, False)
     assert session.outcomes(x32, xla_budget=False)["xla"].ok
 
 
@@ -179,7 +179,7 @@ def test_graph_nan_is_classified_on_its_reproducer():
     """Too rare for a short search (a few draws in a thousand): the reproducer input goes
     through verify's own check and classification directly."""
     from lossverify import strategies as lst
-    from lossverify.verifier import _Session
+    from lossverify.session import Session
 
     def loss(y_true, y_pred):
         return keras.losses.binary_focal_crossentropy(y_true, y_pred, gamma=3.5)
@@ -189,7 +189,7 @@ def test_graph_nan_is_classified_on_its_reproducer():
                        np.array([[2.736202e-08]], np.float32))
     spec = S.get_spec("binary_focal_crossentropy")
     for strict, expected in ((False, "keras-binary-focal-graph-nan"), (True, None)):
-        session = _Session(loss, spec, {"gamma": 3.5}, ("graph",), 20.0, strict)
+        session = Session(loss, spec, {"gamma": 3.5}, ("graph",), 20.0, strict)
         outcome = session.outcomes(x)["graph"]
         assert not outcome.ok
         assert session.deviation_for("graph", x, outcome) == expected
@@ -248,7 +248,7 @@ def test_deviation_matches_per_element_and_on_its_symptom():
     where the deviation's symptom is NaN."""
     from lossverify import checks as C
     from lossverify import strategies as lst
-    from lossverify.verifier import _Session
+    from lossverify.session import Session
 
     params = {"gamma": 0.5, "from_logits": True}
 
@@ -263,7 +263,7 @@ def test_deviation_matches_per_element_and_on_its_symptom():
     x = lst.LossInputs(np.array([[1.0], [1.0]], np.float32),
                        np.array([[60.0], [0.3]], np.float32))
     spec = S.get_spec("binary_focal_crossentropy")
-    session = _Session(loss, spec, params, ("gradient",), C.DEFAULT_TIME_LIMIT, False)
+    session = Session(loss, spec, params, ("gradient",), C.DEFAULT_TIME_LIMIT, False)
     outcome = session.outcomes(x)["gradient"]
     assert not outcome.ok
     assert session.deviation_for("gradient", x, outcome) is None  # row 1 is not explained
@@ -281,7 +281,7 @@ def test_deviation_matches_per_element_and_on_its_symptom():
         return f(z)
 
     finite_but_wrong.__wrapped__ = keras.losses.binary_focal_crossentropy
-    session = _Session(finite_but_wrong, spec, params, ("gradient",),
+    session = Session(finite_but_wrong, spec, params, ("gradient",),
                        C.DEFAULT_TIME_LIMIT, False)
     outcome = session.outcomes(alone)["gradient"]
     assert not outcome.ok

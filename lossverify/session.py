@@ -1,0 +1,162 @@
+"""One loss against one reference: the executor, the strategy, the budget and the
+known deviations that apply (:class:`Session`); the fused search phase comes from
+:class:`lossverify.fusion.FusedEvaluation`."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import zlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from lossverify import checks as C
+from lossverify import contract as K
+from lossverify import numerics
+from lossverify import specs as S
+from lossverify import strategies as lst
+from lossverify.fusion import FusedEvaluation
+
+
+class Session(FusedEvaluation):
+    """One loss against one reference: the executor, the strategy, the check loop."""
+
+    def __init__(self, loss: Any, spec: S.LossSpec, params: dict[str, Any],
+                 chosen: tuple[str, ...], time_limit: float, strict: bool,
+                 dtype: str = "float32", implementation: str | None = None,
+                 domain: K.Domain | None = None, output: K.Output | None = None):
+        self.spec = spec
+        self.domain = domain or K.Domain()
+        self.output = output or K.Output()
+        self.dtype = dtype
+        self.params = params
+        self.chosen = chosen
+        self.strict = strict
+        self.reduced = C.is_keras_loss(loss)
+        self.reduction = getattr(loss, "reduction", "sum_over_batch_size") or "none"
+        # A keras.losses.Loss converts its inputs to its own dtype (float32 unless a
+        # dtype policy says otherwise); a function computes in its inputs' dtype.
+        self.compute_dtype = str(getattr(loss, "dtype", dtype)) if self.reduced else dtype
+        if self.compute_dtype not in numerics.DTYPES:
+            self.compute_dtype = dtype
+        axis = params.get("axis", -1)
+        adapt = None if not self.output.adapted else functools.partial(
+            self.output.adapt, axis=axis, reduced=self.reduced)
+        self.executor = C.Executor(loss, self.reduced, time_limit, adapt)
+        self.logits = spec.predicts(params) == "logits"
+        inputs = lst.loss_inputs(spec.name, with_sample_weight=self.reduced,
+                                 soft_labels=not self.domain.hard_labels, **params)
+        if self.reduced:
+            use_weight = st.booleans()
+            self.strategy = st.tuples(inputs, use_weight).map(
+                lambda t: t[0] if t[1] else t[0].without_weight())
+        else:
+            self.strategy = inputs
+        # Known deviations belong to the implementations that have them: the loss is
+        # recognised as one of the spec's (or named by ``implementation``); any other
+        # loss's failure that resembles one is a failure that names it.
+        self.implementation = implementation or S.identify(spec, loss)
+        applicable = spec.deviations_for(params)
+        self.deviations = [d for d in applicable if self.implementation in d.implementations]
+        self.resemblances = [d for d in applicable if d not in self.deviations]
+
+    def xla_strategy(self, seed: int) -> st.SearchStrategy:
+        """The xla check's batches: all of one shape but the batch size (rank 2, a class
+        count picked from the seed, the spec and the parameters; sample weights always
+        for a ``Loss``), so one XLA compile serves the whole run. XLA compiles once per
+        concrete shape (~0.1 s each on CPU), far more than it takes to run."""
+        lowest = lst.KINDS[self.spec.inputs].min_classes
+        tag = zlib.crc32(f"{self.spec.name}{sorted(self.params.items())!r}".encode())
+        classes = int(np.random.default_rng([seed, tag]).integers(lowest, 13))
+        params = {"class_num": classes, **self.params}
+        return lst.loss_inputs(self.spec.name, with_sample_weight=self.reduced, rank=2,
+                               max_batch=3 * lst.DEFAULT_MAX_BATCH,
+                               soft_labels=not self.domain.hard_labels, **params)
+
+    def prepare(self, x: lst.LossInputs) -> lst.LossInputs:
+        """A drawn batch as the loss sees it: rounded to the input dtype, then moved
+        into the declared domain (in that dtype)."""
+        x = C.cast_inputs(x, self.dtype)
+        if self.domain.probabilities is None and self.domain.logits is None:
+            return x
+        narrowed = self.domain.narrow(x.y_pred, self.logits, self.params.get("axis", -1))
+        if narrowed is x.y_pred:
+            return x
+        return x.replace(y_pred=narrowed)
+
+    def outcomes(self, x: lst.LossInputs, only: str | tuple[str, ...] | None = None,
+                 xla_budget: bool = True) -> dict[str, C.Outcome | None]:
+        """The chosen checks (or ``only``) on one batch, evaluated on its own."""
+        wanted = (only,) if isinstance(only, str) else (only or self.chosen)
+        x = self.prepare(x)
+        here = tuple(c for c in wanted if not C.CHECK[c].own_batches)
+        results = {m: self.executor.run(m, x) for m in C.modes_for(here)}
+        out: dict[str, C.Outcome | None] = dict(C.compare_all(here, results,
+                                                              self._expected(x), x.rows))
+        for name in wanted:
+            if C.CHECK[name].own_batches:  # on the padded batch (see _padded)
+                out[name] = self._padded(C.CHECK[name], x, xla_budget)
+        return out
+
+    def _padded(self, check: C.Check, x: lst.LossInputs, budget: bool = True
+                ) -> C.Outcome | None:
+        """A check of its own batches (XLA against the reference, with the graph as the
+        baseline) on ``x`` padded to the fixed compile shapes; None once the compile
+        budget of new shapes is spent (the example is then not counted for this check).
+        A batch-coupled loss is not padded: repeated rows would change its values."""
+        xp = x if self.spec.batch_coupled else C.pad_for_xla(x, self.params.get("axis", -1))
+        if budget and not self._xla_allowed(xp):
+            return None
+        results = {m: self.executor.run(m, xp) for m in check.modes}
+        return check.compare(results, self._expected(xp), xp.rows)
+
+    def _xla_allowed(self, x: lst.LossInputs) -> bool:
+        known = self.executor.xla_shapes
+        return x.y_pred.shape in known or len(known) < C.XLA_SHAPE_BUDGET
+
+
+    def _expected(self, x: lst.LossInputs) -> C.Expected:
+        """The reference on the inputs as the loss computes them (a Loss instance sees
+        its inputs converted to its compute dtype)."""
+        return C.expected_for(self.spec.name, self.params,
+                              C.cast_inputs(x, self.compute_dtype), self.reduced,
+                              self.reduction, self.compute_dtype, input_dtype=self.dtype)
+
+    def deviation_for(self, check: str, x: lst.LossInputs, outcome: C.Outcome
+                      ) -> str | None:
+        """The known deviation of this implementation that explains every failing
+        element of ``outcome`` (see :meth:`KnownDeviation.explains`), if any."""
+        if self.strict:
+            return None
+        dev = explaining(self.deviations, check, x, self.params, outcome)
+        return None if dev is None else dev.id
+
+    def named_resemblance(self, check: str, x: lst.LossInputs, outcome: C.Outcome
+                          ) -> C.Outcome:
+        """``outcome`` (a failure), its message naming a known deviation of *another*
+        implementation that it looks like, if one does."""
+        dev = explaining(self.resemblances, check, x, self.params, outcome)
+        if dev is None:
+            return outcome
+        owners = ", ".join(dev.implementations)
+        note = (f" [resembles the known upstream deviation {dev.id} of {owners}; it is "
+                f"attached to those implementations only, and this loss is not one of them]")
+        return dataclasses.replace(outcome, message=outcome.message + note)
+
+
+def explaining(deviations: Iterable[S.KnownDeviation], check: str, x: Any,
+                params: Mapping[str, Any], outcome: C.Outcome) -> S.KnownDeviation | None:
+    """The first of ``deviations`` that explains every failing element of ``outcome``
+    of ``check`` on ``x`` (see :meth:`KnownDeviation.explains`)."""
+    cmp = outcome.comparison
+    if cmp is None or cmp.failing is None or cmp.nonfinite is None:
+        return None  # raised, wrong shape, not differentiable: no deviation's symptom
+    for dev in deviations:
+        if check in dev.checks and dev.explains(x, params, outcome.part, cmp.failing,
+                                                cmp.nonfinite):
+            return dev
+    return None
+
