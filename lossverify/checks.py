@@ -22,10 +22,11 @@ with the reason instead of crashing the verifier.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -60,10 +61,20 @@ class ModeResult:
 Expected = T.Budget
 
 
-def is_keras_loss(loss: Any) -> bool:
-    import keras
+class Runner(Protocol):
+    """What runs a loss in each mode: :class:`Executor` (TensorFlow) or a framework's
+    executor (:mod:`lossverify.frameworks`)."""
 
-    return isinstance(loss, keras.losses.Loss)
+    xla_shapes: set[tuple[int, ...]]
+
+    def run(self, mode: str, x: Any) -> ModeResult: ...
+
+
+def is_keras_loss(loss: Any) -> bool:
+    """Is ``loss`` a ``keras.losses.Loss``? (Without Keras imported, nothing is: this
+    does not import it.)"""
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(loss, keras.losses.Loss)
 
 
 def expected_for(spec_name: str, params: Mapping[str, Any], x: Any, reduced: bool,

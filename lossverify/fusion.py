@@ -31,7 +31,7 @@ class FusedEvaluation:
     spec: S.LossSpec
     params: dict[str, Any]
     reduced: bool
-    executor: C.Executor
+    executor: C.Runner
 
     def outcomes(self, x: lst.LossInputs, only: str | tuple[str, ...] | None = None,
                  xla_budget: bool = True) -> dict[str, C.Outcome | None]:
