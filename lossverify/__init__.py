@@ -12,7 +12,7 @@ from typing import Any
 __version__ = "0.1.0"
 from lossverify.contract import Domain, LossverifyWarning, Output
 
-__all__ = ["Closeness", "Domain", "LossverifyWarning", "Output", "VerifyReport",
+__all__ = ["Call", "Closeness", "Domain", "LossverifyWarning", "Output", "VerifyReport",
            "assert_close_to_reference", "assert_verified", "close_to_reference", "verify",
            "__version__"]
 
@@ -22,6 +22,8 @@ _LAZY = {"verify", "assert_verified", "VerifyReport"}
 EXTRAS = {
     "tf": "TensorFlow, Keras, Hypothesis, scikit-learn, matplotlib: verify(), the CLI, MNIST",
     "strategies": "Hypothesis: lossverify.strategies without TensorFlow",
+    "torch": "PyTorch and Hypothesis: verify() on PyTorch losses, without TensorFlow",
+    "jax": "JAX, optax and Hypothesis: verify() on JAX losses, without TensorFlow",
     "test": "tf plus pytest, pytest-xdist, pytest-benchmark: the test suite",
     "bench": "tf plus pytest and pytest-benchmark: the benchmarks",
     "lint": "ruff and mypy",
@@ -41,6 +43,10 @@ _CLOSENESS = {"Closeness", "assert_close_to_reference", "close_to_reference"}
 
 
 def __getattr__(name: str) -> Any:
+    if name == "Call":
+        from lossverify.frameworks import Call
+
+        return Call
     if name in _CLOSENESS:
         from lossverify import closeness as _closeness
 

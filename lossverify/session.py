@@ -18,6 +18,7 @@ from lossverify import contract as K
 from lossverify import numerics
 from lossverify import specs as S
 from lossverify import strategies as lst
+from lossverify.frameworks import Framework
 from lossverify.fusion import FusedEvaluation
 
 
@@ -27,7 +28,8 @@ class Session(FusedEvaluation):
     def __init__(self, loss: Any, spec: S.LossSpec, params: dict[str, Any],
                  chosen: tuple[str, ...], time_limit: float, strict: bool,
                  dtype: str = "float32", implementation: str | None = None,
-                 domain: K.Domain | None = None, output: K.Output | None = None):
+                 domain: K.Domain | None = None, output: K.Output | None = None,
+                 framework: Framework | None = None):
         self.spec = spec
         self.domain = domain or K.Domain()
         self.output = output or K.Output()
@@ -45,7 +47,11 @@ class Session(FusedEvaluation):
         axis = params.get("axis", -1)
         adapt = None if not self.output.adapted else functools.partial(
             self.output.adapt, axis=axis, reduced=self.reduced)
-        self.executor = C.Executor(loss, self.reduced, time_limit, adapt)
+        #: the framework the loss runs in (None: TensorFlow, as :class:`C.Executor` runs it)
+        self.framework = framework
+        self.executor: C.Runner = C.Executor(loss, self.reduced, time_limit, adapt) \
+            if framework is None else \
+            framework.executor(loss, self.reduced, time_limit, adapt, spec.batch_coupled)
         self.logits = spec.predicts(params) == "logits"
         inputs = lst.loss_inputs(spec.name, with_sample_weight=self.reduced,
                                  soft_labels=not self.domain.hard_labels, **params)

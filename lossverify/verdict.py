@@ -12,6 +12,7 @@ from lossverify import checks as C
 from lossverify import contract as K
 from lossverify import environment
 from lossverify import specs as S
+from lossverify.frameworks import Framework
 
 #: The longest counterexample a report keeps (a fused batch of hundreds of rows would
 #: otherwise make a report of hundreds of kilobytes); the reproduce line redraws it whole.
@@ -51,6 +52,9 @@ class CheckReport:
     deviations: dict[str, int] = field(default_factory=dict)
     #: error / allowed of every compared example, in draw order (for plots; not in JSON)
     ratios: list[float] = field(default_factory=list, repr=False)
+    #: why the check did not run in the loss's framework ("" when it ran): such a check
+    #: neither passes nor fails (``verdict`` "not run")
+    not_run_reason: str = ""
 
     @property
     def ok(self) -> bool:
@@ -58,6 +62,8 @@ class CheckReport:
 
     @property
     def verdict(self) -> str:
+        if self.not_run_reason:
+            return "not run"
         if self.failures:
             return "FAIL"
         return "known-deviation" if self.deviations else "ok"
@@ -119,9 +125,16 @@ class VerifyReport:
     loss_params: dict[str, Any] = field(default_factory=dict)
     domain: K.Domain = field(default_factory=K.Domain)
     output: K.Output = field(default_factory=K.Output)
+    #: the framework the loss was checked in, with its version and modes (None: a
+    #: report made before frameworks were named, TensorFlow)
+    framework: Framework | None = None
+    #: what the run showed about the framework's modes (torch.compile's graph breaks)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
+        """Every check that ran passed (a check that cannot run in the loss's framework,
+        ``verdict`` "not run", is not counted either way)."""
         return all(c.ok for c in self.checks.values())
 
     def reproduce_line(self) -> str:
@@ -139,6 +152,11 @@ class VerifyReport:
             args = f", domain={self.domain.code()}" + args
         if self.loss_params:
             args = f", loss_params={self.loss_params!r}" + args
+        fw = self.framework
+        if fw is not None and fw.call.declared:
+            args = f", call={fw.call.code()}" + args
+        if fw is not None and fw.name != "tensorflow":
+            args = f", framework={fw.requested!r}" + args
         return (f"lossverify.verify(loss, {self.reference!r}, max_examples="
                 f"{self.max_examples}, seed={self.seed}{args})")
 
@@ -162,7 +180,12 @@ class VerifyReport:
             lines.append(f"  {c.name:<9} {c.examples:>8} {c.rows:>6} {c.worst_abs:>10.3g} "
                          f"{c.worst_ratio:>11.3g} {ulp:>8} {c.worst_row_rel:>9.3g}  "
                          f"{c.verdict}")
+        if self.framework is not None:
+            lines.append(f"  framework: {self.framework.describe()}")
+        lines += [f"  note: {note}" for note in self.notes]
         for c in self.checks.values():
+            if c.not_run_reason:
+                lines.append(f"\n  {c.name} not run: {c.not_run_reason}")
             if c.failures:
                 lines.append(f"\n  {c.name} failed on {c.failures} of {c.examples} examples: "
                              f"{c.message}")
@@ -187,6 +210,9 @@ class VerifyReport:
             "loss_params": self.loss_params, "domain": self.domain.describe(),
             "output": self.output.describe(),
             "dtype": self.dtype, "compute_dtype": self.compute_dtype, "ok": self.ok,
+            "framework": None if self.framework is None else self.framework.label,
+            "framework_detail": None if self.framework is None
+            else self.framework.describe(), "notes": list(self.notes),
             "checks": {name: {
                 "examples": c.examples, "rows": c.rows, "failures": c.failures,
                 "skipped_rows": c.skipped_rows, "not_run": c.not_run, "worst_abs": c.worst_abs,
@@ -195,6 +221,7 @@ class VerifyReport:
                 "worst_input": c.worst_input,
                 "message": c.message, "counterexample": c.counterexample,
                 "verdict": c.verdict, "known_deviations": dict(c.deviations),
+                "not_run_reason": c.not_run_reason,
             } for name, c in self.checks.items()},
             "environment": environment.describe(),
         }

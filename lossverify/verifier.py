@@ -26,6 +26,7 @@ from typing import Any
 
 from lossverify import checks as C
 from lossverify import contract as K
+from lossverify import frameworks as FW
 from lossverify import numerics
 from lossverify import specs as S
 from lossverify.search import (
@@ -57,6 +58,7 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
            loss_params: Mapping[str, Any] | None = None,
            domain: K.Domain | Mapping[str, Any] | None = None,
            output: K.Output | Mapping[str, Any] | None = None,
+           framework: str | None = None, call: FW.Call | Mapping[str, Any] | None = None,
            **reference_kwargs: Any) -> VerifyReport:
     """Check ``loss`` against the reference named ``reference``.
 
@@ -77,6 +79,14 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
         output: a :class:`lossverify.Output` (or a mapping of its fields) for a loss that
             returns one value per element (``per_element="mean"`` or ``"sum"`` over the
             class axis) or a constant multiple of the reference (``scale``).
+        framework: the framework ``loss`` runs in: ``"tensorflow"``, ``"torch"``,
+            ``"jax"`` or ``"keras"`` (Keras 3 on its backend, ``keras.backend.backend()``).
+            None: detected from the callable (its module, its class's, or the framework
+            names its code uses), TensorFlow if nothing says. Checks a framework cannot
+            run (``xla`` for torch and JAX) are reported "not run" with the reason.
+        call: a :class:`lossverify.Call` (or a mapping of its fields): the loss's
+            argument order (torch and optax take the prediction first) and
+            ``layout="channels_first"`` for a loss whose class axis is axis 1.
         max_examples: Hypothesis examples (drawn batches) per run; each batch holds
             1 to 16 samples (times up to 3 steps), all checked. The xla check draws
             3/8 as many batches of its own, of up to 48 samples.
@@ -99,12 +109,6 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
         **reference_kwargs: parameters of the reference (``from_logits=True`` also
             makes the inputs logits).
     """
-    try:
-        import tensorflow  # noqa: F401  (what the checks run on)
-    except ModuleNotFoundError as exc:
-        from lossverify import missing_extra
-
-        raise missing_extra(exc, "lossverify.verify", "tf") from None
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
         raise ValueError(f"max_examples: expected a positive int, got {max_examples!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -116,7 +120,6 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
     if loss_params is not None and not isinstance(loss_params, Mapping):
         raise TypeError(f"loss_params: expected a mapping of parameter names to values, "
                         f"got {loss_params!r}")
-    _check_framework(loss)
     spec = S.get_spec(reference)
     chosen = _validate_checks(checks)
     if dtype not in numerics.DTYPES:
@@ -126,8 +129,13 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
     S.check_reference_params(spec, params)
     the_domain, the_output = K.Domain.of(domain), K.Output.of(output)
     check_domain(spec, params, the_domain)
+    the_call = FW.Call.of(call)
+    if the_call.layout == "channels_first" and params.get("axis", -1) not in (-1, None):
+        raise ValueError("call: layout='channels_first' moves the class axis for the call; "
+                         "the reference keeps it last (leave its axis at -1)")
     given = loss
     loss, _made = K.build_loss(loss, loss_params)
+    the_framework = _framework(loss, framework, the_call)
     if the_output.per_element is not None and C.is_keras_loss(loss):
         raise ValueError("output: per_element applies to a function returning one value per "
                          "element; a keras.losses.Loss returns the reduced loss")
@@ -139,9 +147,15 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
     if implementation is not None and implementation not in labels:
         raise ValueError(f"implementation: expected one of {labels} (the implementations "
                          f"{reference!r} lists) or None, got {implementation!r}")
-    session = Session(loss, spec, params, chosen, time_limit, strict, dtype, implementation,
-                       the_domain, the_output)
-    reports = {name: CheckReport(name) for name in chosen}
+    runnable = tuple(c for c in chosen if c not in the_framework.not_run)
+    if not runnable:
+        raise ValueError(f"checks: none of {chosen!r} runs for a {the_framework.label} loss ("
+                         + "; ".join(f"{c}: {the_framework.not_run[c]}" for c in chosen) + ")")
+    session = Session(loss, spec, params, runnable, time_limit, strict, dtype, implementation,
+                      the_domain, the_output, the_framework)
+    reports = {name: CheckReport(name, not_run_reason=the_framework.not_run.get(name, ""))
+               for name in chosen}
+    active = {name: reports[name] for name in runnable}
 
     def report() -> VerifyReport:
         return VerifyReport(
@@ -150,25 +164,26 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
             checks=reports, deviations={d.id: d for d in spec.deviations}, dtype=dtype,
             compute_dtype=session.compute_dtype, min_rows=min_rows,
             implementation=session.implementation, loss_params=dict(loss_params or {}),
-            domain=the_domain, output=the_output)
+            domain=the_domain, output=the_output, framework=the_framework,
+            notes=list(getattr(session.executor, "notes", list)()))
 
     # Hypothesis only draws (no test outcome feeds back into generation, so these are
     # the draws an evaluating test would see); the checks then run on fused batches,
     # far fewer TensorFlow calls than one per draw.
-    main_checks = tuple(c for c in chosen if not C.CHECK[c].own_batches)
+    main_checks = tuple(c for c in runnable if not C.CHECK[c].own_batches)
     strategies = {name: session.strategy for name in main_checks}
     draws = draw_batches(session.strategy, max_examples, seed, dtype, min_rows, session.prepare)
-    if fails_fast(session, draws, reports):
+    if fails_fast(session, draws, active):
         return report()
     if main_checks:
-        session.evaluate(draws, reports, main_checks)
-    for name in chosen:
+        session.evaluate(draws, active, main_checks)
+    for name in runnable:
         if C.CHECK[name].own_batches:
             strategies[name] = session.xla_strategy(seed)
             session.evaluate(draw_batches(strategies[name], xla_examples(max_examples), seed, dtype,
-                                   min_rows, session.prepare), reports, (name,),
+                                   min_rows, session.prepare), active, (name,),
                              fuse_single_rows=True)
-    for name, check in reports.items():
+    for name, check in active.items():
         if check.failures:
             examples = xla_examples(max_examples) if C.CHECK[name].own_batches \
                 else max_examples
@@ -178,33 +193,24 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
     return report()
 
 
-#: Drawn batches :func:`_fails_fast` calls the loss on before the full run.
+def _framework(loss: Any, framework: str | None, call: FW.Call) -> FW.Framework:
+    """The framework ``loss`` is checked in, its modules imported
+    (TensorFlow for a TensorFlow or Keras-on-TensorFlow loss), with the extra to install
+    named where one is missing."""
+    from lossverify import missing_extra
 
-_OTHER_FRAMEWORKS = ("torch", "torchvision", "jax", "jaxlib", "optax", "flax")
-
-
-def _check_framework(loss: Any) -> None:
-    """verify() runs the loss on TensorFlow tensors under GradientTape. A loss of another
-    framework, or Keras running on another backend, would fail every check for that
-    reason alone: a false verdict. Refuse it, naming what works instead."""
-    import keras
-
-    instead = ("compute its values and gradients in that framework and compare them with "
-               "lossverify.close_to_reference / assert_close_to_reference (NumPy only, the "
-               "same budget)")
-    backend = keras.backend.backend()
-    if backend != "tensorflow":
-        raise ValueError(f"loss: Keras runs on the {backend!r} backend (KERAS_BACKEND), and "
-                         "verify() checks TensorFlow computations; run with "
-                         f"KERAS_BACKEND=tensorflow, or {instead}")
-    target = getattr(loss, "__wrapped__", loss)
-    target = getattr(target, "func", target)  # functools.partial
-    module = getattr(target, "__module__", None) or type(target).__module__ or ""
-    root = module.split(".")[0]
-    if root in _OTHER_FRAMEWORKS:
-        raise ValueError(f"loss: {getattr(target, '__name__', target)!r} comes from "
-                         f"{root} ({module}); verify() calls the loss with TensorFlow "
-                         f"tensors, so {instead}")
+    try:
+        found = FW.resolve(loss, framework, call)
+    except ModuleNotFoundError as exc:  # keras, torch or jax themselves
+        root = (exc.name or "").split(".")[0]
+        raise missing_extra(exc, "lossverify.verify", FW.EXTRA.get(root, "tf")) from None
+    needed = {"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}[found.name]
+    try:
+        __import__(needed)
+    except ModuleNotFoundError as exc:
+        raise missing_extra(exc, f"lossverify.verify on a {found.label} loss",
+                            FW.EXTRA[needed]) from None
+    return found
 
 
 #: How :func:`check_domain` names the domain's fields: the API's, or the CLI's options.
