@@ -172,11 +172,17 @@ def _used(fn: types.FunctionType) -> dict[str, set[str]]:
         except ValueError:  # an empty cell
             continue
     for name, value in values.items():
-        module = value.__name__ if isinstance(value, types.ModuleType) else \
-            getattr(value, "__module__", None)
-        root = _root(module) if isinstance(module, str) else None
-        if root is not None:
-            found.setdefault(root, set()).add(name)
+        if isinstance(value, types.ModuleType):
+            modules = [value.__name__]
+        elif isinstance(value, type):  # a class of the user's may derive from the
+            modules = [c.__module__ for c in value.__mro__]  # framework's (autograd.Function)
+        else:
+            modules = [getattr(value, "__module__", None) or ""]
+        for module in modules:
+            root = _root(module) if isinstance(module, str) else None
+            if root is not None:
+                found.setdefault(root, set()).add(name)
+                break
     return found
 
 
