@@ -9,7 +9,8 @@
     lint       ruff
     typecheck  mypy on the typed package
     notf       lossverify.reference, the tolerance model and the strategies without TensorFlow
-    frameworks PyTorch and JAX/optax losses against the references (close_to_reference)
+    frameworks PyTorch, JAX/optax and Keras-on-JAX/PyTorch losses without TensorFlow:
+               close_to_reference, and verify() in each framework
     compat     the conformance report under the oldest Keras-3 TensorFlow and the newest
 """
 
@@ -113,24 +114,57 @@ def notf(session: nox.Session) -> None:
 #: PyTorch's CPU-only wheels (PyPI's Linux wheel brings CUDA, gigabytes of it)
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
+#: the frameworks session's environment: torch.compile's aot_eager backend (inductor works
+#: where a C++ compiler is present, but compiles C++ for a minute or more per graph on 2
+#: busy cores; ``-- -m slow`` adds tests/test_torch_verify.py's inductor test), and JAX's
+#: persistent compilation cache in the session's own folder (JAX compiles per shape, even
+#: op by op: a second run loads what the first compiled)
+FRAMEWORKS_ENV = {"LOSSVERIFY_TORCH_COMPILE": "aot_eager",
+                  "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                  "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+def _install_torch(session: nox.Session) -> None:
+    """PyTorch's CPU wheel: from its own index; where that is unreachable, a CPU wheel
+    pip's find-links provide (then its dependencies from the index); else whatever pip
+    finds."""
+    try:
+        session.install("torch", "--index-url", TORCH_CPU_INDEX, "--retries", "0",
+                        "--timeout", "15")
+        return
+    except nox.command.CommandFailed:
+        pass
+    try:
+        session.install("torch", "--no-index", "--no-deps")
+    except nox.command.CommandFailed:
+        pass
+    session.install("torch")
+
 
 @nox.session
 def frameworks(session: nox.Session) -> None:
-    """PyTorch and JAX/optax losses against the references through the NumPy-only
-    tolerance API (``lossverify.close_to_reference``), with no TensorFlow installed."""
-    session.install("-e", ".", "pytest>=8")
-    try:
-        session.install("torch", "--index-url", TORCH_CPU_INDEX)
-    except nox.command.CommandFailed:  # that index unreachable: whatever pip is set up with
-        session.install("torch")
-    session.install("jax", "optax")
+    """PyTorch, JAX/optax and Keras-on-JAX/PyTorch losses, with no TensorFlow installed:
+    against the references through the NumPy-only tolerance API
+    (``lossverify.close_to_reference``), and through ``verify()`` with each framework's
+    executor (tests/test_*_verify.py; the Keras file once per backend)."""
+    session.install("-e", ".[strategies]", "pytest>=8")
+    _install_torch(session)
+    session.install("jax", "optax", "keras")
     session.run("python", "-c", "import importlib.util as u, torch, jax, optax; "
+                "from importlib.metadata import version; "
                 "assert u.find_spec('tensorflow') is None, 'TensorFlow is installed'; "
                 "print('torch', torch.__version__, 'jax', jax.__version__, "
-                "'optax', optax.__version__)")
-    session.run("pytest", "-p", "no:cacheprovider", "tests/test_closeness.py",
+                "'optax', optax.__version__, 'keras', version('keras'))")
+    env = {**FRAMEWORKS_ENV, "JAX_COMPILATION_CACHE_DIR": session.create_tmp() + "/jax-cache"}
+    marks = () if "-m" in session.posargs else ("-m", "not slow")
+    session.run("pytest", "-p", "no:cacheprovider", *marks, "tests/test_closeness.py",
                 "tests/test_torch_closeness.py", "tests/test_jax_closeness.py",
-                *session.posargs)
+                "tests/test_torch_verify.py", "tests/test_jax_verify.py", *session.posargs,
+                env=env)
+    for backend in ("jax", "torch"):
+        session.run("pytest", "-p", "no:cacheprovider", *marks,
+                    "tests/test_keras_backends_verify.py", *session.posargs,
+                    env={**env, "KERAS_BACKEND": backend})
 
 
 @nox.session
