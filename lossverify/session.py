@@ -18,7 +18,7 @@ from lossverify import contract as K
 from lossverify import numerics
 from lossverify import specs as S
 from lossverify import strategies as lst
-from lossverify.frameworks import Framework
+from lossverify.frameworks import Framework, identify
 from lossverify.fusion import FusedEvaluation
 
 
@@ -64,7 +64,7 @@ class Session(FusedEvaluation):
         # Known deviations belong to the implementations that have them: the loss is
         # recognised as one of the spec's (or named by ``implementation``); any other
         # loss's failure that resembles one is a failure that names it.
-        self.implementation = implementation or S.identify(spec, loss)
+        self.implementation = implementation or identify(spec, loss, framework)
         applicable = spec.deviations_for(params)
         self.deviations = [d for d in applicable if self.implementation in d.implementations]
         self.resemblances = [d for d in applicable if d not in self.deviations]

@@ -22,6 +22,7 @@ torch or JAX loss imports neither TensorFlow nor Keras.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.metadata
 import importlib.util
@@ -398,6 +399,22 @@ def resolve(loss: Any, framework: str | None = None, call: Call | None = None) -
         not_run["xla"] = JB.XLA_NOT_RUN
     return Framework(family, keras, label, how, framework, call, pred_first, why, modes,
                      not_run, backend_used)
+
+
+def identify(spec: Any, loss: Any, framework: Framework | None) -> str | None:
+    """:func:`lossverify.specs.identify` among the implementations ``loss`` can be in
+    ``framework``: all of them on TensorFlow; Keras's own for Keras on another backend;
+    none for a torch or JAX loss. (Recognising one imports its module: a torch run must
+    not import Keras, or TensorFlow through the notes' losses.)"""
+    from lossverify import specs as S
+
+    if framework is None or framework.name == "tensorflow":
+        return S.identify(spec, loss)
+    if not framework.keras:
+        return None
+    own = type(spec.implementations)(
+        i for i in spec.implementations if i.target.split(".")[0].split(":")[0] == "keras")
+    return S.identify(dataclasses.replace(spec, implementations=own), loss)
 
 
 # ---------------------------------------------------------------------------- layout
