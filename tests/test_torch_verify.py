@@ -57,6 +57,8 @@ def test_the_framework_is_detected_from_the_callable():
 
 def test_the_argument_order_follows_the_parameter_names():
     assert frameworks.resolve(F.cross_entropy).pred_first  # (input, target)
+    module = frameworks.resolve(torch.nn.MSELoss(reduction="none"))
+    assert module.pred_first and module.order_found == "its parameters (input, target)"
 
     def mine(y_true, y_pred):
         return F.mse_loss(y_pred, y_true, reduction="none").mean(-1)

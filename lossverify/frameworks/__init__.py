@@ -323,8 +323,10 @@ def _order(loss: Any, family: str, keras: bool, call: Call) -> tuple[bool, str]:
         return call.order == "y_pred, y_true", "declared"
     if keras or family == "tensorflow":
         return False, ""
+    forward = getattr(loss, "forward", None)  # an nn.Module: __call__ takes *args
     try:
-        params = [p.name for p in inspect.signature(loss).parameters.values()
+        params = [p.name for p in inspect.signature(forward if callable(forward) else loss)
+                  .parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:2]
     except (TypeError, ValueError):
         params = []
