@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import lossverify.reference as R
 import lossverify.reference.margin as M
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
@@ -164,7 +165,7 @@ def test_values_and_gradients_match_keras_float64(tf, keras_losses, name, data):
     kinks that soft labels put within rounding reach (a sum in another order may land on
     the other side)."""
     y_true, y_pred, params, kind = CASES[name](data)
-    ev = M.EVALUATORS[name](y_true, y_pred, **params)
+    ev = R.EVALUATORS[name](y_true, y_pred, **params)
     value, grad = _keras_value_and_grad(tf, keras_losses, name, y_true, y_pred, **params)
     _close(ev.value, value, ev.value_scale, f"{name} value ({kind})")
     hard = np.all(np.isin(y_true, (-1.0, 0.0, 1.0)), axis=params.get("axis", -1))
@@ -239,7 +240,7 @@ KINKS = {
 @pytest.mark.parametrize("case", sorted(KINKS))
 def test_gradient_conventions_at_kinks(tf, keras_losses, case):
     name, y_true, y_pred, params, expected = KINKS[case]
-    ev = M.EVALUATORS[name](y_true, y_pred, **params)
+    ev = R.EVALUATORS[name](y_true, y_pred, **params)
     np.testing.assert_allclose(ev.grad, expected, rtol=1e-15, atol=1e-300)
     _, grad = _keras_value_and_grad(tf, keras_losses, name, y_true, y_pred, **params)
     np.testing.assert_allclose(ev.grad, grad, rtol=1e-14, atol=1e-300)
@@ -310,9 +311,9 @@ def _far_from_kinks(name, y_true, y_pred, params):
 @given(data=st.data())
 def test_gradient_matches_central_differences(central_difference, name, data):
     y_true, y_pred, params, kind = CASES[name](data)
-    ev = M.EVALUATORS[name](y_true, y_pred, **params)
+    ev = R.EVALUATORS[name](y_true, y_pred, **params)
     ax = params.get("axis", -1)
-    fd = central_difference(lambda p: M.EVALUATORS[name](y_true, p, **params).value,
+    fd = central_difference(lambda p: R.EVALUATORS[name](y_true, p, **params).value,
                             y_pred, axis=ax)
     far = np.expand_dims(_far_from_kinks(name, y_true, y_pred, params), ax)
     rows = np.broadcast_to(far, y_pred.shape)
@@ -360,6 +361,10 @@ def test_categorical_hinge_kink_flags():
          [0.2, 0.5, 0.4],    # no tie, active
          [0.2, 0.0, -0.5]])  # tie of a class's 0 with the target's slot
     assert ev.kink.tolist() == [True, True, False, False, True]
+    # a subnormal maximum: TensorFlow's CPU kernels flush it to 0, a tie with the target
+    tiny = np.float32(1.35e-39)
+    assert M._eval_categorical_hinge(np.float32([[1, 0]]), np.float32([[tiny, tiny]])).kink[0]
+    assert not M._eval_categorical_hinge([[1, 0]], [[1e-30, 1e-30]]).kink[0]
 
 
 def test_cosine_kink_flags_only_at_the_floor():
@@ -422,7 +427,7 @@ def test_evaluation_shapes():
     rng = np.random.default_rng(0)
     y, p = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 3, 4))
     for name in NAMES:
-        ev = M.EVALUATORS[name](np.sign(y), p)
+        ev = R.EVALUATORS[name](np.sign(y), p)
         assert ev.value.shape == ev.value_scale.shape == ev.kink.shape == (2, 3), name
         assert ev.grad.shape == ev.grad_scale.shape == (2, 3, 4), name
         assert ev.kink.dtype == bool, name

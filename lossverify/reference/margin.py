@@ -29,7 +29,6 @@ subgradients there: ``relu`` gives 0 at the margin, JAX's ``maximum`` splits 1/2
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -38,7 +37,7 @@ from lossverify.reference import _validate as V
 from lossverify.reference._core import _U32, EPSILON, Evaluation
 
 __all__ = [
-    "EVALUATORS",
+    "NORM_CAP",
     "categorical_hinge",
     "convert_binary_labels_to_hinge",
     "cosine_similarity",
@@ -58,6 +57,15 @@ def _margin_u(dtype: np.dtype) -> float:
     d = np.dtype(dtype)
     u = float(np.finfo(d).eps) / 2 if np.issubdtype(d, np.floating) else 0.0
     return max(_U32, u)
+
+
+def _flush_reach(dtype: np.dtype) -> float:
+    """Twice the smallest normal number TensorFlow's CPU kernels compute with for inputs
+    of ``dtype`` (float32's, float64's for float64): they flush subnormal inputs and
+    results to zero, so a subnormal may compare equal to 0."""
+    d = np.dtype(dtype)
+    wide = np.issubdtype(d, np.floating) and d.itemsize > 4
+    return 2.0 * float(np.finfo(np.float64 if wide else np.float32).tiny)
 
 
 def _last_axis(yt: np.ndarray, yp: np.ndarray) -> None:
@@ -197,13 +205,13 @@ def _eval_categorical_hinge(y_true: Any, y_pred: Any) -> Evaluation:
     reach = 4.0 * (n + 2) * u * size  # x: an n-term sum, two products, two additions
     value_scale = np.where(x > -reach, size, 0.0)
     grad_scale = np.where(active, _ABS(yt) + _ABS(1 - yt) * share, 0.0)
-    # kinks: the margin, and (where the gradient flows) a tie for the maximum, exact
-    # or within the rounding of the products (1 - y) p
+    # kinks: the margin, and (where the gradient flows) a tie for the maximum, exact,
+    # within the rounding of the products (1 - y) p, or of subnormals flushed to 0
     kink = _ABS(x) <= reach
     if n > 1:
         top = np.sort(others, axis=-1)
         first, second = top[..., -1], top[..., -2]
-        tie = first - second <= 8.0 * u * (_ABS(first) + _ABS(second))
+        tie = first - second <= 8.0 * u * (_ABS(first) + _ABS(second)) + _flush_reach(dtype)
         kink |= tie & (x > -reach)
     return Evaluation(value, grad, value_scale, grad_scale, kink)
 
@@ -286,12 +294,3 @@ def cosine_similarity(y_true: Any, y_pred: Any, axis: Any = -1) -> np.ndarray:
     array([-0.08])
     """
     return np.asarray(_eval_cosine_similarity(y_true, y_pred, axis).value)
-
-
-#: name -> evaluator, to be merged into :data:`lossverify.reference.losses.EVALUATORS`.
-EVALUATORS: dict[str, Callable[..., Evaluation]] = {
-    "hinge": _eval_hinge,
-    "squared_hinge": _eval_squared_hinge,
-    "categorical_hinge": _eval_categorical_hinge,
-    "cosine_similarity": _eval_cosine_similarity,
-}
