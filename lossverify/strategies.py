@@ -278,8 +278,8 @@ def _with_logits(drawer: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[
 #: hinge labels: all -1/1, all 0/1 (Keras converts them, batch-wide), soft, or a mix
 #: of -1, 0 and 1 (neither converts: a 0 stays 0)
 HINGE_LABELS = ("signs", "binary", "soft", "mixed")
-#: hinge predictions: reals in [-3, 3]; on the margin y p == 1 (exactly, or a few ulps
-#: off); up to +-1e3
+#: hinge predictions: reals in [-3, 3]; some on the margin y p == 1 (exactly, or a few
+#: ulps off); up to +-1e3
 HINGE_REGIMES = ("uniform", "margin", "large")
 #: categorical hinge predictions: reals; a coarse grid (ties for the maximum, a 0 tying
 #: with the target's slot); rows on the margin; up to +-1e3
@@ -322,10 +322,10 @@ def _hinge(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
     y_pred = draw(hnp.arrays(F32, req.shape, elements=elements), label="y_pred")
     if regime == "margin":
         # some elements exactly on the margin p = 1 / y' (y' the converted label), or a
-        # few ulps off it
+        # few ulps off it; labels |y'| >= 1/2 keep the margin within [-2, 2]
         binary = np.isin(y_true, (0.0, 1.0)).all()
         y = 2 * y_true - 1 if binary else y_true
-        on = draw(hnp.arrays(np.bool_, req.shape), label="on the margin") & (y != 0)
+        on = draw(hnp.arrays(np.bool_, req.shape), label="on the margin") & (np.abs(y) >= 0.5)
         ulps = draw(hnp.arrays(np.int8, req.shape, elements=st.integers(-2, 2)),
                     label="ulps off the margin")
         with np.errstate(divide="ignore"):
