@@ -355,3 +355,82 @@ REDUCE_MEAN_F16 = KnownDeviation(
     symptom="error",
 )
 
+
+
+# ------------------------------------------------------------- margin family (cosine)
+
+_COSINE = ("keras.losses.CosineSimilarity", "keras.losses.cosine_similarity")
+
+
+def _row_norms(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """``||y_pred||`` along the class axis, in float64, broadcast over the row."""
+    p = np.asarray(x.y_pred, np.float64)
+    axis = params.get("axis", -1)
+    return np.broadcast_to(np.sqrt(np.sum(p * p, axis=axis, keepdims=True)), p.shape)
+
+
+def _rsqrt_cubed_leaves_range_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Rows whose ``rsqrt(sum(p**2))**3`` overflows or underflows in float32 (a Loss
+    class computes in float32) or in ``y_pred``'s own dtype (the function), with a
+    factor 2 of margin: norms below ``max**(-1/3)`` (a zero row included) or above
+    ``tiny**(-1/3)``."""
+    norm = _row_norms(x, params)
+    out = np.zeros(norm.shape, bool)
+    dt = np.asarray(x.y_pred).dtype
+    for d in {np.dtype(np.float32), dt if dt.kind == "f" else np.dtype(np.float32)}:
+        info = np.finfo(d)
+        out |= norm < 2.0 * float(info.max) ** (-1 / 3)
+        out |= norm > 0.5 * float(info.tiny) ** (-1 / 3)
+    return out
+
+
+XLA_RSQRT_GRAD = KnownDeviation(
+    id="xla-rsqrt-gradient-cubed",
+    checks=("xla",),
+    summary="XLA lowers TensorFlow's RsqrtGrad(y, dy) as y**3 * dy / -2. Keras normalises "
+            "with x * min(rsqrt(sum(x**2)), 1e7); below the norm floor 1e-7 the gradient "
+            "reaching rsqrt is dy = 0, and where y**3 overflows (a zero row always; float32 "
+            "norms below ~1.4e-13) the product is 0 * inf = NaN. Where y**3 underflows "
+            "(float32 norms above ~4.4e12) the radial part of the gradient is lost. Eager "
+            "and graph compute (dy y)(y y) / -2 and give the reference's -1e7 t_hat and the "
+            "right gradient.",
+    reproducer="tf.function(g, jit_compile=True) with g(t, p) the tape gradient of "
+               "keras.losses.cosine_similarity(t, p): t = [[3., 4.]], p = [[0., 0.]] gives "
+               "[[nan, nan]] (eager [[-6e6, -8e6]]); p = [[3e13, -1e13]] with t = [[1., 2.]] "
+               "gives [[-1.41e-14, -2.83e-14]], exact [[-9.9e-15, -2.97e-14]]",
+    applies=_always,
+    at=_rsqrt_cubed_leaves_range_at,
+    implementations=_COSINE,
+    symptom="error",
+)
+
+
+def _float16_sum_of_squares_out_of_range_at(x: Any, params: Mapping[str, Any]
+                                            ) -> np.ndarray:
+    """float16 rows whose sum of squares overflows float16 (above 65504), or falls
+    below its smallest normal 2**-14 (subnormal or 0), where 1 / sum overflows too; a
+    factor 2 of margin for the rounding of the float16 sum."""
+    p = np.asarray(x.y_pred)
+    if p.dtype != np.float16:
+        return np.zeros(p.shape, bool)
+    norm = _row_norms(x, params)
+    s = norm * norm
+    return (s > 0.5 * float(np.finfo(np.float16).max)) | (s < 2.0 * 2.0**-14)
+
+
+KERAS_NORMALIZE_F16 = KnownDeviation(
+    id="keras-normalize-float16-range",
+    checks=("value", "gradient", "graph", "xla"),
+    summary="keras.ops.normalize squares and sums in the input dtype: in float16 the sum of "
+            "squares overflows for norms above 256 (the loss is 0 instead of the cosine), is "
+            "subnormal or 0 for norms below 2**-7 (a wrong value, NaN at 0 * inf: the floor "
+            "1 / 1e-7 is inf in float16), and the gradient through rsqrt overflows for "
+            "norms below ~4e-3. The Loss class computes in float32 and is unaffected.",
+    reproducer="keras.losses.cosine_similarity(tf.constant([[1., 2.]], tf.float16), "
+               "tf.constant([[300., -100.]], tf.float16)) == [0.] (exact 0.1414); with "
+               "y_pred [[3e-6, -1e-6]] it is [nan]",
+    applies=_always,
+    at=_float16_sum_of_squares_out_of_range_at,
+    implementations=("keras.losses.cosine_similarity",),
+    symptom="error",
+)

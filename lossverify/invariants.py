@@ -20,6 +20,11 @@ with each other:
                                     cross-entropy on the same inputs
 ``focal_not_above_cross_entropy``   focal never exceeds ``alpha`` times the cross-entropy
                                     (the factor ``(1 - p_t)**gamma`` is at most 1)
+``binary_labels_match_signs``       hinge losses: 0/1 labels (converted to -1/1 when the whole
+                                    batch is 0/1) give the same losses as the -1/1 labels
+``magnitude_at_most_one``           ``|loss(x)| <= 1`` (cosine similarity); a reduced loss is
+                                    bounded by the same reduction of ones
+``odd_in_y_pred``                   ``loss(y, -p) == -loss(y, p)`` (cosine similarity)
 ==================================  ==========================================================
 
 Tolerance. Two float32 evaluations of mathematically equal quantities each lie within
@@ -340,6 +345,66 @@ _RELATIONS: dict[str, Callable[..., float]] = {
         lambda losses, x, ref, params, _: _focal_vs_cross_entropy(losses, x, ref, params,
                                                                   equal=False),
 }
+
+
+# ---------------------------------------------------------------- margin family
+
+
+def _binary_labels_match_signs(losses, x, reference, params, draw_int):
+    """The hinge losses on 0/1 labels (every label 0 or 1: converted to 2 y - 1) and on
+    the same labels written as -1/1 (not converted): the same losses."""
+    (loss,) = losses
+    binary = (np.asarray(x.y_true, np.float64) >= 0.5).astype(np.float32)
+    xb, xs = x.replace(y_true=binary), x.replace(y_true=2 * binary - np.float32(1))
+    reduced = C.is_keras_loss(loss)
+    a, b = _call(loss, xb, reduced), _call(loss, xs, reduced)
+    allowed = _budget(reference, params, xb, loss).value_allowed + \
+        _budget(reference, params, xs, loss).value_allowed
+    return _equal(a, b, allowed, "binary_labels_match_signs: 0/1 labels vs the same labels "
+                  "as -1/1")
+
+
+def _magnitude_at_most_one(losses, x, reference, params, draw_int):
+    """``|loss| <= 1`` per sample; a reduced loss is bounded by its reduction of ones
+    (non-negative weights)."""
+    (loss,) = losses
+    reduced = C.is_keras_loss(loss)
+    out = _call(loss, x, reduced)
+    expected = _budget(reference, params, x, loss)
+    bound = 1.0
+    if reduced:
+        ones = np.ones(_per_sample_shape(x, params))
+        bound = float(np.abs(R.reduce(ones, x.sample_weight, _reduction(loss))))
+    bad = np.isnan(out) & ~np.isnan(np.broadcast_to(expected.value, np.shape(out)))
+    if bad.any():
+        raise _Violation(f"magnitude_at_most_one: NaN at {np.argwhere(bad).tolist()[:4]} "
+                         f"where the reference is a number")
+    excess = np.abs(np.where(np.isnan(out), 0.0, out)) - bound
+    ratio = np.where(excess > 0, excess / expected.value_allowed, 0.0)
+    if (ratio > 1).any():
+        i = np.unravel_index(int(np.argmax(ratio)), np.shape(ratio))
+        raise _Violation(f"magnitude_at_most_one: |loss| = {abs(np.asarray(out)[i]):.9g} > "
+                         f"{bound:g} at {i} beyond the rounding budget "
+                         f"{np.broadcast_to(expected.value_allowed, out.shape)[i]:.3g}")
+    return float(np.max(ratio, initial=0.0))
+
+
+def _odd_in_y_pred(losses, x, reference, params, draw_int):
+    """``loss(y, -p) == -loss(y, p)``."""
+    (loss,) = losses
+    reduced = C.is_keras_loss(loss)
+    xn = x.replace(y_pred=-x.y_pred)
+    a, b = _call(loss, x, reduced), _call(loss, xn, reduced)
+    allowed = _budget(reference, params, x, loss).value_allowed + \
+        _budget(reference, params, xn, loss).value_allowed
+    return _equal(b, -a, allowed, "odd_in_y_pred: loss(y, -p) vs -loss(y, p)")
+
+
+INVARIANTS.update({"binary_labels_match_signs": 1, "magnitude_at_most_one": 1,
+                   "odd_in_y_pred": 1})
+_RELATIONS.update({"binary_labels_match_signs": _binary_labels_match_signs,
+                   "magnitude_at_most_one": _magnitude_at_most_one,
+                   "odd_in_y_pred": _odd_in_y_pred})
 
 
 def _validate(invariant: str, losses: tuple[Callable, ...], reference: str,

@@ -273,6 +273,121 @@ def _with_logits(drawer: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[
     return draw_logits
 
 
+# ------------------------------------------------------------------ margin family
+
+#: hinge labels: all -1/1, all 0/1 (Keras converts them, batch-wide), soft, or a mix
+#: of -1, 0 and 1 (neither converts: a 0 stays 0)
+HINGE_LABELS = ("signs", "binary", "soft", "mixed")
+#: hinge predictions: reals in [-3, 3]; some on the margin y p == 1 (exactly, or a few
+#: ulps off); up to +-1e3
+HINGE_REGIMES = ("uniform", "margin", "large")
+#: categorical hinge predictions: reals; a coarse grid (ties for the maximum, a 0 tying
+#: with the target's slot); rows on the margin; up to +-1e3
+CATEGORICAL_HINGE_REGIMES = ("uniform", "ties", "margin", "large")
+#: cosine rows: reals; zero rows; norms 1e-13..1e-4; norms around the 1e-7 floor;
+#: y_pred a multiple of y_true (+-1 and a cancelling gradient); norms up to ~1e10
+COSINE_REGIMES = ("normal", "zero", "tiny", "floor", "parallel", "large")
+_MARGIN_GRID = _exact32(-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
+
+
+def _step_ulps(x: np.ndarray, ulps: np.ndarray) -> np.ndarray:
+    """``x`` moved by ``ulps`` (small ints) units in the last place of float32."""
+    x = x.astype(F32)
+    for _ in range(int(np.abs(ulps).max(initial=0))):
+        x = np.where(ulps > 0, np.nextafter(x, F32(np.inf)), x)
+        x = np.where(ulps < 0, np.nextafter(x, F32(-np.inf)), x)
+        ulps = ulps - np.sign(ulps)
+    return x.astype(F32)
+
+
+def _hinge(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    kinds = HINGE_LABELS if req.soft_labels else HINGE_LABELS[:2]
+    labels = draw(st.sampled_from(kinds), label="labels")
+    values = {"signs": st.sampled_from((-1.0, 1.0)), "binary": st.sampled_from((0.0, 1.0)),
+              "soft": st.one_of(st.sampled_from((0.0, 1.0)), _float32(0.0, 1.0)),
+              "mixed": st.sampled_from((-1.0, 0.0, 1.0))}[labels]
+    y_true = draw(hnp.arrays(F32, req.shape, elements=values), label="y_true").copy()
+    flat = y_true.reshape(-1)
+    if labels == "soft" and np.isin(flat, (0.0, 1.0)).all():
+        flat[0] = F32(0.25)  # at least one soft label: no conversion
+    if labels == "mixed" and not (flat == -1).any():
+        flat[0] = F32(-1.0)
+    regime = draw(st.sampled_from(HINGE_REGIMES), label="regime")
+    if regime == "large":
+        y_pred = draw(hnp.arrays(F32, req.shape, elements=_float32(-1e3, 1e3)), label="y_pred")
+        return y_true, y_pred, regime, {"labels": labels}
+    elements = _float32(-3.0, 3.0)
+    if regime == "margin":
+        elements = st.one_of(elements, st.sampled_from(_MARGIN_GRID))
+    y_pred = draw(hnp.arrays(F32, req.shape, elements=elements), label="y_pred")
+    if regime == "margin":
+        # some elements exactly on the margin p = 1 / y' (y' the converted label), or a
+        # few ulps off it; labels |y'| >= 1/2 keep the margin within [-2, 2]
+        binary = np.isin(y_true, (0.0, 1.0)).all()
+        y = 2 * y_true - 1 if binary else y_true
+        on = draw(hnp.arrays(np.bool_, req.shape), label="on the margin") & (np.abs(y) >= 0.5)
+        ulps = draw(hnp.arrays(np.int8, req.shape, elements=st.integers(-2, 2)),
+                    label="ulps off the margin")
+        with np.errstate(divide="ignore"):
+            target = _step_ulps((F32(1) / np.where(y == 0, F32(1), y)).astype(F32), ulps)
+        y_pred = np.where(on, target, y_pred).astype(F32)
+    return y_true, y_pred, regime, {"labels": labels}
+
+
+def _categorical_hinge(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    label_kind = draw(st.sampled_from(("one_hot", "soft") if req.soft_labels
+                                      else ("one_hot",)), label="label_kind")
+    y_true = draw(categorical_labels(req.shape, label_kind), label="y_true")
+    regime = draw(st.sampled_from(CATEGORICAL_HINGE_REGIMES), label="regime")
+    elements = {"uniform": _float32(-3.0, 3.0), "ties": st.sampled_from(_MARGIN_GRID),
+                "margin": st.one_of(_float32(-3.0, 3.0), st.sampled_from(_MARGIN_GRID)),
+                "large": _float32(-1e3, 1e3)}[regime]
+    y_pred = draw(hnp.arrays(F32, req.shape, elements=elements), label="y_pred").copy()
+    if regime == "margin" and label_kind == "one_hot":
+        # the target's prediction set to max(0, max of the others) + 1: the loss is 0
+        # exactly at the kink, in float32 as well
+        rows, targets = y_pred.reshape(-1, req.shape[-1]), y_true.reshape(-1, req.shape[-1])
+        others = np.where(targets == 1, F32(0), rows).max(axis=-1)
+        hot = targets.argmax(axis=-1)
+        rows[np.arange(rows.shape[0]), hot] = (np.maximum(others, F32(0)) + F32(1)).astype(F32)
+    return y_true, y_pred, regime, {"labels": label_kind}
+
+
+def _cosine(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    axis = int(req.params.get("axis", -1)) % len(req.shape)
+    vectors = hnp.arrays(F32, req.shape, elements=_float32(-10.0, 10.0))
+    y_true = draw(vectors, label="y_true")
+    y_pred = draw(vectors, label="y_pred")
+    regime = draw(st.sampled_from(COSINE_REGIMES), label="regime")
+    # rows along the class axis: moved last to be scaled, then back
+    yt, yp = np.moveaxis(y_true, axis, -1).copy(), np.moveaxis(y_pred, axis, -1).copy()
+    n_rows = int(np.prod(yp.shape[:-1]))
+    picked = draw(hnp.arrays(np.bool_, n_rows), label="rows changed")
+    picked[0] = True
+    rows_t, rows_p = yt.reshape(n_rows, -1), yp.reshape(n_rows, -1)
+    norms = np.sqrt((rows_p.astype(np.float64) ** 2).sum(-1))
+    norms = np.where(norms > 0, norms, 1.0)
+    if regime == "zero":
+        which = draw(st.sampled_from(("y_pred", "y_true", "both")), label="zero rows of")
+        if which != "y_true":
+            rows_p[picked] = 0
+        if which != "y_pred":
+            rows_t[picked] = 0
+    elif regime in ("tiny", "floor", "large"):
+        exponent = {"tiny": st.floats(-13.0, -4.0), "floor": st.floats(-7.3, -6.7),
+                    "large": st.floats(3.0, 10.0)}[regime]
+        scale = draw(hnp.arrays(np.float64, n_rows, elements=exponent), label="log10 norm")
+        rows_p[picked] = (rows_p / norms[:, None] * 10.0 ** scale[:, None])[picked]
+    elif regime == "parallel":
+        c = draw(hnp.arrays(np.float64, n_rows, elements=st.floats(-3.0, 3.0)),
+                 label="log10 |factor|")
+        sign = draw(hnp.arrays(np.bool_, n_rows), label="opposite")
+        factor = np.where(sign, -1.0, 1.0) * 10.0 ** c
+        rows_p[picked] = (rows_t * factor[:, None])[picked]
+    y_true, y_pred = np.moveaxis(yt, -1, axis), np.moveaxis(yp, -1, axis)
+    return y_true.astype(F32), y_pred.astype(F32), regime, {}
+
+
 #: input kind -> how it is drawn (a record names its kind)
 KINDS: dict[str, InputKind] = {
     "regression": InputKind(_regression, min_classes=1),
@@ -281,6 +396,9 @@ KINDS: dict[str, InputKind] = {
     "categorical_logits": InputKind(_with_logits(_categorical), rank2_only=True, logits=True),
     "sparse": InputKind(_sparse),
     "sparse_logits": InputKind(_with_logits(_sparse), rank2_only=True, logits=True),
+    "hinge": InputKind(_hinge, min_classes=1),
+    "categorical_hinge": InputKind(_categorical_hinge, min_classes=1),
+    "cosine": InputKind(_cosine, min_classes=1),
 }
 
 

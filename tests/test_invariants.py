@@ -89,6 +89,49 @@ CORRECT = [
 ]
 
 
+# ----------------------------------------------------------------------- margin family
+
+
+def hinge_without_label_conversion(y_true, y_pred):
+    """Keras's hinge formula without convert_binary_labels_to_hinge: 0 labels stay 0."""
+    y_true = tf.cast(y_true, y_pred.dtype)
+    return tf.reduce_mean(tf.maximum(1.0 - y_true * y_pred, 0.0), axis=-1)
+
+
+def cosine_normalising_y_pred_only(y_true, y_pred):
+    """-sum(y * normalize(p)): y_true's norm forgotten, so |loss| reaches ||y||."""
+    y_true = tf.cast(y_true, y_pred.dtype)
+    return -tf.reduce_sum(y_true * tf.math.l2_normalize(y_pred, axis=-1), axis=-1)
+
+
+def cosine_distance(y_true, y_pred):
+    """1 + cosine similarity (a distance in [0, 2]) where the similarity was meant."""
+    return 1.0 + K.cosine_similarity(y_true, y_pred)
+
+
+CORRECT += [
+    ("signs-hinge", "binary_labels_match_signs", (lambda: K.hinge,), "hinge", {}),
+    ("signs-squared-hinge-class", "binary_labels_match_signs", (lambda: K.SquaredHinge(),),
+     "squared_hinge", {}),
+    ("magnitude-cosine", "magnitude_at_most_one", (lambda: K.cosine_similarity,),
+     "cosine_similarity", {}),
+    ("magnitude-cosine-class", "magnitude_at_most_one", (lambda: K.CosineSimilarity(),),
+     "cosine_similarity", {}),
+    ("odd-cosine", "odd_in_y_pred", (lambda: K.cosine_similarity,), "cosine_similarity", {}),
+    ("odd-cosine-class", "odd_in_y_pred", (lambda: K.CosineSimilarity(),),
+     "cosine_similarity", {}),
+]
+
+MARGIN_WRONG = [
+    ("signs-hinge-no-conversion", "binary_labels_match_signs",
+     (lambda: hinge_without_label_conversion,), "hinge", {}),
+    ("magnitude-cosine-y-true-unnormalised", "magnitude_at_most_one",
+     (lambda: cosine_normalising_y_pred_only,), "cosine_similarity", {}),
+    ("odd-cosine-distance", "odd_in_y_pred", (lambda: cosine_distance,), "cosine_similarity",
+     {}),
+]
+
+
 def test_every_invariant_has_a_correct_case():
     assert {case[1] for case in CORRECT} == set(INVARIANTS)
 
@@ -182,6 +225,8 @@ WRONG = [
     ("focal>ce-gamma-times", "focal_not_above_cross_entropy",
      (lambda: focal_gamma_times, lambda: cce_from_logits), "focal_loss", {"gamma": 2.0}),
 ]
+
+WRONG += MARGIN_WRONG
 
 
 def test_every_invariant_has_a_wrong_case():

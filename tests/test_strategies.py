@@ -88,8 +88,10 @@ def test_loss_inputs_invariants(name: str, params: dict, data: st.DataObject):
         if not params.get("soft_labels", True):
             assert set(np.unique(yt)) <= {0.0, 1.0}
 
-    # predictions: probabilities or logits in their regime
-    if _uses_logits(name, params):
+    # predictions: probabilities or logits in their regime (real values: margin family)
+    if kind in MARGIN_KINDS:
+        _check_margin_inputs(x, kind, params)
+    elif _uses_logits(name, params):
         assert x.regime in lst.LOGIT_REGIMES
         if x.regime == "wide":
             assert (np.abs(yp) <= 1e3).all()
@@ -113,6 +115,114 @@ def test_loss_inputs_invariants(name: str, params: dict, data: st.DataObject):
         assert (w >= 0).all() and np.isfinite(w).all()
     else:
         assert x.sample_weight is None
+
+
+# ------------------------------------------------------------------ margin family
+
+MARGIN_KINDS = {"hinge": lst.HINGE_REGIMES, "categorical_hinge": lst.CATEGORICAL_HINGE_REGIMES,
+                "cosine": lst.COSINE_REGIMES}
+
+
+def _check_margin_inputs(x, kind: str, params: dict) -> None:
+    """Real predictions in their regime; hinge labels of the kind the notes name."""
+    yp, yt = x.y_pred, x.y_true
+    assert x.regime in MARGIN_KINDS[kind]
+    if kind == "hinge":
+        labels = x.notes["labels"]
+        assert labels in lst.HINGE_LABELS
+        values = set(np.unique(yt).tolist())
+        if labels == "signs":
+            assert values <= {-1.0, 1.0}
+        elif labels == "binary":
+            assert values <= {0.0, 1.0}
+        elif labels == "mixed":
+            assert values <= {-1.0, 0.0, 1.0} and -1.0 in values
+        else:  # soft: at least one label that is neither 0 nor 1, so nothing converts
+            assert params.get("soft_labels", True)
+            assert ((yt >= 0) & (yt <= 1)).all() and not values <= {0.0, 1.0}
+        if not params.get("soft_labels", True):
+            assert labels in ("signs", "binary")
+    if kind in ("hinge", "categorical_hinge"):
+        # a categorical margin row lifts the target to max(0, max of the others) + 1
+        bound = {"large": 1e3, "margin": 4.0 if kind == "categorical_hinge" else 3.0}.get(
+            x.regime, 3.0)
+        assert (np.abs(yp) <= bound).all()
+    if kind == "categorical_hinge" and x.regime == "margin" and x.notes["labels"] == "one_hot":
+        rows, hot = yp.reshape(-1, yp.shape[-1]), yt.reshape(-1, yp.shape[-1])
+        others = np.where(hot == 1, 0, rows).max(axis=-1)
+        assert (rows[hot == 1] == np.maximum(others, 0) + 1).all()  # on the margin
+    if kind == "cosine":
+        norms = np.sqrt((yp.astype(np.float64) ** 2).sum(axis=params.get("axis", -1)))
+        if x.regime == "zero":
+            zero_p = norms == 0
+            zero_t = (yt == 0).all(axis=params.get("axis", -1))
+            assert (zero_p | zero_t).any()
+        elif x.regime == "tiny":
+            assert (norms < 1.1e-4).any()
+        elif x.regime == "floor":
+            assert ((norms > 4e-8) & (norms < 2.2e-7)).any()
+        elif x.regime == "large":
+            assert (norms > 9e2).any() and (norms < 1.1e10).all()
+
+
+def _margin_inputs(name: str, **params):
+    return lst.loss_inputs(name, **params)
+
+
+def _on_hinge_margin(x) -> bool:
+    y = x.y_true.astype(np.float64)
+    y = 2 * y - 1 if np.isin(y, (0.0, 1.0)).all() else y
+    return bool((y * x.y_pred == 1).any())
+
+
+OCCURS_MARGIN = {
+    "hinge: y p == 1 exactly": (_margin_inputs("hinge"), _on_hinge_margin),
+    "hinge: 0/1 labels exactly on the margin": (
+        _margin_inputs("hinge"), lambda x: x.notes["labels"] == "binary"
+        and _on_hinge_margin(x)),
+    "hinge: a 0 label that stays 0 (mixed)": (
+        _margin_inputs("squared_hinge"), lambda x: x.notes["labels"] == "mixed"
+        and (x.y_true == 0).any()),
+    "categorical hinge: a tie for the maximum": (
+        _margin_inputs("categorical_hinge"),
+        lambda x: x.y_pred.shape[-1] > 2 and any(
+            np.sum(r == r.max()) > 1 for r in np.where(x.y_true == 1, 0, x.y_pred)
+            .reshape(-1, x.y_pred.shape[-1]))),
+    "categorical hinge: on the margin": (
+        _margin_inputs("categorical_hinge"), lambda x: x.regime == "margin"
+        and x.notes["labels"] == "one_hot"),
+    "cosine: a zero y_pred row": (
+        _margin_inputs("cosine_similarity"), lambda x: (x.y_pred == 0).all(axis=-1).any()),
+    "cosine: a norm below the 1e-7 floor": (
+        _margin_inputs("cosine_similarity"),
+        lambda x: (((x.y_pred.astype(np.float64) ** 2).sum(-1) ** 0.5 < 1e-7)
+                   & (x.y_pred != 0).any(-1)).any()),
+    "cosine: antiparallel rows": (
+        _margin_inputs("cosine_similarity"), lambda x: x.regime == "parallel"
+        and (np.sum(x.y_true * x.y_pred, -1) < 0).any()),
+    "cosine: class axis 0": (
+        _margin_inputs("cosine_similarity", axis=0), lambda x: x.regime == "zero"
+        and (x.y_pred == 0).all(axis=0).any()),
+}
+
+
+@pytest.mark.parametrize("what", sorted(OCCURS_MARGIN))
+def test_margin_regime_occurs(what: str):
+    strategy, condition = OCCURS_MARGIN[what]
+    find(strategy, condition, settings=FIND)
+
+
+@pytest.mark.parametrize("name", ["hinge", "categorical_hinge", "cosine_similarity"])
+def test_every_margin_regime_is_drawn(name: str):
+    seen: set[str] = set()
+
+    def collect(x):
+        seen.add(x.regime)
+        return False
+
+    with pytest.raises(Exception, match="No examples"):
+        find(lst.loss_inputs(name), collect, settings=settings(FIND, max_examples=150))
+    assert seen == set(MARGIN_KINDS[lst.LABEL_KIND[name]])
 
 
 @pytest.mark.parametrize(("regime", "lead"), [("gap20", 20), ("gap100", 100)])

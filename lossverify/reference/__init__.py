@@ -36,6 +36,13 @@ from lossverify.reference.losses import (
     sparse_focal_loss,
     value_and_grad,
 )
+from lossverify.reference.margin import (
+    categorical_hinge,
+    convert_binary_labels_to_hinge,
+    cosine_similarity,
+    hinge,
+    squared_hinge,
+)
 from lossverify.reference.reduction import REDUCTIONS, reduce, sample_weights
 
 
@@ -62,15 +69,20 @@ __all__ = [
     "binary_focal_crossentropy",
     "categorical_crossentropy",
     "categorical_focal_crossentropy",
+    "categorical_hinge",
     "clip_bounds",
     "computing_in",
+    "convert_binary_labels_to_hinge",
+    "cosine_similarity",
     "perturbing",
     "evaluate",
     "focal_loss",
+    "hinge",
     "mean_squared_error",
     "reduce",
     "sample_weights",
     "sparse_categorical_crossentropy",
     "sparse_focal_loss",
+    "squared_hinge",
     "value_and_grad",
 ]
