@@ -37,6 +37,13 @@ from lossverify.reference.losses import (
     value_and_grad,
 )
 from lossverify.reference.reduction import REDUCTIONS, reduce, sample_weights
+from lossverify.reference.regression import (
+    huber,
+    log_cosh,
+    mean_absolute_error,
+    mean_absolute_percentage_error,
+    mean_squared_logarithmic_error,
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -73,4 +80,10 @@ __all__ = [
     "sparse_categorical_crossentropy",
     "sparse_focal_loss",
     "value_and_grad",
+    # regression (lossverify.reference.regression)
+    "huber",
+    "log_cosh",
+    "mean_absolute_error",
+    "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error",
 ]

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,7 @@ from lossverify.reference import _validate as V
 from lossverify.reference._core import EPSILON, Evaluation, compute_dtype, faithful, sigmoid
 
 __all__ = [
-    "EVALUATORS",
+    "MSLE_EPSILON",
     "check_delta",
     "huber",
     "log_cosh",
@@ -313,14 +312,3 @@ def log_cosh(y_true: Any, y_pred: Any) -> np.ndarray:
     array([999.3069])
     """
     return np.asarray(_eval_log_cosh(y_true, y_pred).value)
-
-
-#: name -> function returning an :class:`Evaluation`, to merge into
-#: :data:`lossverify.reference.losses.EVALUATORS`.
-EVALUATORS: dict[str, Callable[..., Evaluation]] = {
-    "mean_absolute_error": _eval_mean_absolute_error,
-    "mean_absolute_percentage_error": _eval_mean_absolute_percentage_error,
-    "mean_squared_logarithmic_error": _eval_mean_squared_logarithmic_error,
-    "huber": _eval_huber,
-    "log_cosh": _eval_log_cosh,
-}
