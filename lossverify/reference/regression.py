@@ -235,7 +235,10 @@ def _eval_huber(y_true: Any, y_pred: Any, delta: Any = 1.0) -> Evaluation:
     # terms: 0.5 e^2 (plus e's rounding, |e| |e|); delta |e| and delta^2 / 2 (plus delta |e|)
     t_size = np.where(quad, 1.5 * e * e, 2.0 * dl * ae + 0.5 * dl * dl)
     value_scale = t_size.mean(-1) + value
-    grad_scale = _ABS(g) / n
+    # The classic form q = min(|e|, delta), q**2 / 2 + delta (|e| - q) (tf.compat.v1's
+    # huber_loss) assembles the quadratic branch's gradient as q + delta - delta: an
+    # absolute error of u delta however small e is. Its pieces count.
+    grad_scale = (_ABS(g) + 2.0 * dl * quad.astype(yp.dtype)) / n
     return _finish(value, grad, value_scale, grad_scale, np.zeros(yp.shape[:-1], bool))
 
 
