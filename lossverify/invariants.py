@@ -25,6 +25,10 @@ with each other:
 ``magnitude_at_most_one``           ``|loss(x)| <= 1`` (cosine similarity); a reduced loss is
                                     bounded by the same reduction of ones
 ``odd_in_y_pred``                   ``loss(y, -p) == -loss(y, p)`` (cosine similarity)
+``swap_symmetric``                  swapping ``y_true`` and ``y_pred`` leaves the losses
+                                    unchanged (MAE, MSLE, Huber, log-cosh)
+``huber_matches_half_mse``          Huber with ``delta`` beyond every ``|y_pred - y_true|``
+                                    is half the MSE
 ==================================  ==========================================================
 
 Tolerance. Two float32 evaluations of mathematically equal quantities each lie within
@@ -405,6 +409,33 @@ INVARIANTS.update({"binary_labels_match_signs": 1, "magnitude_at_most_one": 1,
 _RELATIONS.update({"binary_labels_match_signs": _binary_labels_match_signs,
                    "magnitude_at_most_one": _magnitude_at_most_one,
                    "odd_in_y_pred": _odd_in_y_pred})
+# ----------------------------------------------------------- regression invariants
+
+
+def _swap_symmetric(losses, x, reference, params, draw_int):
+    (loss,) = losses
+    reduced = C.is_keras_loss(loss)
+    swapped = x.replace(y_true=x.y_pred, y_pred=np.asarray(x.y_true, x.y_pred.dtype))
+    a, b = _call(loss, x, reduced), _call(loss, swapped, reduced)
+    allowed = (_budget(reference, params, x, loss).value_allowed
+               + _budget(reference, params, swapped, loss).value_allowed)
+    return _equal(b, a, allowed, "swap_symmetric: loss(y_pred, y_true) vs loss(y_true, y_pred)")
+
+
+def _huber_matches_half_mse(losses, x, reference, params, draw_int):
+    huber, mse = losses
+    twin, twin_params, _ = _twin(reference, "huber_matches_half_mse", params)
+    a, b = _call(huber, x, C.is_keras_loss(huber)), 0.5 * _call(mse, x, C.is_keras_loss(mse))
+    ea, eb = _budget(reference, params, x, huber), _budget(twin, twin_params, x, mse)
+    _same_shape(a, b, "huber_matches_half_mse")
+    # where some |y_pred - y_true| exceeds delta the references differ: compare with that
+    return _equal(a - b, ea.value - 0.5 * eb.value, ea.value_allowed + 0.5 * eb.value_allowed,
+                  "huber_matches_half_mse: huber - mse / 2 vs the references' difference")
+
+
+INVARIANTS.update({"swap_symmetric": 1, "huber_matches_half_mse": 2})
+_RELATIONS.update({"swap_symmetric": _swap_symmetric,
+                   "huber_matches_half_mse": _huber_matches_half_mse})
 
 
 def _validate(invariant: str, losses: tuple[Callable, ...], reference: str,

@@ -386,6 +386,158 @@ def _cosine(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
         rows_p[picked] = (rows_t * factor[:, None])[picked]
     y_true, y_pred = np.moveaxis(yt, -1, axis), np.moveaxis(yp, -1, axis)
     return y_true.astype(F32), y_pred.astype(F32), regime, {}
+# ------------------------------------------------------------------ regression regimes
+# MAE, MAPE, MSLE, Huber and log-cosh (lossverify.reference.regression): each loss's hard
+# parts sit in a few narrow places of [-1e3, 1e3], which uniform draws never reach.
+
+_REG_WIDE = _float32(-1e3, 1e3)
+_REG_SMALL = st.one_of(_float32(-1e-3, 1e-3),
+                       st.sampled_from(_exact32(0.0, 1e-30, -1e-30, 1e-8, -1e-8)))
+#: Keras's eps = 1e-7 in float32 and its neighbours (MAPE's target guard, MSLE's clamp)
+_REG_AROUND_EPS = _exact32(0.0, 1e-7, float(np.nextafter(F32(1e-7), F32(1))),
+                           float(np.nextafter(F32(1e-7), F32(0))), 1e-8, 2e-7, 1e-30, 1e-6)
+_REG_NEAR_MINUS_ONE = _exact32(-1.0, float(np.nextafter(F32(-1), F32(0))),
+                               float(np.nextafter(F32(-1), F32(-2))), -1.0 + 2**-20,
+                               -1.0 - 2**-20)
+
+
+def _reg_ulps(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """``x`` moved by ``k`` float32 units in the last place, elementwise."""
+    out = np.asarray(x, F32).copy()
+    towards = np.where(k > 0, F32(np.inf), F32(-np.inf)).astype(F32)
+    for step in range(1, int(np.abs(k).max(initial=0)) + 1):
+        out = np.where(np.abs(k) >= step, np.nextafter(out, towards), out).astype(F32)
+    return out
+
+
+def _reg_array(draw: st.DrawFn, shape: tuple[int, ...], elements: st.SearchStrategy,
+               label: str) -> np.ndarray:
+    return draw(hnp.arrays(F32, shape, elements=elements), label=label)
+
+
+def _reg_signs(draw: st.DrawFn, shape: tuple[int, ...]) -> np.ndarray:
+    return draw(hnp.arrays(F32, shape, elements=st.sampled_from(_exact32(1.0, -1.0))),
+                label="sign")
+
+
+def _reg_offset(draw: st.DrawFn, shape: tuple[int, ...], lo: float, hi: float) -> tuple:
+    """``(y_true, y_pred)`` with ``|y_pred - y_true|`` in about ``[lo, hi]``."""
+    y_true = _reg_array(draw, shape, _float32(-10.0, 10.0) if hi > 10 else _REG_WIDE, "y_true")
+    size = _reg_array(draw, shape, _float32(lo, hi), "error size")
+    y_pred = (y_true.astype(np.float64) + _reg_signs(draw, shape) * size).astype(F32)
+    return y_true, y_pred
+
+
+def _reg_uniform(draw, shape, params):
+    return _reg_array(draw, shape, _REG_WIDE, "y_true"), \
+        _reg_array(draw, shape, _REG_WIDE, "y_pred")
+
+
+def _reg_close(draw, shape, params):
+    """Cancellation in y_pred - y_true: a relative gap of 1e-7..1e-2, or 0 to 3 ulps."""
+    y_true = _reg_array(draw, shape, _REG_WIDE, "y_true")
+    gap = draw(hnp.arrays(np.float64, shape, elements=st.one_of(
+        st.just(0.0), st.floats(1e-7, 1e-2), st.floats(-1e-2, -1e-7))), label="relative gap")
+    ulps = draw(hnp.arrays(np.int8, shape, elements=st.integers(-3, 3)), label="ulps")
+    return y_true, _reg_ulps((y_true.astype(np.float64) * (1.0 + gap)).astype(F32), ulps)
+
+
+def _reg_ties(draw, shape, params):
+    """Exact ties y_pred == y_true (MAE's and MAPE's kink) among other values."""
+    y_true = _reg_array(draw, shape, st.one_of(_REG_WIDE, _REG_SMALL), "y_true")
+    other = _reg_array(draw, shape, st.one_of(_REG_WIDE, _REG_SMALL), "y_pred")
+    tie = draw(hnp.arrays(np.bool_, shape), label="tie")
+    return y_true, np.where(tie, y_true, other).astype(F32)
+
+
+def _reg_small(draw, shape, params):
+    return _reg_array(draw, shape, _REG_SMALL, "y_true"), \
+        _reg_array(draw, shape, _REG_SMALL, "y_pred")
+
+
+def _reg_tiny_target(draw, shape, params):
+    """MAPE: targets at and below eps = 1e-7 (0 included), where max(|y_true|, eps)
+    divides by eps."""
+    tiny = st.one_of(st.sampled_from(_REG_AROUND_EPS + _exact32(-1e-7, -1e-8)),
+                     _float32(-1e-5, 1e-5), _REG_WIDE)
+    return _reg_array(draw, shape, tiny, "y_true"), \
+        _reg_array(draw, shape, st.one_of(_REG_WIDE, _REG_SMALL), "y_pred")
+
+
+def _reg_negative(draw, shape, params):
+    """MSLE: values below eps (clamped, gradient blocked), down to -1e3."""
+    low = _float32(-1e3, 1e-3)
+    return _reg_array(draw, shape, st.one_of(low, _REG_WIDE), "y_true"), \
+        _reg_array(draw, shape, low, "y_pred")
+
+
+def _reg_near_minus_one(draw, shape, params):
+    """MSLE: y_pred at and around -1, where an unclamped log(1 + y_pred) is -inf."""
+    near = st.one_of(st.sampled_from(_REG_NEAR_MINUS_ONE), _float32(-1.01, -0.99))
+    return _reg_array(draw, shape, _float32(-2.0, 5.0), "y_true"), \
+        _reg_array(draw, shape, near, "y_pred")
+
+
+def _reg_at_epsilon(draw, shape, params):
+    """MSLE: y_pred exactly at eps = 1e-7 (the clamp's tie), just above and below."""
+    near = st.one_of(st.sampled_from(_REG_AROUND_EPS + _exact32(-1e-7)), _float32(0.0, 1e-4))
+    return _reg_array(draw, shape, near, "y_true"), _reg_array(draw, shape, near, "y_pred")
+
+
+def _reg_tiny_positive(draw, shape, params):
+    """MSLE: both in [0, 1e-4], where log(1 + x) loses x to the rounding of 1 + x."""
+    tiny = st.one_of(_float32(0.0, 1e-4), st.sampled_from(_REG_AROUND_EPS))
+    return _reg_array(draw, shape, tiny, "y_true"), _reg_array(draw, shape, tiny, "y_pred")
+
+
+def _reg_at_delta(draw, shape, params):
+    """Huber: |y_pred - y_true| == delta exactly (y_true = 0, or where the sum is exact)
+    and 1 or 2 ulps either side."""
+    delta = float(F32(params.get("delta", 1.0)))
+    y_true = _reg_array(draw, shape, st.one_of(st.just(0.0), _float32(-10.0, 10.0), _REG_WIDE),
+                        "y_true")
+    ulps = draw(hnp.arrays(np.int8, shape, elements=st.sampled_from((0, 0, 0, 1, -1, 2, -2))),
+                label="ulps")
+    at = (y_true.astype(np.float64) + _reg_signs(draw, shape) * delta).astype(F32)
+    return y_true, _reg_ulps(at, ulps)
+
+
+def _reg_large_error(draw, shape, params):
+    """|y_pred - y_true| in [89, 1990]: cosh overflows float32 beyond 89.4."""
+    return _reg_offset(draw, shape, 89.0, 1990.0)
+
+
+def _reg_small_error(draw, shape, params):
+    """|y_pred - y_true| in [1e-4, 0.1] on |y| up to 1e3: log-cosh cancels to x**2 / 2."""
+    return _reg_offset(draw, shape, 1e-4, 0.1)
+
+
+_REG_COMMON = {"uniform": _reg_uniform, "close": _reg_close, "ties": _reg_ties,
+               "small": _reg_small}
+#: regression input kind -> its regimes (name -> drawer)
+REGRESSION_REGIMES: dict[str, dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]]] = {
+    "regression_abs": _REG_COMMON,
+    "regression_percentage": {**_REG_COMMON, "tiny_target": _reg_tiny_target},
+    "regression_log": {**_REG_COMMON, "negative": _reg_negative,
+                       "near_minus_one": _reg_near_minus_one, "at_epsilon": _reg_at_epsilon,
+                       "tiny_positive": _reg_tiny_positive},
+    "regression_huber": {**_REG_COMMON, "at_delta": _reg_at_delta,
+                         "large_error": _reg_large_error},
+    "regression_log_cosh": {**_REG_COMMON, "large_error": _reg_large_error,
+                            "small_error": _reg_small_error},
+}
+
+
+def _regression_regimes(kind: str) -> Callable[..., tuple[Any, ...]]:
+    """The drawer of a regression input kind: one regime per batch, labelled."""
+    regimes = REGRESSION_REGIMES[kind]
+
+    def draw_regression(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+        regime = draw(st.sampled_from(tuple(regimes)), label="regime")
+        y_true, y_pred = regimes[regime](draw, req.shape, req.params)
+        return y_true.astype(F32), y_pred.astype(F32), regime, {}
+
+    return draw_regression
 
 
 #: input kind -> how it is drawn (a record names its kind)
@@ -399,6 +551,9 @@ KINDS: dict[str, InputKind] = {
     "hinge": InputKind(_hinge, min_classes=1),
     "categorical_hinge": InputKind(_categorical_hinge, min_classes=1),
     "cosine": InputKind(_cosine, min_classes=1),
+    # regression losses with narrow hard regimes (see REGRESSION_REGIMES)
+    **{kind: InputKind(_regression_regimes(kind), min_classes=1)
+       for kind in REGRESSION_REGIMES},
 }
 
 

@@ -132,6 +132,39 @@ MARGIN_WRONG = [
 ]
 
 
+# The regression family's invariants (swap_symmetric, huber_matches_half_mse).
+
+
+def huber_4096(y_true, y_pred):
+    return K.huber(y_true, y_pred, delta=4096.0)
+
+
+def msle_clamps_prediction_only(y_true, y_pred):
+    """MSLE that clamps y_pred at eps but not y_true: NaN for a target below -1."""
+    y_true = tf.cast(y_true, y_pred.dtype)
+    a = tf.math.log1p(tf.maximum(y_pred, 1e-7))
+    return tf.reduce_mean(tf.square(a - tf.math.log1p(y_true)), axis=-1)
+
+
+def huber_4096_without_half(y_true, y_pred):
+    """Huber whose quadratic branch forgot the 1/2."""
+    e = y_pred - tf.cast(y_true, y_pred.dtype)
+    return tf.reduce_mean(tf.where(tf.abs(e) <= 4096.0, tf.square(e),
+                                   4096.0 * tf.abs(e) - 0.5 * 4096.0**2), axis=-1)
+
+
+CORRECT += [
+    ("swap-mae", "swap_symmetric", (lambda: K.mean_absolute_error,), "mean_absolute_error", {}),
+    ("swap-msle", "swap_symmetric", (lambda: K.mean_squared_logarithmic_error,),
+     "mean_squared_logarithmic_error", {}),
+    ("swap-huber-class", "swap_symmetric", (lambda: K.Huber(delta=0.1),), "huber",
+     {"delta": 0.1}),
+    ("swap-log-cosh", "swap_symmetric", (lambda: K.log_cosh,), "log_cosh", {}),
+    ("huber=mse/2", "huber_matches_half_mse", (lambda: huber_4096, lambda: K.mean_squared_error),
+     "huber", {"delta": 4096.0}),
+]
+
+
 def test_every_invariant_has_a_correct_case():
     assert {case[1] for case in CORRECT} == set(INVARIANTS)
 
@@ -227,6 +260,15 @@ WRONG = [
 ]
 
 WRONG += MARGIN_WRONG
+
+
+# The regression family's wrong cases (functions above, with its correct cases).
+WRONG += [
+    ("swap-msle-clamps-prediction-only", "swap_symmetric", (lambda: msle_clamps_prediction_only,),
+     "mean_squared_logarithmic_error", {}),
+    ("huber!=mse/2-without-half", "huber_matches_half_mse",
+     (lambda: huber_4096_without_half, lambda: K.mean_squared_error), "huber", {"delta": 4096.0}),
+]
 
 
 def test_every_invariant_has_a_wrong_case():

@@ -104,6 +104,22 @@ CASES = [
 ]
 
 
+# The regression family's deviation (lossverify.deviations.LOG_COSH_FLOAT32_LOG2).
+
+
+def test_reproducer_log_cosh_float64_uses_a_float32_log2():
+    value = keras.losses.log_cosh(np.zeros((1, 1)), np.zeros((1, 1))).numpy()
+    offset = np.log(2.0) - float(np.float32(np.log(2.0)))  # -1.9046543e-09
+    assert value.dtype == np.float64 and value[0] < 0, f"upstream fixed? {value}"
+    assert value[0] == pytest.approx(offset, rel=1e-6)
+
+
+CASES += [
+    ("keras-log-cosh-float32-log2", "log_cosh", lambda: keras.losses.log_cosh, {}, "float64",
+     "value"),
+]
+
+
 def _bfloat16_softmax_kernel_rounds_down() -> bool:
     """Does TensorFlow's own (non-XLA) bfloat16 softmax give the correctly rounded
     0.99609 for softmax([8, 0 x 8])[0]? On some CPUs (an AVX2 AMD EPYC, TensorFlow 2.21)

@@ -99,6 +99,9 @@ def test_loss_inputs_invariants(name: str, params: dict, data: st.DataObject):
             assert (np.abs(yp) <= 8).all()
         elif kind != "binary":  # a lead over the other classes (see the xfail test below)
             assert (_row_gaps(yp) >= (20 if x.regime == "gap20" else 100) - 16).all()
+    elif kind in lst.REGRESSION_REGIMES:  # regression losses' hard regimes
+        assert x.regime in lst.REGRESSION_REGIMES[kind]
+        assert (np.abs(yp) <= 1e4).all() and (np.abs(yt) <= 1e4).all()
     elif kind != "regression":
         assert x.regime in lst.REGIMES
         assert (yp >= 0).all()
@@ -296,6 +299,46 @@ OCCURS = {
         _probs("sparse_categorical_crossentropy"),
         lambda x: (x.y_true == x.y_pred.shape[-1] - 1).any()),
 }
+
+
+def _error(x) -> np.ndarray:
+    return np.abs(x.y_pred.astype(np.float64) - x.y_true.astype(np.float64))
+
+
+#: The regression losses' hard parts (lossverify.reference.regression).
+OCCURS.update({
+    "MAE exact ties y_pred == y_true": (
+        _probs("mean_absolute_error"), lambda x: (x.y_pred == x.y_true).any()),
+    "MAE near ties (1 to 3 ulps) on |y| > 100": (
+        _probs("mean_absolute_error"),
+        lambda x: ((_error(x) > 0) & (_error(x) <= 3 * 2.0**-23 * np.abs(x.y_true))
+                   & (np.abs(x.y_true) > 100)).any()),
+    "MAPE target exactly 0": (
+        _probs("mean_absolute_percentage_error"), lambda x: (x.y_true == 0).any()),
+    "MAPE target below eps, not 0": (
+        _probs("mean_absolute_percentage_error"),
+        lambda x: ((x.y_true != 0) & (np.abs(x.y_true) < np.float32(1e-7))).any()),
+    "MSLE y_pred exactly eps": (
+        _probs("mean_squared_logarithmic_error"),
+        lambda x: (x.y_pred == np.float32(1e-7)).any()),
+    "MSLE y_pred exactly -1": (
+        _probs("mean_squared_logarithmic_error"), lambda x: (x.y_pred == -1).any()),
+    "MSLE y_pred below -1e2": (
+        _probs("mean_squared_logarithmic_error"), lambda x: (x.y_pred < -1e2).any()),
+    "MSLE both in (0, 1e-4]": (
+        _probs("mean_squared_logarithmic_error"),
+        lambda x: ((x.y_pred > 0) & (x.y_pred <= 1e-4) & (x.y_true > 0)
+                   & (x.y_true <= 1e-4)).any()),
+    "Huber |y_pred - y_true| == delta exactly (delta = 0.1)": (
+        _probs("huber", delta=0.1), lambda x: (_error(x) == float(np.float32(0.1))).any()),
+    "Huber |y_pred - y_true| one ulp beyond delta": (
+        _probs("huber"), lambda x: ((_error(x) > 1) & (_error(x) < 1 + 2.0**-20)).any()),
+    "log-cosh |y_pred - y_true| beyond 89 (cosh overflows float32)": (
+        _probs("log_cosh"), lambda x: (_error(x) > 89).any()),
+    "log-cosh |y_pred - y_true| below 1e-3 on |y| > 100": (
+        _probs("log_cosh"),
+        lambda x: ((_error(x) > 0) & (_error(x) < 1e-3) & (np.abs(x.y_true) > 100)).any()),
+})
 
 
 @pytest.mark.parametrize("what", sorted(OCCURS))

@@ -44,6 +44,13 @@ from lossverify.reference.margin import (
     squared_hinge,
 )
 from lossverify.reference.reduction import REDUCTIONS, reduce, sample_weights
+from lossverify.reference.regression import (
+    huber,
+    log_cosh,
+    mean_absolute_error,
+    mean_absolute_percentage_error,
+    mean_squared_logarithmic_error,
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -85,4 +92,10 @@ __all__ = [
     "sparse_focal_loss",
     "squared_hinge",
     "value_and_grad",
+    # regression (lossverify.reference.regression)
+    "huber",
+    "log_cosh",
+    "mean_absolute_error",
+    "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error",
 ]
