@@ -42,12 +42,6 @@ __all__ = [
 
 _ABS = np.abs
 
-#: float32 unit roundoff ``2**-24``: the kink margin is a few of these, relative.
-_U32 = float(np.finfo(np.float32).eps) / 2
-
-#: A y_pred element within this relative distance of a clip bound marks a kink.
-_KINK_MARGIN = 2.0 * _U32
-
 
 def _prepare_last_axis(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray, np.dtype]:
     """Copies in the compute dtype, reduced axis last (Keras reduces ``axis=-1``)."""
@@ -96,10 +90,14 @@ def _eval_kl_divergence(y_true: Any, y_pred: Any) -> Evaluation:
     # of the two: y (1 + |log y| + |log p|) >= y (1 + |log r|).
     value_scale = (yc * (1.0 + _ABS(np.log(yc)) + _ABS(np.log(pc)))).sum(-1)
     grad_scale = np.where(m, _ABS(r), 0.0)
-    # The gradient jumps from -y / eps to 0 at eps (and from -y to 0 at 1): a y_pred
-    # within a float32 ulp or two of a bound is a kink (an implementation that takes
-    # eps in another precision may clip it the other way). Exactly at a bound, TF passes.
-    near = (_ABS(yp - lo) <= _KINK_MARGIN * lo) | (_ABS(yp - hi) <= _KINK_MARGIN * hi)
+    # The gradient jumps from -y / eps to 0 at eps (and from -y to 0 at 1). y_pred is an
+    # input, not a rounded intermediate, so the clip decides exactly, and a neighbour
+    # of a bound is clipped the same way whatever precision eps is taken in (float32's
+    # 1e-7 lies between the float16, bfloat16 and float32 neighbours of eps). Only a
+    # tie is ambiguous: TF passes the gradient, an exclusive clip blocks it, JAX's
+    # max/min split it in half. So a y_pred exactly at a bound marks a kink, no margin
+    # (one would hide an upper bound of 1 - eps: float32 1 - 2**-24 lies between).
+    near = (yp == lo) | (yp == hi)
     kink = np.asarray(near.any(-1))
     return Evaluation(np.asarray(value), grad, np.asarray(value_scale), grad_scale, kink)
 
