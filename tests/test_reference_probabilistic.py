@@ -29,6 +29,7 @@ EPS = 1e-7
 EPS32 = float(np.float32(1e-7))
 U64 = 2.0**-53
 QS = (0.5, 0.1, 0.7, 0.9, 0.99, 0.01, 1e-3)
+PROBABILISTIC = ("kl_divergence", "poisson", "categorical_generalized_cross_entropy")
 
 
 def _floats(lo, hi):
@@ -479,7 +480,7 @@ def test_gce_bad_y_pred_is_refused():
 # ----------------------------------------------------------------------------- structure
 
 
-@pytest.mark.parametrize("name", sorted(P.EVALUATORS))
+@pytest.mark.parametrize("name", PROBABILISTIC)
 def test_evaluation_shapes_and_finite_scales(name):
     rng = np.random.default_rng(0)
     p = rng.dirichlet(np.ones(4), size=(2, 3))
@@ -487,7 +488,7 @@ def test_evaluation_shapes_and_finite_scales(name):
         y = rng.integers(0, 4, (2, 3))
     else:
         y = rng.dirichlet(np.ones(4), size=(2, 3))
-    ev = P.EVALUATORS[name](y, p)
+    ev = R.EVALUATORS[name](y, p)
     assert ev.value.shape == ev.value_scale.shape == ev.kink.shape == (2, 3)
     assert ev.grad.shape == ev.grad_scale.shape == p.shape
     assert ev.kink.dtype == bool
@@ -497,10 +498,10 @@ def test_evaluation_shapes_and_finite_scales(name):
     assert (ev.grad_scale >= np.abs(ev.grad)).all()
 
 
-@pytest.mark.parametrize("name", sorted(P.EVALUATORS))
+@pytest.mark.parametrize("name", PROBABILISTIC)
 def test_computing_in_float32_uses_float32(name):
     y = [0, 1] if name.startswith("categorical") else [[0.2, 0.8], [0.6, 0.4]]
     p = np.array([[0.3, 0.7], [0.9, 0.1]])
     with R.computing_in(np.float32):
-        ev = P.EVALUATORS[name](y, p)
+        ev = R.EVALUATORS[name](y, p)
     assert ev.value.dtype == np.float32 and ev.grad.dtype == np.float32

@@ -36,6 +36,11 @@ from lossverify.reference.losses import (
     sparse_focal_loss,
     value_and_grad,
 )
+from lossverify.reference.probabilistic import (
+    categorical_generalized_cross_entropy,
+    kl_divergence,
+    poisson,
+)
 from lossverify.reference.reduction import REDUCTIONS, reduce, sample_weights
 
 
@@ -61,12 +66,15 @@ __all__ = [
     "binary_crossentropy",
     "binary_focal_crossentropy",
     "categorical_crossentropy",
+    "categorical_generalized_cross_entropy",
     "categorical_focal_crossentropy",
     "clip_bounds",
     "computing_in",
     "perturbing",
+    "poisson",
     "evaluate",
     "focal_loss",
+    "kl_divergence",
     "mean_squared_error",
     "reduce",
     "sample_weights",

@@ -24,7 +24,6 @@ bounds (``Minimum``/``Maximum`` gradients use ``<=``/``>=``) and blocks it outsi
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,6 @@ from lossverify.reference import _validate as V
 from lossverify.reference._core import Evaluation, clip_bounds, compute_dtype, inside
 
 __all__ = [
-    "EVALUATORS",
     "categorical_generalized_cross_entropy",
     "check_q",
     "kl_divergence",
@@ -238,11 +236,3 @@ def categorical_generalized_cross_entropy(y_true: Any, y_pred: Any, q: Any = 0.5
     """
     ev = _eval_categorical_generalized_cross_entropy(y_true, y_pred, q)
     return np.asarray(ev.value)
-
-
-#: name -> evaluator, to merge into :data:`lossverify.reference.losses.EVALUATORS`.
-EVALUATORS: dict[str, Callable[..., Evaluation]] = {
-    "kl_divergence": _eval_kl_divergence,
-    "poisson": _eval_poisson,
-    "categorical_generalized_cross_entropy": _eval_categorical_generalized_cross_entropy,
-}
