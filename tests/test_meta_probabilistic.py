@@ -22,6 +22,7 @@ keras = pytest.importorskip("keras")
 
 import lossverify  # noqa: E402
 import lossverify.reference as R  # noqa: E402
+import lossverify.strategies  # noqa: E402
 from lossverify import adversary as A  # noqa: E402
 from lossverify import specs as S  # noqa: E402
 from lossverify.invariants import check_invariant  # noqa: E402
@@ -297,3 +298,51 @@ def test_gce_with_documented_batch_by_one_labels_broadcasts_to_a_matrix():
     reduced = float(K.CategoricalGeneralizedCrossEntropy(q=0.5)(np.array([[0], [1]]), y_pred))
     assert reduced == pytest.approx(got.mean(), rel=1e-6)
     assert reduced != pytest.approx(documented.mean(), rel=1e-3)
+
+
+def _f16_gradient(fn, y_true, y_pred):
+    x = tf.Variable(np.array(y_pred, np.float16))
+    with tf.GradientTape() as tape:
+        value = fn(tf.constant(np.array(y_true, np.float16)), x)
+    return np.asarray(tape.gradient(value, x), np.float64)
+
+
+def test_kl_float16_gradient_overflow_reproducer():
+    from lossverify import deviations as D
+
+    g = _f16_gradient(K.kl_divergence, [[0.0, 1.0]], [[0.5, 0.5]])
+    assert g[0, 0] == -np.inf and g[0, 1] == -2.0  # exact: -2.4e-07 and -2
+    ref = R.evaluate("kl_divergence", np.float16([[0.0, 1.0]]), np.float16([[0.5, 0.5]]))
+    assert np.isfinite(ref.grad).all() and ref.grad[0, 0] == pytest.approx(-2.384e-7, rel=1e-3)
+    x = lossverify.strategies.LossInputs(np.float16([[0.0, 1.0]]), np.float16([[0.5, 0.5]]))
+    assert D.KL_F16_GRAD_OVERFLOW.at(x, {}).tolist() == [[True, False]]
+    # y / p / p overflows too: exact -1 / 0.00389 = -257
+    g = _f16_gradient(K.kl_divergence, [[1.0, 0.0]], [[0.00389, 0.99611]])
+    assert g[0, 0] == -np.inf
+    x = lossverify.strategies.LossInputs(np.float16([[1.0, 0.0, 1.0]]),
+                                         np.float16([[0.00389, 0.99611, 0.01]]))
+    assert D.KL_F16_GRAD_OVERFLOW.at(x, {}).tolist() == [[True, True, False]]
+    # float32 inputs never match; the class (float32) has no such deviation
+    x32 = lossverify.strategies.LossInputs(np.float32([[0.0, 1.0]]), np.float32([[0.5, 0.5]]))
+    assert not D.KL_F16_GRAD_OVERFLOW.at(x32, {}).any()
+    assert D.KL_F16_GRAD_OVERFLOW.implementations == ("keras.losses.kl_divergence",)
+
+
+def test_poisson_float16_gradient_overflow_reproducer():
+    from lossverify import deviations as D
+
+    g = _f16_gradient(K.poisson, [[0.0, 1e-3, 1.0]], [[0.0, 0.0, 0.5]])
+    assert np.isnan(g[0, 0]) and g[0, 1] == -np.inf and np.isfinite(g[0, 2])
+    ref = R.evaluate("poisson", np.float16([[0.0, 1e-3, 1.0]]), np.float16([[0.0, 0.0, 0.5]]))
+    assert ref.grad[0, 0] == pytest.approx(1 / 3) and np.isfinite(ref.grad[0, 1])
+    x = lossverify.strategies.LossInputs(np.float16([[0.0, 1e-3, 1.0]]),
+                                         np.float16([[0.0, 0.0, 0.5]]))
+    assert D.POISSON_F16_GRAD_OVERFLOW.at(x, {}).tolist() == [[True, True, False]]
+
+
+@pytest.mark.parametrize(("name", "fn"), [("kl_divergence", K.kl_divergence),
+                                          ("poisson", K.poisson)])
+def test_float16_functions_report_the_known_deviation_only(name, fn):
+    report = lossverify.verify(fn, name, dtype="float16", max_examples=15, seed=0,
+                               checks=("value", "gradient"))
+    assert report.ok, str(report)

@@ -3,6 +3,7 @@ cross-entropy (:mod:`lossverify.reference.probabilistic`)."""
 
 from __future__ import annotations
 
+from lossverify import deviations as D
 from lossverify.record import LossRecord, Param, Relation, keras_pair
 from lossverify.reference import probabilistic as R
 
@@ -22,6 +23,7 @@ RECORDS = (
         invariants=("batch_permutation", "batch_split"),
         relations=(Relation("kl_matches_cross_entropy_minus_entropy",
                             "categorical_crossentropy"),),
+        deviations=(D.KL_F16_GRAD_OVERFLOW,),
         tolerance_notes="y_true and y_pred clipped to [eps, 1] (upper bound 1), eps in "
                         "y_pred's dtype; scale y (1 + |log y| + |log p|) also covers the "
                         "y log y - y log p form; a y_pred exactly at eps or 1 is a kink.",
@@ -34,6 +36,7 @@ RECORDS = (
         implementations=keras_pair("Poisson", "poisson"),
         # not non_negative: p - y log(p + eps) < 0 for y log(p) > p (counts above e)
         invariants=("batch_permutation", "batch_split"),
+        deviations=(D.POISSON_F16_GRAD_OVERFLOW,),
         tolerance_notes="log(p + eps) with eps in y_pred's dtype; 1 - y / (p + eps) "
                         "cancels near the minimum p = y - eps (budget 1 + |y / (p + eps)|).",
     ),

@@ -162,9 +162,21 @@ def _flush_subnormal(x: np.ndarray) -> np.ndarray:
     In float64 (the exact evaluation of a float32 input) nothing changes; under
     ``computing_in(float32)`` a float32 subnormal becomes 0, so the tolerance model's
     spread (twice the difference of the two evaluations) covers an implementation that
-    flushes and one that does not."""
-    tiny = np.finfo(compute_dtype()).tiny
-    return np.where(_ABS(x) < tiny, np.zeros_like(x), x)
+    flushes and one that does not. float16 is left alone: TensorFlow computes float16 in
+    float32, where a float16 subnormal is a normal number."""
+    dt = compute_dtype()
+    if dt == np.float16:
+        return x
+    return np.where(_ABS(x) < np.finfo(dt).tiny, np.zeros_like(x), x)
+
+
+def _flushed_by_tensorflow(p: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Where ``p`` (in ``y_pred``'s ``dtype``) is 0 for TensorFlow's CPU kernels: exactly
+    0, or a subnormal of a dtype they compute in (not float16, computed in float32)."""
+    d = np.dtype(dtype)
+    if d == np.float16 or d.kind != "f":
+        return np.asarray(p == 0)
+    return np.asarray(_ABS(p) < np.finfo(d).tiny)
 
 
 def _labels_for(y_true: Any, yp: np.ndarray) -> np.ndarray:
@@ -212,7 +224,7 @@ def _eval_categorical_generalized_cross_entropy(y_true: Any, y_pred: Any,
     np.put_along_axis(grad_scale, labels[..., None], g_size[..., None], axis=-1)
     # p == 0, or a subnormal a CPU kernel flushes to 0: the gradient is infinite there
     raw_p = np.take_along_axis(yp, labels[..., None], axis=-1)[..., 0]
-    kink = _ABS(raw_p) < np.finfo(np.dtype(dtype)).tiny
+    kink = _flushed_by_tensorflow(raw_p, dtype)
     return Evaluation(np.asarray(value), grad, np.asarray(value_scale), grad_scale,
                       np.asarray(kink))
 
