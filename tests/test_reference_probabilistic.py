@@ -505,3 +505,27 @@ def test_computing_in_float32_uses_float32(name):
     with R.computing_in(np.float32):
         ev = R.EVALUATORS[name](y, p)
     assert ev.value.dtype == np.float32 and ev.grad.dtype == np.float32
+
+
+def test_empty_batches_give_empty_results():
+    for name in PROBABILISTIC:
+        y = np.zeros((0,)) if name.startswith("categorical") else np.zeros((0, 3))
+        ev = R.evaluate(name, y, np.zeros((0, 3)))
+        assert ev.value.shape == (0,) and ev.grad.shape == (0, 3), name
+
+
+def test_huge_and_out_of_domain_inputs_behave_as_tensorflow():
+    huge = np.array([[1e300, -1e300, 0.0]])
+    kl = R.evaluate("kl_divergence", [[0.2, 0.3, 0.5]], huge)  # clipped to [eps, 1]
+    assert np.isfinite(kl.value).all() and (kl.grad == 0).all()
+    got = _keras("kl_divergence", np.array([[0.2, 0.3, 0.5]]), huge)
+    np.testing.assert_allclose(kl.value, got, rtol=1e-14)
+    # Poisson and GCE do not clip: a negative prediction is NaN (log, pow), as in Keras
+    for name, y in (("poisson", [[1.0, 1.0, 1.0]]),
+                    ("categorical_generalized_cross_entropy", [1])):
+        value = R.evaluate(name, y, huge).value
+        assert np.isnan(value).all() and np.isnan(_keras(name, np.array(y), huge,
+                                                         **({"q": 0.5} if name[0] == "c"
+                                                            else {}))).all(), name
+    big = R.evaluate("poisson", [[1.0, 2.0]], [[1e300, 1e10]])
+    assert np.isfinite(big.value).all() and np.isfinite(big.grad).all()
