@@ -463,3 +463,78 @@ LOG_COSH_FLOAT32_LOG2 = KnownDeviation(
     implementations=("keras.losses.LogCosh", "keras.losses.log_cosh"),
     symptom="error",
 )
+
+
+# ------------------------------------------------------------ probabilistic family
+
+#: float16's reciprocal overflows (to inf) for arguments below 1 / 65520; with a margin
+#: for the rounding of the argument itself.
+_F16_RECIPROCAL_OVERFLOWS_BELOW = 1.6e-5
+
+
+def _float16_only(x: Any) -> np.ndarray | None:
+    """``y_pred`` when it is float16 (the function form computes in it), else None."""
+    p = np.asarray(x.y_pred)
+    return p if p.dtype == np.float16 else None
+
+
+def _kl_ratio_overflows_f16_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Elements of float16 inputs where an intermediate of TensorFlow's gradient of
+    ``log(y / p)`` overflows: ``1 / r`` for ``r = clip(y) / clip(p)`` below 1 / 65504
+    (the log), or ``y / p / p`` above 65504 (the division), Keras's eps in float16."""
+    p = _float16_only(x)
+    if p is None:
+        return np.zeros(np.shape(x.y_pred), bool)
+    eps, one = np.float16(1e-7), np.float16(1)
+    y = np.clip(np.asarray(x.y_true).astype(np.float16), eps, one).astype(np.float64)
+    pc = np.clip(p, eps, one).astype(np.float64)
+    r = y / pc
+    big = float(np.finfo(np.float16).max) * (1 - 2.0**-9)  # rounding of y / p on the way
+    return np.asarray((r < _F16_RECIPROCAL_OVERFLOWS_BELOW) | (r / pc > big))
+
+
+def _poisson_shift_overflows_f16_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Elements of float16 inputs whose ``y_pred + eps`` (in float16) is below 1 / 65504:
+    the log's gradient 1 / (p + eps) overflows there."""
+    p = _float16_only(x)
+    if p is None:
+        return np.zeros(np.shape(x.y_pred), bool)
+    with np.errstate(invalid="ignore"):
+        s = (p + np.float16(1e-7)).astype(np.float16)
+        return np.asarray(np.abs(s.astype(np.float64)) < _F16_RECIPROCAL_OVERFLOWS_BELOW)
+
+
+KL_F16_GRAD_OVERFLOW = KnownDeviation(
+    id="keras-kl-divergence-float16-gradient-overflow",
+    checks=("gradient", "graph", "xla"),
+    summary="kl_divergence computes y * log(y / p); TensorFlow's gradient goes through "
+            "1 / r for the log (r = y / p) and -y / p / p for the division. In float16 either "
+            "overflows long before the gradient -y / p does: a zero label (clipped to eps = "
+            "1.19e-7) against p > 0.008 makes r < 1 / 65504, and y / p**2 > 65504 for, say, "
+            "y = 1, p < 0.0039. The gradient comes out -inf where it is finite (-2.4e-7, "
+            "-257), eagerly, in graph and under XLA. The KLDivergence class computes in "
+            "float32 and is not affected.",
+    reproducer="keras.losses.kl_divergence([[0., 1.]], p) with p = tf.Variable([[.5, .5]], "
+               "dtype=tf.float16): gradient [[-inf, -2.]], exact [[-2.4e-07, -2.]]; "
+               "kl_divergence([[1., 0.]], p) with p = [[0.00389, 0.99611]] (float16): "
+               "gradient [[-inf, ...]], exact -257",
+    applies=_always,
+    at=_kl_ratio_overflows_f16_at,
+    implementations=("keras.losses.kl_divergence",),
+)
+POISSON_F16_GRAD_OVERFLOW = KnownDeviation(
+    id="keras-poisson-float16-gradient-overflow",
+    checks=("gradient", "graph", "xla"),
+    summary="poisson computes y_pred - y_true * log(y_pred + eps); the log's gradient is "
+            "1 / (p + eps), which overflows float16 for p + eps < 1 / 65504 (eps is 1.19e-7 "
+            "there, so for every p below 1.5e-5): the gradient 1 - y / (p + eps) comes out "
+            "NaN for y = 0 (0 * inf) and -inf for y > 0, where the exact gradient is finite "
+            "(and representable for y below about p + eps times 65504), eagerly, in graph "
+            "and under XLA. The Poisson class computes in "
+            "float32 and is not affected.",
+    reproducer="keras.losses.poisson([[0., 1e-3]], p) with p = tf.Variable([[0., 0.]], "
+               "dtype=tf.float16): gradient [[nan, -inf]], exact [[0.5, -4.2e3]]",
+    applies=_always,
+    at=_poisson_shift_overflows_f16_at,
+    implementations=("keras.losses.poisson",),
+)

@@ -29,6 +29,14 @@ with each other:
                                     unchanged (MAE, MSLE, Huber, log-cosh)
 ``huber_matches_half_mse``          Huber with ``delta`` beyond every ``|y_pred - y_true|``
                                     is half the MSE
+``kl_matches_cross_entropy_minus_entropy``  KL divergence minus categorical cross-entropy
+                                    is minus the labels' entropy ``sum(y log y)`` (for
+                                    normalised rows inside both clips; elsewhere the
+                                    references' own difference)
+``generalized_not_above_cross_entropy``  generalized cross-entropy ``(1 - p**q) / q`` never
+                                    exceeds sparse cross-entropy ``-log p`` (``1 - e**-a <=
+                                    a``; where the cross-entropy's clip or renormalisation
+                                    lowers it, up to the references' difference)
 ==================================  ==========================================================
 
 Tolerance. Two float32 evaluations of mathematically equal quantities each lie within
@@ -437,6 +445,57 @@ INVARIANTS.update({"swap_symmetric": 1, "huber_matches_half_mse": 2})
 _RELATIONS.update({"swap_symmetric": _swap_symmetric,
                    "huber_matches_half_mse": _huber_matches_half_mse})
 
+
+# ------------------------------------------------------- probabilistic family's relations
+
+
+def _probabilistic_pair(losses, x, reference, params, invariant):
+    """Both losses' values on ``x``, their budgets, and the references' difference."""
+    first, cross = losses
+    twin, twin_params, _ = _twin(reference, invariant, params)
+    a = _call(first, x, C.is_keras_loss(first))
+    b = _call(cross, x, C.is_keras_loss(cross))
+    ea, eb = _budget(reference, params, x, first), _budget(twin, twin_params, x, cross)
+    _same_shape(a, b, invariant)
+    return a, b, ea.value - eb.value, ea.value_allowed + eb.value_allowed
+
+
+def _kl_matches_cross_entropy_minus_entropy(losses, x, reference, params, draw_int):
+    """``KL(y, p) - CE(y, p) = sum(y log y)``, minus the labels' entropy, for normalised
+    rows inside both clips. The references' difference is that there, and elsewhere
+    carries the two clips' conventions (KL clips y and p to [eps, 1], CE renormalises
+    p and clips it to [eps, 1 - eps]), so the relation tests the implementations only."""
+    invariant = "kl_matches_cross_entropy_minus_entropy"
+    a, b, ref_gap, allowed = _probabilistic_pair(losses, x, reference, params, invariant)
+    return _equal(a - b, ref_gap, allowed,
+                  "KL - CE vs the references' difference (minus the labels' entropy)")
+
+
+def _generalized_not_above_cross_entropy(losses, x, reference, params, draw_int):
+    """``(1 - p**q) / q <= -log p`` for the labelled class's ``p``. Sparse cross-entropy
+    clips ``p`` to ``[eps, 1 - eps]`` and renormalises, which can make it smaller than
+    ``-log p`` (``p < eps``, rows summing below 1): there the excess allowed is the
+    references' own difference."""
+    invariant = "generalized_not_above_cross_entropy"
+    a, b, ref_gap, allowed = _probabilistic_pair(losses, x, reference, params, invariant)
+    excess = a - b - np.maximum(np.nan_to_num(ref_gap, nan=0.0), 0.0)
+    ratio = np.where(excess > 0, excess / allowed, 0.0)
+    if np.isnan(a).any() or np.isnan(b).any() or (ratio > 1).any():
+        i = np.unravel_index(int(np.nanargmax(np.where(np.isnan(ratio), np.inf, ratio))),
+                             np.shape(ratio))
+        raise _Violation(f"{invariant}: GCE {np.asarray(a)[i]:.9g} > CE "
+                         f"{np.asarray(b)[i]:.9g} at {i} beyond the references' difference "
+                         f"{np.asarray(ref_gap)[i]:.3g} (budget "
+                         f"{np.broadcast_to(allowed, a.shape)[i]:.3g})")
+    return float(np.max(ratio, initial=0.0))
+
+
+INVARIANTS.update({"kl_matches_cross_entropy_minus_entropy": 2,
+                   "generalized_not_above_cross_entropy": 2})
+_RELATIONS.update({
+    "kl_matches_cross_entropy_minus_entropy": _kl_matches_cross_entropy_minus_entropy,
+    "generalized_not_above_cross_entropy": _generalized_not_above_cross_entropy,
+})
 
 def _validate(invariant: str, losses: tuple[Callable, ...], reference: str,
               params: Mapping[str, Any]) -> None:

@@ -377,6 +377,8 @@ def _cosine(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
         exponent = {"tiny": st.floats(-13.0, -4.0), "floor": st.floats(-7.3, -6.7),
                     "large": st.floats(3.0, 10.0)}[regime]
         scale = draw(hnp.arrays(np.float64, n_rows, elements=exponent), label="log10 norm")
+        rows_p[(rows_p == 0).all(-1), 0] = F32(1.0)  # a zero row has no norm to scale
+        norms = np.sqrt((rows_p.astype(np.float64) ** 2).sum(-1))
         rows_p[picked] = (rows_p / norms[:, None] * 10.0 ** scale[:, None])[picked]
     elif regime == "parallel":
         c = draw(hnp.arrays(np.float64, n_rows, elements=st.floats(-3.0, 3.0)),
@@ -538,6 +540,122 @@ def _regression_regimes(kind: str) -> Callable[..., tuple[Any, ...]]:
         return y_true.astype(F32), y_pred.astype(F32), regime, {}
 
     return draw_regression
+# ------------------------------------------------------------ probabilistic family
+
+
+def _edges32(*values: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.asarray(values, dtype=F32))
+
+
+_EPS32 = F32(1e-7)
+#: kl_divergence's y_pred edges: Keras clips y_pred to [eps, 1] (float32 eps), so eps and
+#: 1 themselves (the gradient passes), their float32 neighbours, and values beyond them.
+KL_LOW_EDGES = _edges32(_EPS32, np.nextafter(_EPS32, F32(0)), np.nextafter(_EPS32, F32(1)),
+                        0.0, 5e-8, 1e-8, 1e-30)
+KL_HIGH_EDGES = _edges32(1.0, np.nextafter(F32(1), F32(0)), np.nextafter(F32(1), F32(2)),
+                         1.5, 3.0)
+#: Poisson predictions near 0: exactly 0, a float32 subnormal, eps's neighbourhood.
+POISSON_NEAR_ZERO = _edges32(0.0, 1e-45, 1e-38, 1e-12, 1e-9, 5e-8, _EPS32, 2e-7, 1e-6, 1e-4)
+#: GCE's p_y near 0: exactly 0, float32 subnormals, the smallest normal, tiny normals.
+GCE_NEAR_ZERO = _edges32(0.0, 1e-45, 1e-40, np.finfo(F32).tiny, 1e-30, 1e-20, 1e-10, 1e-7)
+GCE_NEAR_ONE = _edges32(1.0, np.nextafter(F32(1), F32(0)), 1 - 1e-6, 1 - 1e-4, 0.999)
+DISTRIBUTION_REGIMES = ("simplex", "zero_labels", "at_eps", "unnormalised", "peaked")
+COUNT_REGIMES = ("counts", "near_zero", "large_counts", "rates")
+SPARSE_PROBABILITY_REGIMES = ("uniform", "p_y_near_zero", "p_y_near_one", "unnormalised")
+
+
+def _replace_some(draw: st.DrawFn, arr: np.ndarray, values: tuple[float, ...], label: str,
+                  share: float = 0.3) -> np.ndarray:
+    """``arr`` with a drawn subset of its elements (about ``share``) set to drawn
+    ``values``."""
+    mask = draw(hnp.arrays(F32, arr.shape, elements=_float32(0.0, 1.0)),
+                label=f"{label} mask") < share
+    picks = draw(hnp.arrays(F32, arr.shape, elements=st.sampled_from(values)), label=label)
+    return np.where(mask, picks, arr).astype(F32)
+
+
+def _positive_rows(p: np.ndarray) -> np.ndarray:
+    """Every row (last axis) with a positive sum: a zero row gets eps in its first class
+    (the cross-entropy it is related to renormalises by the sum)."""
+    p = p.copy()
+    rows = p.reshape(-1, p.shape[-1])
+    rows[rows.sum(axis=-1) <= 0, 0] = _EPS32
+    return p
+
+
+def _distributions(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    """kl_divergence's inputs: probability rows for both y_true and y_pred, normalised
+    or not, labels with exact zeros, y_pred at, next to and beyond the clip [eps, 1]."""
+    regime = draw(st.sampled_from(DISTRIBUTION_REGIMES), label="regime")
+    shape = req.shape
+    if regime == "unnormalised":
+        y_true = draw(hnp.arrays(F32, shape, elements=st.one_of(
+            st.just(0.0), _float32(0.0, 2.0))), label="y_true")
+        y_pred = draw(hnp.arrays(F32, shape, elements=_float32(0.0, 3.0)), label="y_pred")
+        y_pred = _replace_some(draw, y_pred, KL_HIGH_EDGES + KL_LOW_EDGES, "edges")
+        return y_true, _positive_rows(y_pred), regime, {"labels": "unnormalised"}
+    if regime == "peaked":
+        y_true = draw(probabilities(shape, "peaked"), label="y_true")
+        y_pred = draw(probabilities(shape, "peaked"), label="y_pred")
+        return y_true, y_pred, regime, {"labels": "soft"}
+    label_kind = "soft"
+    if regime == "zero_labels":
+        label_kind = draw(st.sampled_from(("one_hot", "soft")), label="label_kind")
+    y_true = draw(categorical_labels(shape, label_kind), label="y_true")
+    if regime == "zero_labels" and label_kind == "soft":
+        y_true = _replace_some(draw, y_true, (0.0,), "zero labels", share=0.5)
+    y_pred = draw(probabilities(shape, "uniform"), label="y_pred")
+    if regime == "at_eps":
+        y_pred = _positive_rows(_replace_some(draw, y_pred, KL_LOW_EDGES, "edges", 0.4))
+    return y_true, y_pred, regime, {"labels": label_kind}
+
+
+def _counts(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    """poisson's inputs: count labels (small and up to 2e6, exact in float32) or real
+    rates, non-negative predictions, exactly 0 and around eps included."""
+    regime = draw(st.sampled_from(COUNT_REGIMES), label="regime")
+    shape = req.shape
+
+    def integers(hi: int, label: str) -> np.ndarray:
+        return draw(hnp.arrays(np.int64, shape, elements=st.integers(0, hi)),
+                    label=label).astype(F32)
+
+    if regime == "counts":
+        y_true = integers(30, "y_true")
+        y_pred = draw(hnp.arrays(F32, shape, elements=_float32(0.0, 40.0)), label="y_pred")
+    elif regime == "near_zero":
+        y_true = integers(5, "y_true")
+        y_pred = draw(hnp.arrays(F32, shape, elements=st.one_of(
+            st.sampled_from(POISSON_NEAR_ZERO), _float32(0.0, 1e-5))), label="y_pred")
+    elif regime == "large_counts":
+        y_true = integers(2_000_000, "y_true")
+        ratio = draw(hnp.arrays(F32, shape, elements=st.one_of(
+            st.just(1.0), _float32(0.5, 2.0))), label="y_pred / y_true")
+        y_pred = (y_true * ratio + F32(1.0)).astype(F32)
+    else:
+        y_true = draw(hnp.arrays(F32, shape, elements=_float32(0.0, 10.0)), label="y_true")
+        y_pred = draw(hnp.arrays(F32, shape, elements=_float32(0.0, 10.0)), label="y_pred")
+    return y_true, y_pred, regime, {}
+
+
+def _sparse_probabilities(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    """categorical_generalized_cross_entropy's inputs: integer labels and probabilities
+    in [0, 1], with p of the labelled class at 0, subnormal or tiny, or at or next to 1."""
+    regime = draw(st.sampled_from(SPARSE_PROBABILITY_REGIMES), label="regime")
+    shape = req.shape
+    labels = draw(sparse_labels(shape[:-1], shape[-1]), label="y_true")
+    y_pred = draw(probabilities(shape, "uniform", normalised=regime != "unnormalised"),
+                  label="y_pred")
+    if regime in ("p_y_near_zero", "p_y_near_one"):
+        values = GCE_NEAR_ZERO if regime == "p_y_near_zero" else GCE_NEAR_ONE
+        p_y = draw(hnp.arrays(F32, shape[:-1], elements=st.sampled_from(values)), label="p_y")
+        if regime == "p_y_near_one":  # the other classes share what is left
+            y_pred = (y_pred * (F32(1) - p_y[..., None])).astype(F32)
+        np.put_along_axis(y_pred, labels[..., None].astype(np.int64), p_y[..., None], axis=-1)
+    if req.ignore_class is not None:
+        drop = draw(hnp.arrays(np.bool_, shape[:-1]), label="ignored")
+        labels = np.where(drop, np.int32(req.ignore_class), labels).astype(np.int32)
+    return labels, y_pred, regime, {}
 
 
 #: input kind -> how it is drawn (a record names its kind)
@@ -554,6 +672,9 @@ KINDS: dict[str, InputKind] = {
     # regression losses with narrow hard regimes (see REGRESSION_REGIMES)
     **{kind: InputKind(_regression_regimes(kind), min_classes=1)
        for kind in REGRESSION_REGIMES},
+    "distributions": InputKind(_distributions),
+    "counts": InputKind(_counts, min_classes=1),
+    "sparse_probabilities": InputKind(_sparse_probabilities),
 }
 
 

@@ -165,6 +165,40 @@ CORRECT += [
 ]
 
 
+# probabilistic family: KL = CE - entropy, generalized CE <= sparse CE (correct and wrong)
+
+
+def _gce(q):
+    return lambda y_true, y_pred: K.categorical_generalized_cross_entropy(y_true, y_pred, q=q)
+
+
+def kl_sign_flipped(y_true, y_pred):
+    """sum(y log(p / y)): minus the divergence."""
+    y = tf.clip_by_value(tf.cast(y_true, y_pred.dtype), 1e-7, 1.0)
+    p = tf.clip_by_value(y_pred, 1e-7, 1.0)
+    return tf.reduce_sum(y * tf.math.log(p / y), axis=-1)
+
+
+def gce_over_q_squared(y_true, y_pred):
+    """(1 - p**q) / q**2 (q = 0.5): divided by q twice."""
+    return K.categorical_generalized_cross_entropy(y_true, y_pred, q=0.5) / 0.5
+
+
+CORRECT += [
+    ("kl=ce-entropy", "kl_matches_cross_entropy_minus_entropy",
+     (lambda: K.kl_divergence, lambda: K.categorical_crossentropy), "kl_divergence", {}),
+    ("gce<=ce", "generalized_not_above_cross_entropy",
+     (lambda: _gce(0.01), lambda: K.sparse_categorical_crossentropy),
+     "categorical_generalized_cross_entropy", {"q": 0.01}),
+]
+_PROBABILISTIC_WRONG = [
+    ("kl!=ce-entropy-sign-flipped", "kl_matches_cross_entropy_minus_entropy",
+     (lambda: kl_sign_flipped, lambda: K.categorical_crossentropy), "kl_divergence", {}),
+    ("gce>ce-over-q-squared", "generalized_not_above_cross_entropy",
+     (lambda: gce_over_q_squared, lambda: K.sparse_categorical_crossentropy),
+     "categorical_generalized_cross_entropy", {"q": 0.5}),
+]
+
 def test_every_invariant_has_a_correct_case():
     assert {case[1] for case in CORRECT} == set(INVARIANTS)
 
@@ -270,6 +304,7 @@ WRONG += [
      (lambda: huber_4096_without_half, lambda: K.mean_squared_error), "huber", {"delta": 4096.0}),
 ]
 
+WRONG += _PROBABILISTIC_WRONG  # the probabilistic family's (above)
 
 def test_every_invariant_has_a_wrong_case():
     assert {case[1] for case in WRONG} == set(INVARIANTS)

@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 import lossverify.strategies as lst
 
 NAMES = sorted(lst.LABEL_KIND)
+#: input kinds with their own regimes (tested in the probabilistic family's block below)
+PROBABILISTIC_KINDS = ("distributions", "counts", "sparse_probabilities")
 TAKES_LOGITS_FLAG = {n for n, k in lst.LABEL_KIND.items() if k in ("binary", "categorical",
                                                                    "sparse")}
 FAST = settings(max_examples=40, deadline=None, database=None,
@@ -102,7 +104,7 @@ def test_loss_inputs_invariants(name: str, params: dict, data: st.DataObject):
     elif kind in lst.REGRESSION_REGIMES:  # regression losses' hard regimes
         assert x.regime in lst.REGRESSION_REGIMES[kind]
         assert (np.abs(yp) <= 1e4).all() and (np.abs(yt) <= 1e4).all()
-    elif kind != "regression":
+    elif kind not in ("regression", *PROBABILISTIC_KINDS):  # those: see below
         assert x.regime in lst.REGIMES
         assert (yp >= 0).all()
         sums = yp.reshape(-1, yp.shape[-1]).sum(axis=-1, dtype=np.float64)
@@ -359,6 +361,111 @@ def test_every_regime_is_drawn():
             find(lst.loss_inputs("categorical_crossentropy", **params), collect,
                  settings=settings(FIND, max_examples=120))
     assert seen == {"prob": set(lst.REGIMES), "logit": set(lst.LOGIT_REGIMES)}
+
+
+# ------------------------------------------------------------------ probabilistic family
+
+PROBABILISTIC = sorted(n for n, k in lst.LABEL_KIND.items() if k in PROBABILISTIC_KINDS)
+_PROBABILISTIC_REGIMES = {"distributions": lst.DISTRIBUTION_REGIMES,
+                          "counts": lst.COUNT_REGIMES,
+                          "sparse_probabilities": lst.SPARSE_PROBABILITY_REGIMES}
+
+
+@pytest.mark.parametrize("params", [{}, {"with_sample_weight": True, "rank": 3},
+                                    {"rank": 2, "class_num": 3}],
+                         ids=["default", "weighted-rank3", "rank2-3-classes"])
+@pytest.mark.parametrize("name", PROBABILISTIC)
+@FAST
+@given(data=st.data())
+def test_probabilistic_inputs_invariants(name: str, params: dict, data: st.DataObject):
+    x = data.draw(lst.loss_inputs(name, **params))
+    kind = lst.LABEL_KIND[name]
+    yp, yt = x.y_pred, x.y_true
+    assert x.regime in _PROBABILISTIC_REGIMES[kind]
+    assert yp.dtype == np.float32 and np.isfinite(yp).all() and (yp >= 0).all()
+    if kind == "distributions":  # KL: probability rows for both, y_pred rows never all 0
+        assert yt.dtype == np.float32 and yt.shape == yp.shape and (yt >= 0).all()
+        assert (yp.reshape(-1, yp.shape[-1]).sum(axis=-1) > 0).all()
+        if x.regime == "unnormalised":
+            assert (yt <= 2).all() and (yp <= 3).all()
+        else:
+            assert (yt <= 1).all() and (yp <= 1).all()
+        if x.regime in ("simplex", "peaked"):
+            sums = yp.sum(axis=-1, dtype=np.float64)
+            assert np.allclose(sums, 1.0, atol=1e-5 * yp.shape[-1]), sums
+    elif kind == "counts":  # Poisson: non-negative counts (exact in float32) or rates
+        assert yt.dtype == np.float32 and yt.shape == yp.shape and (yt >= 0).all()
+        if x.regime != "rates":
+            assert (yt == np.round(yt)).all() and (yt < 2**24).all()
+    else:  # GCE: integer labels, probabilities in [0, 1]
+        assert yt.dtype == np.int32 and yt.shape == yp.shape[:-1]
+        assert ((yt >= 0) & (yt < yp.shape[-1])).all() and (yp <= 1).all()
+        p_y = np.take_along_axis(yp, yt[..., None].astype(np.int64), axis=-1)[..., 0]
+        if x.regime == "p_y_near_zero":
+            assert (p_y <= 1e-7).all()
+        if x.regime == "p_y_near_one":
+            assert (p_y >= 0.999).all()
+    if params.get("with_sample_weight"):
+        assert x.sample_weight is not None and x.sample_weight.shape == yp.shape[:-1]
+
+
+def _p_y(x):
+    return np.take_along_axis(x.y_pred, x.y_true[..., None].astype(np.int64), axis=-1)[..., 0]
+
+
+_EPS32 = np.float32(1e-7)
+PROBABILISTIC_OCCURS = {
+    "KL zero labels": (
+        lst.loss_inputs("kl_divergence"), lambda x: (x.y_true == 0).any()),
+    "KL y_pred exactly at float32 eps": (
+        lst.loss_inputs("kl_divergence"), lambda x: (x.y_pred == _EPS32).any()),
+    "KL y_pred one float32 ulp below eps": (
+        lst.loss_inputs("kl_divergence"),
+        lambda x: (x.y_pred == np.nextafter(_EPS32, np.float32(0))).any()),
+    "KL y_pred exactly 0": (
+        lst.loss_inputs("kl_divergence"), lambda x: (x.y_pred == 0).any()),
+    "KL y_pred 1 - 2**-24 and above 1": (
+        lst.loss_inputs("kl_divergence"),
+        lambda x: (x.y_pred == np.nextafter(np.float32(1), np.float32(0))).any()
+        and (x.y_pred > 1).any()),
+    "KL y_true above 1": (lst.loss_inputs("kl_divergence"), lambda x: (x.y_true > 1).any()),
+    "Poisson prediction exactly 0 with a positive count": (
+        lst.loss_inputs("poisson"), lambda x: ((x.y_pred == 0) & (x.y_true > 0)).any()),
+    "Poisson prediction between 0 and eps": (
+        lst.loss_inputs("poisson"), lambda x: ((x.y_pred > 0) & (x.y_pred < 1e-7)).any()),
+    "Poisson counts above 1e6": (lst.loss_inputs("poisson"), lambda x: (x.y_true > 1e6).any()),
+    "Poisson non-integer rates": (
+        lst.loss_inputs("poisson"), lambda x: (x.y_true != np.round(x.y_true)).any()),
+    "GCE p_y exactly 0": (
+        lst.loss_inputs("categorical_generalized_cross_entropy"), lambda x: (_p_y(x) == 0).any()),
+    "GCE p_y a float32 subnormal": (
+        lst.loss_inputs("categorical_generalized_cross_entropy"),
+        lambda x: ((_p_y(x) > 0) & (_p_y(x) < np.finfo(np.float32).tiny)).any()),
+    "GCE p_y between the smallest normal and 1e-20": (
+        lst.loss_inputs("categorical_generalized_cross_entropy"),
+        lambda x: ((_p_y(x) >= np.finfo(np.float32).tiny) & (_p_y(x) <= 1e-20)).any()),
+    "GCE p_y exactly 1": (
+        lst.loss_inputs("categorical_generalized_cross_entropy"), lambda x: (_p_y(x) == 1).any()),
+}
+
+
+@pytest.mark.parametrize("what", sorted(PROBABILISTIC_OCCURS))
+def test_probabilistic_regime_occurs(what: str):
+    strategy, condition = PROBABILISTIC_OCCURS[what]
+    find(strategy, condition, settings=FIND)
+
+
+@pytest.mark.parametrize("name", PROBABILISTIC)
+def test_every_probabilistic_regime_is_drawn(name: str):
+    seen: set[str] = set()
+
+    def collect(x):
+        seen.add(x.regime)
+        return False
+
+    with pytest.raises(Exception, match="No examples"):
+        find(lst.loss_inputs(name), collect, settings=settings(FIND, max_examples=150))
+    assert seen == set(_PROBABILISTIC_REGIMES[lst.LABEL_KIND[name]])
 
 
 # ------------------------------------------------------------------ bad arguments

@@ -43,6 +43,11 @@ from lossverify.reference.margin import (
     hinge,
     squared_hinge,
 )
+from lossverify.reference.probabilistic import (
+    categorical_generalized_cross_entropy,
+    kl_divergence,
+    poisson,
+)
 from lossverify.reference.reduction import REDUCTIONS, reduce, sample_weights
 from lossverify.reference.regression import (
     huber,
@@ -75,6 +80,7 @@ __all__ = [
     "binary_crossentropy",
     "binary_focal_crossentropy",
     "categorical_crossentropy",
+    "categorical_generalized_cross_entropy",
     "categorical_focal_crossentropy",
     "categorical_hinge",
     "clip_bounds",
@@ -82,9 +88,11 @@ __all__ = [
     "convert_binary_labels_to_hinge",
     "cosine_similarity",
     "perturbing",
+    "poisson",
     "evaluate",
     "focal_loss",
     "hinge",
+    "kl_divergence",
     "mean_squared_error",
     "reduce",
     "sample_weights",
