@@ -320,7 +320,8 @@ def test_float16_binary_crossentropy_of_a_certain_probability():
     np.testing.assert_array_equal(out, [np.inf, np.nan])
 
 
-@pytest.mark.parametrize("name", sorted(set(R.NAMES) - {"mean_squared_error"}))
+# squares of 1e300 overflow float64 in the mathematics itself (and in TensorFlow)
+@pytest.mark.parametrize("name", sorted(set(R.NAMES) - {"mean_squared_error", "squared_hinge"}))
 def test_huge_logits_stay_finite(name):
     # Every logits formula is the stable one: no exp overflow, no inf - inf.
     params = {"class_num": 3} if name == "sparse_focal_loss" else {}
