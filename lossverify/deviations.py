@@ -362,9 +362,10 @@ REDUCE_MEAN_F16 = KnownDeviation(
 _COSINE = ("keras.losses.CosineSimilarity", "keras.losses.cosine_similarity")
 
 
-def _row_norms(x: Any, params: Mapping[str, Any]) -> np.ndarray:
-    """``||y_pred||`` along the class axis, in float64, broadcast over the row."""
-    p = np.asarray(x.y_pred, np.float64)
+def _row_norms(x: Any, params: Mapping[str, Any], of: str = "y_pred") -> np.ndarray:
+    """``||y_pred||`` (or ``||y_true||``) along the class axis, in float64, broadcast
+    over the row."""
+    p = np.asarray(getattr(x, of), np.float64)
     axis = params.get("axis", -1)
     return np.broadcast_to(np.sqrt(np.sum(p * p, axis=axis, keepdims=True)), p.shape)
 
@@ -407,27 +408,31 @@ XLA_RSQRT_GRAD = KnownDeviation(
 
 def _float16_sum_of_squares_out_of_range_at(x: Any, params: Mapping[str, Any]
                                             ) -> np.ndarray:
-    """float16 rows whose sum of squares overflows float16 (above 65504), or falls
-    below its smallest normal 2**-14 (subnormal or 0), where 1 / sum overflows too; a
-    factor 2 of margin for the rounding of the float16 sum."""
+    """float16 rows (of y_pred, or of y_true, which the function normalises in float16
+    too) whose sum of squares overflows float16 (above 65504), or falls below its
+    smallest normal 2**-14 (subnormal or 0), where 1 / sum overflows too; a factor 2 of
+    margin for the rounding of the float16 sum."""
     p = np.asarray(x.y_pred)
     if p.dtype != np.float16:
         return np.zeros(p.shape, bool)
-    norm = _row_norms(x, params)
-    s = norm * norm
-    return (s > 0.5 * float(np.finfo(np.float16).max)) | (s < 2.0 * 2.0**-14)
+    out = np.zeros(p.shape, bool)
+    for of in ("y_pred", "y_true"):
+        s = _row_norms(x, params, of) ** 2
+        out |= (s > 0.5 * float(np.finfo(np.float16).max)) | (s < 2.0 * 2.0**-14)
+    return out
 
 
 KERAS_NORMALIZE_F16 = KnownDeviation(
     id="keras-normalize-float16-range",
     checks=("value", "gradient", "graph", "xla"),
     summary="keras.ops.normalize squares and sums in the input dtype: in float16 the sum of "
-            "squares overflows for norms above 256 (the loss is 0 instead of the cosine), is "
+            "squares (of y_pred or y_true) overflows for norms above 256 (the loss is 0 "
+            "instead of the cosine), is "
             "subnormal or 0 for norms below 2**-7 (a wrong value, NaN at 0 * inf: the floor "
             "1 / 1e-7 is inf in float16), and the gradient through rsqrt overflows for "
             "norms below ~4e-3. The Loss class computes in float32 and is unaffected.",
     reproducer="keras.losses.cosine_similarity(tf.constant([[1., 2.]], tf.float16), "
-               "tf.constant([[300., -100.]], tf.float16)) == [0.] (exact 0.1414); with "
+               "tf.constant([[300., -100.]], tf.float16)) == [0.] (exact -0.1414); with "
                "y_pred [[3e-6, -1e-6]] it is [nan]",
     applies=_always,
     at=_float16_sum_of_squares_out_of_range_at,

@@ -237,12 +237,13 @@ def categorical_hinge(y_true: Any, y_pred: Any) -> np.ndarray:
 
 
 def _normalise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``keras.ops.normalize`` over the last axis: ``(x * r, r, rsqrt(sum(x**2)))`` with
-    ``r = min(rsqrt(sum(x**2)), 1 / 1e-7)``; a zero vector has ``rsqrt = inf``, r = 1e7."""
-    s = np.sum(x * x, axis=-1, keepdims=True)
-    raw = 1 / np.sqrt(s)
-    r = np.minimum(raw, x.dtype.type(NORM_CAP))
-    return x * r, r, raw
+    """``keras.ops.normalize`` over the last axis, ``x * min(rsqrt(sum(x**2)), 1 / 1e-7)``,
+    in the equal form ``x / max(||x||, 1e-7)`` (whose floor stays finite in float16,
+    where ``1 / 1e-7`` is not): ``(x_hat, r = 1 / max(||x||, 1e-7), ||x||)``. A zero
+    vector normalises to 0."""
+    norm = np.sqrt(np.sum(x * x, axis=-1, keepdims=True))
+    floored = np.maximum(norm, x.dtype.type(EPSILON))
+    return x / floored, 1 / floored, norm
 
 
 @V.quiet
@@ -255,10 +256,11 @@ def _eval_cosine_similarity(y_true: Any, y_pred: Any, axis: Any = -1) -> Evaluat
     yt, yp = np.moveaxis(yt, ax, -1), np.moveaxis(yp, ax, -1)
     n = yp.shape[-1]
     t_hat, _, _ = _normalise(yt)
-    p_hat, r, raw = _normalise(yp)
+    p_hat, r, norm = _normalise(yp)
     terms = t_hat * p_hat
     value = -terms.sum(-1)
-    passes = raw <= NORM_CAP  # tf.minimum passes the gradient to rsqrt where <=
+    # tf.minimum passes the gradient to rsqrt where rsqrt(sum(p**2)) <= 1 / eps
+    passes = norm >= EPSILON
     dot = terms.sum(-1, keepdims=True)  # t_hat . p_hat
     sizes = _ABS(terms).sum(-1, keepdims=True)
     # d/dp of -t_hat . (p r(p)): -r (t_hat - (t_hat . p_hat) p_hat) on the rsqrt side,
@@ -271,7 +273,7 @@ def _eval_cosine_similarity(y_true: Any, y_pred: Any, axis: Any = -1) -> Evaluat
     # the floor is a kink of the gradient (its radial part jumps): within the rounding
     # reach of rsqrt(sum(p**2)) (an n-term sum, the rsqrt) of 1 / eps
     reach = 4.0 * (n + 4) * _margin_u(dtype)
-    kink = (_ABS(raw * EPSILON - 1) <= reach)[..., 0]
+    kink = (_ABS(norm / EPSILON - 1) <= reach)[..., 0]
     ev = Evaluation(value, grad, value_scale, grad_scale, kink)
     return ev.moved(ax, yp.ndim)
 
