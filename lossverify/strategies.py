@@ -559,7 +559,7 @@ POISSON_NEAR_ZERO = _edges32(0.0, 1e-45, 1e-38, 1e-12, 1e-9, 5e-8, _EPS32, 2e-7,
 #: GCE's p_y near 0: exactly 0, float32 subnormals, the smallest normal, tiny normals.
 GCE_NEAR_ZERO = _edges32(0.0, 1e-45, 1e-40, np.finfo(F32).tiny, 1e-30, 1e-20, 1e-10, 1e-7)
 GCE_NEAR_ONE = _edges32(1.0, np.nextafter(F32(1), F32(0)), 1 - 1e-6, 1 - 1e-4, 0.999)
-DISTRIBUTION_REGIMES = ("simplex", "zero_labels", "at_eps", "unnormalised", "peaked")
+DISTRIBUTION_REGIMES = ("simplex", "zero_labels", "at_eps", "at_one", "unnormalised", "peaked")
 COUNT_REGIMES = ("counts", "near_zero", "large_counts", "rates")
 SPARSE_PROBABILITY_REGIMES = ("uniform", "p_y_near_zero", "p_y_near_one", "unnormalised")
 
@@ -585,7 +585,8 @@ def _positive_rows(p: np.ndarray) -> np.ndarray:
 
 def _distributions(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
     """kl_divergence's inputs: probability rows for both y_true and y_pred, normalised
-    or not, labels with exact zeros, y_pred at, next to and beyond the clip [eps, 1]."""
+    or not, labels with exact zeros, y_pred at, next to and beyond the clip [eps, 1]
+    (``at_eps``, ``at_one``: where the gradient stops or passes)."""
     regime = draw(st.sampled_from(DISTRIBUTION_REGIMES), label="regime")
     shape = req.shape
     if regime == "unnormalised":
@@ -597,6 +598,12 @@ def _distributions(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
     if regime == "peaked":
         y_true = draw(probabilities(shape, "peaked"), label="y_true")
         y_pred = draw(probabilities(shape, "peaked"), label="y_pred")
+        return y_true, y_pred, regime, {"labels": "soft"}
+    if regime == "at_one":  # the neighbours of the upper bound 1 (not 1 - eps); a tie
+        # with 1 itself is a kink (drawn in "unnormalised"), which would hide its row
+        y_true = draw(categorical_labels(shape, "soft"), label="y_true")
+        y_pred = draw(probabilities(shape, "peaked"), label="y_pred")
+        y_pred = _replace_some(draw, y_pred, KL_HIGH_EDGES[1:3], "edges", 0.4)
         return y_true, y_pred, regime, {"labels": "soft"}
     label_kind = "soft"
     if regime == "zero_labels":

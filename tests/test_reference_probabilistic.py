@@ -529,3 +529,16 @@ def test_huge_and_out_of_domain_inputs_behave_as_tensorflow():
                                                             else {}))).all(), name
     big = R.evaluate("poisson", [[1.0, 2.0]], [[1e300, 1e10]])
     assert np.isfinite(big.value).all() and np.isfinite(big.grad).all()
+
+
+def test_gce_kink_where_the_gradient_overflows_the_dtype():
+    """float16: p**(q - 1) overflows for p below about 1.5e-5 (small q); TensorFlow's
+    gradient is -inf there and NaN on the other classes, so the sample is a kink."""
+    p16 = np.array([[1.19e-7, 0.5], [1e-3, 0.5]], np.float16)
+    ev = P._eval_categorical_generalized_cross_entropy([0, 0], p16, q=0.01)
+    assert ev.kink.tolist() == [True, False]
+    _, g = _tape("categorical_generalized_cross_entropy", np.array([0, 0]), p16, q=0.01)
+    assert g[0, 0] == -np.inf and np.isnan(g[0, 1]) and np.isfinite(g[1]).all()
+    # the same p in float32 is a normal number with a finite gradient: no kink
+    assert not P._eval_categorical_generalized_cross_entropy(
+        [0, 0], p16.astype(np.float32), q=0.01).kink.any()

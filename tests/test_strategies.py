@@ -388,6 +388,8 @@ def test_probabilistic_inputs_invariants(name: str, params: dict, data: st.DataO
         assert (yp.reshape(-1, yp.shape[-1]).sum(axis=-1) > 0).all()
         if x.regime == "unnormalised":
             assert (yt <= 2).all() and (yp <= 3).all()
+        elif x.regime == "at_one":  # 1 and its float32 neighbours on both sides
+            assert (yt <= 1).all() and (yp <= np.nextafter(np.float32(1), np.float32(2))).all()
         else:
             assert (yt <= 1).all() and (yp <= 1).all()
         if x.regime in ("simplex", "peaked"):

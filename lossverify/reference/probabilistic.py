@@ -179,6 +179,15 @@ def _flushed_by_tensorflow(p: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.asarray(_ABS(p) < np.finfo(d).tiny)
 
 
+def _overflows(p: np.ndarray, exponent: float, dtype: np.dtype) -> np.ndarray:
+    """Where ``|p|**exponent`` (a negative exponent) reaches, or comes within rounding of,
+    the largest finite number of ``dtype`` (float64 for non-float inputs)."""
+    d = np.dtype(dtype) if np.dtype(dtype).kind == "f" else np.dtype(np.float64)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        big = np.power(_ABS(np.asarray(p, np.float64)), exponent)
+    return np.asarray(big >= float(np.finfo(d).max) * (1 - 2.0**-8))
+
+
 def _labels_for(y_true: Any, yp: np.ndarray) -> np.ndarray:
     labels_in = V.as_array(y_true, "y_true", "integer class labels")
     if labels_in.ndim == yp.ndim and labels_in.shape[-1:] == (1,):
@@ -222,9 +231,12 @@ def _eval_categorical_generalized_cross_entropy(y_true: Any, y_pred: Any,
         g_size = np.where(np.isfinite(dp) & (p > 0), dp * g_rel, 0.0)
     grad_scale = np.zeros_like(yp)
     np.put_along_axis(grad_scale, labels[..., None], g_size[..., None], axis=-1)
-    # p == 0, or a subnormal a CPU kernel flushes to 0: the gradient is infinite there
+    # TensorFlow's gradient is -inf on the true class, and NaN on the others (inf * 0
+    # through the one-hot product), where p**(q - 1) is not finite in y_pred's dtype:
+    # p == 0, a subnormal a CPU kernel flushes to 0, or an overflow (float16: p below
+    # about 1.5e-5 for small q). The gradient is not compared there.
     raw_p = np.take_along_axis(yp, labels[..., None], axis=-1)[..., 0]
-    kink = _flushed_by_tensorflow(raw_p, dtype)
+    kink = _flushed_by_tensorflow(raw_p, dtype) | _overflows(raw_p, float(qd) - 1, dtype)
     return Evaluation(np.asarray(value), grad, np.asarray(value_scale), grad_scale,
                       np.asarray(kink))
 
