@@ -701,9 +701,9 @@ def loss_inputs(draw: st.DrawFn, reference: str, *, from_logits: bool = False,
     passed straight through.
     """
     try:
-        kind = KINDS[LABEL_KIND[reference]]
+        kind = KINDS[RECORDS[reference].inputs]
     except KeyError:
-        raise ValueError(f"reference: expected one of {sorted(LABEL_KIND)}, "
+        raise ValueError(f"reference: expected one of {sorted(RECORDS)}, "
                          f"got {reference!r}") from None
     max_extra = 0 if kind.rank2_only or rank == 2 else 1
     shape = draw(batch_shapes(1, max_batch, kind.min_classes, max_classes, max_extra),

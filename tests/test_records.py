@@ -58,3 +58,58 @@ def test_row_invariants_are_known():
     from lossverify.record import LossRecord
 
     assert LossRecord.__dataclass_fields__["invariants"].default == ROW_INVARIANTS
+
+
+# ------------------------------------------- adding a loss is one record and a function
+
+
+def _eval_mean_quartic_error(y_true, y_pred):
+    """A made-up loss, mean((y_pred - y_true)**4): its reference and nothing else."""
+    import numpy as np
+
+    from lossverify.reference import Evaluation
+
+    d = np.asarray(y_pred, np.float64) - np.asarray(y_true, np.float64)
+    n = d.shape[-1]
+    grad = 4 * d**3 / n
+    return Evaluation(np.mean(d**4, -1), grad, 2 * np.mean(d**4, -1), np.abs(grad),
+                      np.zeros(d.shape[:-1], bool))
+
+
+def test_adding_a_loss_is_one_record_and_its_reference(monkeypatch):
+    """A new record (with its reference function) is all the tables need: the evaluator
+    table, evaluate(), parameter validation, the input strategy, the conformance plan
+    and its invariant cases all find it without another edit."""
+    from lossverify import catalogue, conformance
+    from lossverify.record import LossRecord, keras_pair
+
+    record = LossRecord(name="mean_quartic_error", evaluator=_eval_mean_quartic_error,
+                        inputs="regression", y_pred="real",
+                        implementations=keras_pair("MeanQuarticError", "mean_quartic_error"))
+    monkeypatch.setitem(catalogue.RECORDS, record.name, record)
+    assert R.EVALUATORS["mean_quartic_error"] is _eval_mean_quartic_error
+    assert "mean_quartic_error" in R.NAMES
+    value, grad = R.value_and_grad("mean_quartic_error", [[0.0, 1.0]], [[1.0, 1.0]])
+    assert value.tolist() == [0.5] and grad.tolist() == [[2.0, 0.0]]
+    assert S.get_spec("mean_quartic_error") is record
+    with pytest.raises(TypeError, match="delta"):
+        S.check_reference_params(record, {"delta": 1.0})
+    jobs = list(conformance.conformance_jobs(["mean_quartic_error"], thorough=False))
+    assert [(spec.name, params, [i.label for i in impls]) for spec, params, impls in jobs] \
+        == [("mean_quartic_error", {}, ["keras.losses.MeanQuarticError",
+                                        "keras.losses.mean_quartic_error"])]
+    from lossverify import invariants as I
+
+    cases = I.conformance_cases("mean_quartic_error", {})
+    assert [c[1] for c in cases] == ["class_matches_function", "non_negative",
+                                     "batch_permutation", "batch_split"]
+    hypothesis = pytest.importorskip("hypothesis")
+    from lossverify import strategies as lst
+
+    @hypothesis.given(lst.loss_inputs("mean_quartic_error"))
+    @hypothesis.settings(max_examples=5, database=None, deadline=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    def drawn(x):
+        assert x.regime == "regression" and x.y_true.shape == x.y_pred.shape
+
+    drawn()
