@@ -377,8 +377,6 @@ def _cosine(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
         exponent = {"tiny": st.floats(-13.0, -4.0), "floor": st.floats(-7.3, -6.7),
                     "large": st.floats(3.0, 10.0)}[regime]
         scale = draw(hnp.arrays(np.float64, n_rows, elements=exponent), label="log10 norm")
-        rows_p[(rows_p == 0).all(-1), 0] = F32(1.0)  # a zero row has no norm to scale
-        norms = np.sqrt((rows_p.astype(np.float64) ** 2).sum(-1))
         rows_p[picked] = (rows_p / norms[:, None] * 10.0 ** scale[:, None])[picked]
     elif regime == "parallel":
         c = draw(hnp.arrays(np.float64, n_rows, elements=st.floats(-3.0, 3.0)),
