@@ -107,7 +107,7 @@ def notf(session: nox.Session) -> None:
                 "tests/test_reference_values.py", "tests/test_reference_gradients.py",
                 "tests/test_reference_errors.py", "tests/test_reference_fuzz.py",
                 "tests/test_tolerance.py", "tests/test_contract.py", "tests/test_closeness.py",
-                "tests/test_inputs.py",
+                "tests/test_inputs.py", "tests/test_records.py",
                 "--doctest-modules", "lossverify/reference")
 
 

@@ -145,17 +145,26 @@ def job_cost(job: Job) -> float:
 
 
 def shares(jobs: list[Job], n: int) -> list[list[int]]:
-    """Split ``jobs`` (by index) over ``n`` processes: each job, costliest first (ties in
-    plan order), to the share with the least estimated cost so far (ties: the lowest
-    index); each share keeps plan order. Fixed by the plan alone, never by timing, so a given
-    ``n`` gives the same bytes run after run."""
-    costs = [job_cost(job) for job in jobs]
+    """Split ``jobs`` (by index) over ``n`` processes. The verify jobs of one reference
+    and parameter setting (class and function, every dtype) go to the same process, so
+    they share one set of drawn batches (``search.draw_batches``); each such group, and
+    each invariant, costliest first (ties in plan order), goes to the share with the
+    least estimated cost so far (ties: the lowest index); each share keeps plan order.
+    Fixed by the plan alone, never by timing, so a given ``n`` gives the same bytes run
+    after run."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, job in enumerate(jobs):
+        key = (job.spec, job.params, "runs") if job.invariant < 0 else ("invariant", i)
+        groups.setdefault(key, []).append(i)
+    members = list(groups.values())
+    costs = [sum(job_cost(jobs[i]) for i in m) for m in members]
     loads = [0.0] * n
     owner: dict[int, int] = {}
-    for i in sorted(range(len(jobs)), key=lambda i: (-costs[i], i)):
+    for g in sorted(range(len(members)), key=lambda g: (-costs[g], members[g][0])):
         k = min(range(n), key=lambda k: (loads[k], k))
-        owner[i] = k
-        loads[k] += costs[i]
+        for i in members[g]:
+            owner[i] = k
+        loads[k] += costs[g]
     return [[i for i in range(len(jobs)) if owner[i] == k] for k in range(n)]
 
 

@@ -355,3 +355,191 @@ REDUCE_MEAN_F16 = KnownDeviation(
     symptom="error",
 )
 
+
+
+# ------------------------------------------------------------- margin family (cosine)
+
+_COSINE = ("keras.losses.CosineSimilarity", "keras.losses.cosine_similarity")
+
+
+def _row_norms(x: Any, params: Mapping[str, Any], of: str = "y_pred") -> np.ndarray:
+    """``||y_pred||`` (or ``||y_true||``) along the class axis, in float64, broadcast
+    over the row."""
+    p = np.asarray(getattr(x, of), np.float64)
+    axis = params.get("axis", -1)
+    return np.broadcast_to(np.sqrt(np.sum(p * p, axis=axis, keepdims=True)), p.shape)
+
+
+def _rsqrt_cubed_leaves_range_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Rows whose ``rsqrt(sum(p**2))**3`` overflows or underflows in float32 (a Loss
+    class computes in float32) or in ``y_pred``'s own dtype (the function), with a
+    factor 2 of margin: norms below ``max**(-1/3)`` (a zero row included) or above
+    ``tiny**(-1/3)``."""
+    norm = _row_norms(x, params)
+    out = np.zeros(norm.shape, bool)
+    dt = np.asarray(x.y_pred).dtype
+    for d in {np.dtype(np.float32), dt if dt.kind == "f" else np.dtype(np.float32)}:
+        info = np.finfo(d)
+        out |= norm < 2.0 * float(info.max) ** (-1 / 3)
+        out |= norm > 0.5 * float(info.tiny) ** (-1 / 3)
+    return out
+
+
+XLA_RSQRT_GRAD = KnownDeviation(
+    id="xla-rsqrt-gradient-cubed",
+    checks=("xla",),
+    summary="XLA lowers TensorFlow's RsqrtGrad(y, dy) as y**3 * dy / -2. Keras normalises "
+            "with x * min(rsqrt(sum(x**2)), 1e7); below the norm floor 1e-7 the gradient "
+            "reaching rsqrt is dy = 0, and where y**3 overflows (a zero row always; float32 "
+            "norms below ~1.4e-13) the product is 0 * inf = NaN. Where y**3 underflows "
+            "(float32 norms above ~4.4e12) the radial part of the gradient is lost. Eager "
+            "and graph compute (dy y)(y y) / -2 and give the reference's -1e7 t_hat and the "
+            "right gradient.",
+    reproducer="tf.function(g, jit_compile=True) with g(t, p) the tape gradient of "
+               "keras.losses.cosine_similarity(t, p): t = [[3., 4.]], p = [[0., 0.]] gives "
+               "[[nan, nan]] (eager [[-6e6, -8e6]]); p = [[3e13, -1e13]] with t = [[1., 2.]] "
+               "gives [[-1.41e-14, -2.83e-14]], exact [[-9.9e-15, -2.97e-14]]",
+    applies=_always,
+    at=_rsqrt_cubed_leaves_range_at,
+    implementations=_COSINE,
+    symptom="error",
+)
+
+
+def _float16_sum_of_squares_out_of_range_at(x: Any, params: Mapping[str, Any]
+                                            ) -> np.ndarray:
+    """float16 rows (of y_pred, or of y_true, which the function normalises in float16
+    too) whose sum of squares overflows float16 (above 65504), or falls below its
+    smallest normal 2**-14 (subnormal or 0), where 1 / sum overflows too; a factor 2 of
+    margin for the rounding of the float16 sum."""
+    p = np.asarray(x.y_pred)
+    if p.dtype != np.float16:
+        return np.zeros(p.shape, bool)
+    out = np.zeros(p.shape, bool)
+    for of in ("y_pred", "y_true"):
+        s = _row_norms(x, params, of) ** 2
+        out |= (s > 0.5 * float(np.finfo(np.float16).max)) | (s < 2.0 * 2.0**-14)
+    return out
+
+
+KERAS_NORMALIZE_F16 = KnownDeviation(
+    id="keras-normalize-float16-range",
+    checks=("value", "gradient", "graph", "xla"),
+    summary="keras.ops.normalize squares and sums in the input dtype: in float16 the sum of "
+            "squares (of y_pred or y_true) overflows for norms above 256 (the loss is 0 "
+            "instead of the cosine), is "
+            "subnormal or 0 for norms below 2**-7 (a wrong value, NaN at 0 * inf: the floor "
+            "1 / 1e-7 is inf in float16), and the gradient through rsqrt overflows for "
+            "norms below ~4e-3. The Loss class computes in float32 and is unaffected.",
+    reproducer="keras.losses.cosine_similarity(tf.constant([[1., 2.]], tf.float16), "
+               "tf.constant([[300., -100.]], tf.float16)) == [0.] (exact -0.1414); with "
+               "y_pred [[3e-6, -1e-6]] it is [nan]",
+    applies=_always,
+    at=_float16_sum_of_squares_out_of_range_at,
+    implementations=("keras.losses.cosine_similarity",),
+    symptom="error",
+)
+
+
+# ------------------------------------------------------------------ regression losses
+
+
+def _float64_log_cosh_offset_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """float64 elements whose error |y_pred - y_true| < 2**20: there the float64 budget
+    (about 4 u (n + 1) (4 |x| + 1.4)) is below the 1.9e-9 offset."""
+    p = np.asarray(x.y_pred)
+    if p.dtype != np.float64:
+        return np.zeros(p.shape, bool)
+    return np.abs(p - np.asarray(x.y_true, np.float64)) < 2.0**20
+
+
+LOG_COSH_FLOAT32_LOG2 = KnownDeviation(
+    id="keras-log-cosh-float32-log2",
+    checks=("value", "graph", "xla"),
+    summary="keras.losses.log_cosh computes x + softplus(-2x) - log2 with log2 = "
+            "convert_to_tensor(ops.log(2.0), dtype): ops.log(2.0) is evaluated in float32 "
+            "and then cast, so in float64 every element is off by log(2) - float32(log(2)) "
+            "= -1.9e-9 (the loss of a perfect prediction is negative). float32 and float16 "
+            "are unaffected; the gradient is exact.",
+    reproducer="keras.losses.log_cosh(np.zeros((1, 1)), np.zeros((1, 1))) == "
+               "[-1.90465432e-09] (float64; exact 0)",
+    applies=_always,
+    at=_float64_log_cosh_offset_at,
+    implementations=("keras.losses.LogCosh", "keras.losses.log_cosh"),
+    symptom="error",
+)
+
+
+# ------------------------------------------------------------ probabilistic family
+
+#: float16's reciprocal overflows (to inf) for arguments below 1 / 65520; with a margin
+#: for the rounding of the argument itself.
+_F16_RECIPROCAL_OVERFLOWS_BELOW = 1.6e-5
+
+
+def _float16_only(x: Any) -> np.ndarray | None:
+    """``y_pred`` when it is float16 (the function form computes in it), else None."""
+    p = np.asarray(x.y_pred)
+    return p if p.dtype == np.float16 else None
+
+
+def _kl_ratio_overflows_f16_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Elements of float16 inputs where an intermediate of TensorFlow's gradient of
+    ``log(y / p)`` overflows: ``1 / r`` for ``r = clip(y) / clip(p)`` below 1 / 65504
+    (the log), or ``y / p / p`` above 65504 (the division), Keras's eps in float16."""
+    p = _float16_only(x)
+    if p is None:
+        return np.zeros(np.shape(x.y_pred), bool)
+    eps, one = np.float16(1e-7), np.float16(1)
+    y = np.clip(np.asarray(x.y_true).astype(np.float16), eps, one).astype(np.float64)
+    pc = np.clip(p, eps, one).astype(np.float64)
+    r = y / pc
+    big = float(np.finfo(np.float16).max) * (1 - 2.0**-9)  # rounding of y / p on the way
+    return np.asarray((r < _F16_RECIPROCAL_OVERFLOWS_BELOW) | (r / pc > big))
+
+
+def _poisson_shift_overflows_f16_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Elements of float16 inputs whose ``y_pred + eps`` (in float16) is below 1 / 65504:
+    the log's gradient 1 / (p + eps) overflows there."""
+    p = _float16_only(x)
+    if p is None:
+        return np.zeros(np.shape(x.y_pred), bool)
+    with np.errstate(invalid="ignore"):
+        s = (p + np.float16(1e-7)).astype(np.float16)
+        return np.asarray(np.abs(s.astype(np.float64)) < _F16_RECIPROCAL_OVERFLOWS_BELOW)
+
+
+KL_F16_GRAD_OVERFLOW = KnownDeviation(
+    id="keras-kl-divergence-float16-gradient-overflow",
+    checks=("gradient", "graph", "xla"),
+    summary="kl_divergence computes y * log(y / p); TensorFlow's gradient goes through "
+            "1 / r for the log (r = y / p) and -y / p / p for the division. In float16 either "
+            "overflows long before the gradient -y / p does: a zero label (clipped to eps = "
+            "1.19e-7) against p > 0.008 makes r < 1 / 65504, and y / p**2 > 65504 for, say, "
+            "y = 1, p < 0.0039. The gradient comes out -inf where it is finite (-2.4e-7, "
+            "-257), eagerly, in graph and under XLA. The KLDivergence class computes in "
+            "float32 and is not affected.",
+    reproducer="keras.losses.kl_divergence([[0., 1.]], p) with p = tf.Variable([[.5, .5]], "
+               "dtype=tf.float16): gradient [[-inf, -2.]], exact [[-2.4e-07, -2.]]; "
+               "kl_divergence([[1., 0.]], p) with p = [[0.00389, 0.99611]] (float16): "
+               "gradient [[-inf, ...]], exact -257",
+    applies=_always,
+    at=_kl_ratio_overflows_f16_at,
+    implementations=("keras.losses.kl_divergence",),
+)
+POISSON_F16_GRAD_OVERFLOW = KnownDeviation(
+    id="keras-poisson-float16-gradient-overflow",
+    checks=("gradient", "graph", "xla"),
+    summary="poisson computes y_pred - y_true * log(y_pred + eps); the log's gradient is "
+            "1 / (p + eps), which overflows float16 for p + eps < 1 / 65504 (eps is 1.19e-7 "
+            "there, so for every p below 1.5e-5): the gradient 1 - y / (p + eps) comes out "
+            "NaN for y = 0 (0 * inf) and -inf for y > 0, where the exact gradient is finite "
+            "(and representable for y below about p + eps times 65504), eagerly, in graph "
+            "and under XLA. The Poisson class computes in "
+            "float32 and is not affected.",
+    reproducer="keras.losses.poisson([[0., 1e-3]], p) with p = tf.Variable([[0., 0.]], "
+               "dtype=tf.float16): gradient [[nan, -inf]], exact [[0.5, -4.2e3]]",
+    applies=_always,
+    at=_poisson_shift_overflows_f16_at,
+    implementations=("keras.losses.poisson",),
+)

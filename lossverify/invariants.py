@@ -20,6 +20,23 @@ with each other:
                                     cross-entropy on the same inputs
 ``focal_not_above_cross_entropy``   focal never exceeds ``alpha`` times the cross-entropy
                                     (the factor ``(1 - p_t)**gamma`` is at most 1)
+``binary_labels_match_signs``       hinge losses: 0/1 labels (converted to -1/1 when the whole
+                                    batch is 0/1) give the same losses as the -1/1 labels
+``magnitude_at_most_one``           ``|loss(x)| <= 1`` (cosine similarity); a reduced loss is
+                                    bounded by the same reduction of ones
+``odd_in_y_pred``                   ``loss(y, -p) == -loss(y, p)`` (cosine similarity)
+``swap_symmetric``                  swapping ``y_true`` and ``y_pred`` leaves the losses
+                                    unchanged (MAE, MSLE, Huber, log-cosh)
+``huber_matches_half_mse``          Huber with ``delta`` beyond every ``|y_pred - y_true|``
+                                    is half the MSE
+``kl_matches_cross_entropy_minus_entropy``  KL divergence minus categorical cross-entropy
+                                    is minus the labels' entropy ``sum(y log y)`` (for
+                                    normalised rows inside both clips; elsewhere the
+                                    references' own difference)
+``generalized_not_above_cross_entropy``  generalized cross-entropy ``(1 - p**q) / q`` never
+                                    exceeds sparse cross-entropy ``-log p`` (``1 - e**-a <=
+                                    a``; where the cross-entropy's clip or renormalisation
+                                    lowers it, up to the references' difference)
 ==================================  ==========================================================
 
 Tolerance. Two float32 evaluations of mathematically equal quantities each lie within
@@ -341,6 +358,144 @@ _RELATIONS: dict[str, Callable[..., float]] = {
                                                                   equal=False),
 }
 
+
+# ---------------------------------------------------------------- margin family
+
+
+def _binary_labels_match_signs(losses, x, reference, params, draw_int):
+    """The hinge losses on 0/1 labels (every label 0 or 1: converted to 2 y - 1) and on
+    the same labels written as -1/1 (not converted): the same losses."""
+    (loss,) = losses
+    binary = (np.asarray(x.y_true, np.float64) >= 0.5).astype(np.float32)
+    xb, xs = x.replace(y_true=binary), x.replace(y_true=2 * binary - np.float32(1))
+    reduced = C.is_keras_loss(loss)
+    a, b = _call(loss, xb, reduced), _call(loss, xs, reduced)
+    allowed = _budget(reference, params, xb, loss).value_allowed + \
+        _budget(reference, params, xs, loss).value_allowed
+    return _equal(a, b, allowed, "binary_labels_match_signs: 0/1 labels vs the same labels "
+                  "as -1/1")
+
+
+def _magnitude_at_most_one(losses, x, reference, params, draw_int):
+    """``|loss| <= 1`` per sample; a reduced loss is bounded by its reduction of ones
+    (non-negative weights)."""
+    (loss,) = losses
+    reduced = C.is_keras_loss(loss)
+    out = _call(loss, x, reduced)
+    expected = _budget(reference, params, x, loss)
+    bound = 1.0
+    if reduced:
+        ones = np.ones(_per_sample_shape(x, params))
+        bound = float(np.abs(R.reduce(ones, x.sample_weight, _reduction(loss))))
+    bad = np.isnan(out) & ~np.isnan(np.broadcast_to(expected.value, np.shape(out)))
+    if bad.any():
+        raise _Violation(f"magnitude_at_most_one: NaN at {np.argwhere(bad).tolist()[:4]} "
+                         f"where the reference is a number")
+    excess = np.abs(np.where(np.isnan(out), 0.0, out)) - bound
+    ratio = np.where(excess > 0, excess / expected.value_allowed, 0.0)
+    if (ratio > 1).any():
+        i = np.unravel_index(int(np.argmax(ratio)), np.shape(ratio))
+        raise _Violation(f"magnitude_at_most_one: |loss| = {abs(np.asarray(out)[i]):.9g} > "
+                         f"{bound:g} at {i} beyond the rounding budget "
+                         f"{np.broadcast_to(expected.value_allowed, out.shape)[i]:.3g}")
+    return float(np.max(ratio, initial=0.0))
+
+
+def _odd_in_y_pred(losses, x, reference, params, draw_int):
+    """``loss(y, -p) == -loss(y, p)``."""
+    (loss,) = losses
+    reduced = C.is_keras_loss(loss)
+    xn = x.replace(y_pred=-x.y_pred)
+    a, b = _call(loss, x, reduced), _call(loss, xn, reduced)
+    allowed = _budget(reference, params, x, loss).value_allowed + \
+        _budget(reference, params, xn, loss).value_allowed
+    return _equal(b, -a, allowed, "odd_in_y_pred: loss(y, -p) vs -loss(y, p)")
+
+
+INVARIANTS.update({"binary_labels_match_signs": 1, "magnitude_at_most_one": 1,
+                   "odd_in_y_pred": 1})
+_RELATIONS.update({"binary_labels_match_signs": _binary_labels_match_signs,
+                   "magnitude_at_most_one": _magnitude_at_most_one,
+                   "odd_in_y_pred": _odd_in_y_pred})
+# ----------------------------------------------------------- regression invariants
+
+
+def _swap_symmetric(losses, x, reference, params, draw_int):
+    (loss,) = losses
+    reduced = C.is_keras_loss(loss)
+    swapped = x.replace(y_true=x.y_pred, y_pred=np.asarray(x.y_true, x.y_pred.dtype))
+    a, b = _call(loss, x, reduced), _call(loss, swapped, reduced)
+    allowed = (_budget(reference, params, x, loss).value_allowed
+               + _budget(reference, params, swapped, loss).value_allowed)
+    return _equal(b, a, allowed, "swap_symmetric: loss(y_pred, y_true) vs loss(y_true, y_pred)")
+
+
+def _huber_matches_half_mse(losses, x, reference, params, draw_int):
+    huber, mse = losses
+    twin, twin_params, _ = _twin(reference, "huber_matches_half_mse", params)
+    a, b = _call(huber, x, C.is_keras_loss(huber)), 0.5 * _call(mse, x, C.is_keras_loss(mse))
+    ea, eb = _budget(reference, params, x, huber), _budget(twin, twin_params, x, mse)
+    _same_shape(a, b, "huber_matches_half_mse")
+    # where some |y_pred - y_true| exceeds delta the references differ: compare with that
+    return _equal(a - b, ea.value - 0.5 * eb.value, ea.value_allowed + 0.5 * eb.value_allowed,
+                  "huber_matches_half_mse: huber - mse / 2 vs the references' difference")
+
+
+INVARIANTS.update({"swap_symmetric": 1, "huber_matches_half_mse": 2})
+_RELATIONS.update({"swap_symmetric": _swap_symmetric,
+                   "huber_matches_half_mse": _huber_matches_half_mse})
+
+
+# ------------------------------------------------------- probabilistic family's relations
+
+
+def _probabilistic_pair(losses, x, reference, params, invariant):
+    """Both losses' values on ``x``, their budgets, and the references' difference."""
+    first, cross = losses
+    twin, twin_params, _ = _twin(reference, invariant, params)
+    a = _call(first, x, C.is_keras_loss(first))
+    b = _call(cross, x, C.is_keras_loss(cross))
+    ea, eb = _budget(reference, params, x, first), _budget(twin, twin_params, x, cross)
+    _same_shape(a, b, invariant)
+    return a, b, ea.value - eb.value, ea.value_allowed + eb.value_allowed
+
+
+def _kl_matches_cross_entropy_minus_entropy(losses, x, reference, params, draw_int):
+    """``KL(y, p) - CE(y, p) = sum(y log y)``, minus the labels' entropy, for normalised
+    rows inside both clips. The references' difference is that there, and elsewhere
+    carries the two clips' conventions (KL clips y and p to [eps, 1], CE renormalises
+    p and clips it to [eps, 1 - eps]), so the relation tests the implementations only."""
+    invariant = "kl_matches_cross_entropy_minus_entropy"
+    a, b, ref_gap, allowed = _probabilistic_pair(losses, x, reference, params, invariant)
+    return _equal(a - b, ref_gap, allowed,
+                  "KL - CE vs the references' difference (minus the labels' entropy)")
+
+
+def _generalized_not_above_cross_entropy(losses, x, reference, params, draw_int):
+    """``(1 - p**q) / q <= -log p`` for the labelled class's ``p``. Sparse cross-entropy
+    clips ``p`` to ``[eps, 1 - eps]`` and renormalises, which can make it smaller than
+    ``-log p`` (``p < eps``, rows summing below 1): there the excess allowed is the
+    references' own difference."""
+    invariant = "generalized_not_above_cross_entropy"
+    a, b, ref_gap, allowed = _probabilistic_pair(losses, x, reference, params, invariant)
+    excess = a - b - np.maximum(np.nan_to_num(ref_gap, nan=0.0), 0.0)
+    ratio = np.where(excess > 0, excess / allowed, 0.0)
+    if np.isnan(a).any() or np.isnan(b).any() or (ratio > 1).any():
+        i = np.unravel_index(int(np.nanargmax(np.where(np.isnan(ratio), np.inf, ratio))),
+                             np.shape(ratio))
+        raise _Violation(f"{invariant}: GCE {np.asarray(a)[i]:.9g} > CE "
+                         f"{np.asarray(b)[i]:.9g} at {i} beyond the references' difference "
+                         f"{np.asarray(ref_gap)[i]:.3g} (budget "
+                         f"{np.broadcast_to(allowed, a.shape)[i]:.3g})")
+    return float(np.max(ratio, initial=0.0))
+
+
+INVARIANTS.update({"kl_matches_cross_entropy_minus_entropy": 2,
+                   "generalized_not_above_cross_entropy": 2})
+_RELATIONS.update({
+    "kl_matches_cross_entropy_minus_entropy": _kl_matches_cross_entropy_minus_entropy,
+    "generalized_not_above_cross_entropy": _generalized_not_above_cross_entropy,
+})
 
 def _validate(invariant: str, losses: tuple[Callable, ...], reference: str,
               params: Mapping[str, Any]) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings
@@ -62,21 +62,50 @@ def run_hypothesis(test: Callable[[Any], None], strategy: st.SearchStrategy,
 
 
 def draw_batches(strategy: st.SearchStrategy, max_examples: int, seed: int, dtype: str,
-          min_rows: int = 0, prepare: Callable[[Any], Any] | None = None
-          ) -> list[lst.LossInputs]:
-    """``max_examples`` drawn batches; then, while they hold fewer than ``min_rows`` rows,
-    as many more as the rows per batch so far say are missing, each round a Hypothesis run
-    of its own with a seed derived from ``seed`` (at most :data:`TOP_UP_ROUNDS`)."""
-    draws: list[lst.LossInputs] = []
+                 min_rows: int = 0, prepare: Callable[[Any], Any] | None = None,
+                 key: Hashable | None = None) -> list[lst.LossInputs]:
+    """``max_examples`` drawn batches, each through ``prepare`` (default: rounded to
+    ``dtype``); then, while they hold fewer than ``min_rows`` rows, as many more as the
+    rows per batch so far say are missing, each round a Hypothesis run of its own with a
+    seed derived from ``seed`` (at most :data:`TOP_UP_ROUNDS`).
+
+    With a ``key``, the raw draws (before ``prepare``) are kept in this process for the
+    next call with the same key, seed and counts: every run of a reference and parameter
+    setting (class and function, any dtype) draws the same raw batches, and Hypothesis
+    spends more time drawing them than TensorFlow takes to run them. A draw is a
+    :class:`~lossverify.inputs.LossInputs` or a tuple whose first element is one."""
+    memo = None if key is None else (key, max_examples, seed, min_rows)
+    raw = _DRAWN.get(memo) if memo is not None else None
+    if raw is None:
+        raw = _draw_raw(strategy, max_examples, seed, min_rows)
+        if memo is not None:
+            _DRAWN[memo] = raw
+            while len(_DRAWN) > _DRAWN_KEPT:
+                _DRAWN.pop(next(iter(_DRAWN)))
+    return [prepare(x) if prepare else C.cast_inputs(x, dtype) for x in raw]
+
+
+#: Raw draws kept per process (a conformance worker runs a setting's jobs one after
+#: another), oldest dropped first.
+_DRAWN: dict[Hashable, list[Any]] = {}
+_DRAWN_KEPT = 8
+
+
+def _rows(drawn: Any) -> int:
+    return int((drawn[0] if isinstance(drawn, tuple) else drawn).rows)
+
+
+def _draw_raw(strategy: st.SearchStrategy, max_examples: int, seed: int,
+              min_rows: int) -> list[Any]:
+    draws: list[Any] = []
 
     def run(n: int, run_seed: int) -> None:
-        run_hypothesis(lambda x: draws.append(prepare(x) if prepare else
-                                               C.cast_inputs(x, dtype)), strategy, n,
-                        run_seed, (Phase.explicit, Phase.generate))
+        run_hypothesis(lambda x: draws.append(x), strategy, n, run_seed,
+                       (Phase.explicit, Phase.generate))
 
     run(max_examples, seed)
     for round_ in range(1, TOP_UP_ROUNDS + 1):
-        rows = sum(x.rows for x in draws)
+        rows = sum(_rows(x) for x in draws)
         if rows >= min_rows:
             break
         per_batch = max(rows / max(len(draws), 1), 1.0)
@@ -138,7 +167,9 @@ class _Found(AssertionError):
 
 def shrink(session: Session, check: str, strategy: st.SearchStrategy, max_examples: int,
             seed: int, first_message: str) -> tuple[str, str]:
-    """Search again failing on ``check`` alone; return the minimal example and message."""
+    """Search again failing on ``check`` alone; return the minimal example and message.
+    ``strategy`` draws raw batches (see :meth:`Session.finish`), the same strategy (and
+    so, with the same seed, the same batches) as the search phase drew."""
     last: dict[str, str] = {}
     found: list[lst.LossInputs] = []  # the last failing example, as drawn
 
@@ -149,8 +180,8 @@ def shrink(session: Session, check: str, strategy: st.SearchStrategy, max_exampl
             return session.named_resemblance(check, x, outcome).message
         return None
 
-    def test(x: lst.LossInputs) -> None:
-        x = session.prepare(x)
+    def test(drawn: tuple[lst.LossInputs, bool]) -> None:
+        x = session.prepare_raw(drawn)
         message = failure(x)
         if message is not None:
             last["example"], last["message"] = repr(x), message

@@ -53,14 +53,15 @@ class Session(FusedEvaluation):
             if framework is None else \
             framework.executor(loss, self.reduced, time_limit, adapt, spec.batch_coupled)
         self.logits = spec.predicts(params) == "logits"
-        inputs = lst.loss_inputs(spec.name, with_sample_weight=self.reduced,
-                                 soft_labels=not self.domain.hard_labels, **params)
-        if self.reduced:
-            use_weight = st.booleans()
-            self.strategy = st.tuples(inputs, use_weight).map(
-                lambda t: t[0] if t[1] else t[0].without_weight())
-        else:
-            self.strategy = inputs
+        # Every run of this reference and parameter setting draws the same raw batches
+        # (with a sample weight, and whether a Loss uses it): a function drops the weight,
+        # a Loss keeps it on half the batches, and every dtype rounds them its own way.
+        # So a conformance run draws them once for all of a setting's runs (see
+        # search.draw_batches's ``key``).
+        self.raw_strategy = st.tuples(
+            lst.loss_inputs(spec.name, with_sample_weight=True,
+                            soft_labels=not self.domain.hard_labels, **params),
+            st.booleans())
         # Known deviations belong to the implementations that have them: the loss is
         # recognised as one of the spec's (or named by ``implementation``); any other
         # loss's failure that resembles one is a failure that names it.
@@ -70,17 +71,35 @@ class Session(FusedEvaluation):
         self.resemblances = [d for d in applicable if d not in self.deviations]
 
     def xla_strategy(self, seed: int) -> st.SearchStrategy:
-        """The xla check's batches: all of one shape but the batch size (rank 2, a class
-        count picked from the seed, the spec and the parameters; sample weights always
-        for a ``Loss``), so one XLA compile serves the whole run. XLA compiles once per
-        concrete shape (~0.1 s each on CPU), far more than it takes to run."""
+        """The xla check's raw batches (see :meth:`finish`): all of one shape but the
+        batch size (rank 2, a class count picked from the seed, the spec and the
+        parameters; sample weights always for a ``Loss``), so one XLA compile serves the
+        whole run. XLA compiles once per concrete shape (~0.1 s each on CPU), far more
+        than it takes to run."""
         lowest = lst.KINDS[self.spec.inputs].min_classes
         tag = zlib.crc32(f"{self.spec.name}{sorted(self.params.items())!r}".encode())
         classes = int(np.random.default_rng([seed, tag]).integers(lowest, 13))
         params = {"class_num": classes, **self.params}
-        return lst.loss_inputs(self.spec.name, with_sample_weight=self.reduced, rank=2,
-                               max_batch=3 * lst.DEFAULT_MAX_BATCH,
-                               soft_labels=not self.domain.hard_labels, **params)
+        return st.tuples(lst.loss_inputs(self.spec.name, with_sample_weight=True, rank=2,
+                                         max_batch=3 * lst.DEFAULT_MAX_BATCH,
+                                         soft_labels=not self.domain.hard_labels, **params),
+                         st.just(True))
+
+    def finish(self, drawn: tuple[lst.LossInputs, bool]) -> lst.LossInputs:
+        """A raw draw (a batch with a sample weight, and whether to use it) as this
+        loss takes it: a Loss keeps the weight where the draw says, a function never."""
+        x, use_weight = drawn
+        return x if self.reduced and use_weight else x.without_weight()
+
+    def draws_key(self, which: str) -> tuple[Any, ...]:
+        """What the raw draws of ``which`` ("main", "xla") depend on besides the seed and
+        the counts: runs with the same key draw the same raw batches."""
+        return (which, self.spec.name, tuple(sorted(self.params.items(), key=str)),
+                self.domain.hard_labels)
+
+    def prepare_raw(self, drawn: tuple[lst.LossInputs, bool]) -> lst.LossInputs:
+        """A raw draw finished and prepared: what the checks run on."""
+        return self.prepare(self.finish(drawn))
 
     def prepare(self, x: lst.LossInputs) -> lst.LossInputs:
         """A drawn batch as the loss sees it: rounded to the input dtype, then moved

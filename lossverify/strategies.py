@@ -273,6 +273,396 @@ def _with_logits(drawer: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[
     return draw_logits
 
 
+# ------------------------------------------------------------------ margin family
+
+#: hinge labels: all -1/1, all 0/1 (Keras converts them, batch-wide), soft, or a mix
+#: of -1, 0 and 1 (neither converts: a 0 stays 0)
+HINGE_LABELS = ("signs", "binary", "soft", "mixed")
+#: hinge predictions: reals in [-3, 3]; some on the margin y p == 1 (exactly, or a few
+#: ulps off); up to +-1e3
+HINGE_REGIMES = ("uniform", "margin", "large")
+#: categorical hinge predictions: reals; a coarse grid (ties for the maximum, a 0 tying
+#: with the target's slot); rows on the margin; up to +-1e3
+CATEGORICAL_HINGE_REGIMES = ("uniform", "ties", "margin", "large")
+#: cosine rows: reals; zero rows; norms 1e-13..1e-4; norms around the 1e-7 floor;
+#: y_pred a multiple of y_true (+-1 and a cancelling gradient); norms up to ~1e10
+COSINE_REGIMES = ("normal", "zero", "tiny", "floor", "parallel", "large")
+_MARGIN_GRID = _exact32(-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
+
+
+def _step_ulps(x: np.ndarray, ulps: np.ndarray) -> np.ndarray:
+    """``x`` moved by ``ulps`` (small ints) units in the last place of float32."""
+    x = x.astype(F32)
+    for _ in range(int(np.abs(ulps).max(initial=0))):
+        x = np.where(ulps > 0, np.nextafter(x, F32(np.inf)), x)
+        x = np.where(ulps < 0, np.nextafter(x, F32(-np.inf)), x)
+        ulps = ulps - np.sign(ulps)
+    return x.astype(F32)
+
+
+def _hinge(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    kinds = HINGE_LABELS if req.soft_labels else HINGE_LABELS[:2]
+    labels = draw(st.sampled_from(kinds), label="labels")
+    values = {"signs": st.sampled_from((-1.0, 1.0)), "binary": st.sampled_from((0.0, 1.0)),
+              "soft": st.one_of(st.sampled_from((0.0, 1.0)), _float32(0.0, 1.0)),
+              "mixed": st.sampled_from((-1.0, 0.0, 1.0))}[labels]
+    y_true = draw(hnp.arrays(F32, req.shape, elements=values), label="y_true").copy()
+    flat = y_true.reshape(-1)
+    if labels == "soft" and np.isin(flat, (0.0, 1.0)).all():
+        flat[0] = F32(0.25)  # at least one soft label: no conversion
+    if labels == "mixed" and not (flat == -1).any():
+        flat[0] = F32(-1.0)
+    regime = draw(st.sampled_from(HINGE_REGIMES), label="regime")
+    if regime == "large":
+        y_pred = draw(hnp.arrays(F32, req.shape, elements=_float32(-1e3, 1e3)), label="y_pred")
+        return y_true, y_pred, regime, {"labels": labels}
+    elements = _float32(-3.0, 3.0)
+    if regime == "margin":
+        elements = st.one_of(elements, st.sampled_from(_MARGIN_GRID))
+    y_pred = draw(hnp.arrays(F32, req.shape, elements=elements), label="y_pred")
+    if regime == "margin":
+        # some elements exactly on the margin p = 1 / y' (y' the converted label), or a
+        # few ulps off it; labels |y'| >= 1/2 keep the margin within [-2, 2]
+        binary = np.isin(y_true, (0.0, 1.0)).all()
+        y = 2 * y_true - 1 if binary else y_true
+        on = draw(hnp.arrays(np.bool_, req.shape), label="on the margin") & (np.abs(y) >= 0.5)
+        ulps = draw(hnp.arrays(np.int8, req.shape, elements=st.integers(-2, 2)),
+                    label="ulps off the margin")
+        with np.errstate(divide="ignore"):
+            target = _step_ulps((F32(1) / np.where(y == 0, F32(1), y)).astype(F32), ulps)
+        y_pred = np.where(on, target, y_pred).astype(F32)
+    return y_true, y_pred, regime, {"labels": labels}
+
+
+def _categorical_hinge(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    label_kind = draw(st.sampled_from(("one_hot", "soft") if req.soft_labels
+                                      else ("one_hot",)), label="label_kind")
+    y_true = draw(categorical_labels(req.shape, label_kind), label="y_true")
+    regime = draw(st.sampled_from(CATEGORICAL_HINGE_REGIMES), label="regime")
+    elements = {"uniform": _float32(-3.0, 3.0), "ties": st.sampled_from(_MARGIN_GRID),
+                "margin": st.one_of(_float32(-3.0, 3.0), st.sampled_from(_MARGIN_GRID)),
+                "large": _float32(-1e3, 1e3)}[regime]
+    y_pred = draw(hnp.arrays(F32, req.shape, elements=elements), label="y_pred").copy()
+    if regime == "margin" and label_kind == "one_hot":
+        # the target's prediction set to max(0, max of the others) + 1: the loss is 0
+        # exactly at the kink, in float32 as well
+        rows, targets = y_pred.reshape(-1, req.shape[-1]), y_true.reshape(-1, req.shape[-1])
+        others = np.where(targets == 1, F32(0), rows).max(axis=-1)
+        hot = targets.argmax(axis=-1)
+        rows[np.arange(rows.shape[0]), hot] = (np.maximum(others, F32(0)) + F32(1)).astype(F32)
+    return y_true, y_pred, regime, {"labels": label_kind}
+
+
+def _cosine(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    axis = int(req.params.get("axis", -1)) % len(req.shape)
+    vectors = hnp.arrays(F32, req.shape, elements=_float32(-10.0, 10.0))
+    y_true = draw(vectors, label="y_true")
+    y_pred = draw(vectors, label="y_pred")
+    regime = draw(st.sampled_from(COSINE_REGIMES), label="regime")
+    # rows along the class axis: moved last to be scaled, then back
+    yt, yp = np.moveaxis(y_true, axis, -1).copy(), np.moveaxis(y_pred, axis, -1).copy()
+    n_rows = int(np.prod(yp.shape[:-1]))
+    picked = draw(hnp.arrays(np.bool_, n_rows), label="rows changed")
+    picked[0] = True
+    rows_t, rows_p = yt.reshape(n_rows, -1), yp.reshape(n_rows, -1)
+    rows_p[(rows_p == 0).all(axis=-1) & picked] = 1  # a zero row scaled stays 0
+    norms = np.sqrt((rows_p.astype(np.float64) ** 2).sum(-1))
+    if regime == "zero":
+        which = draw(st.sampled_from(("y_pred", "y_true", "both")), label="zero rows of")
+        if which != "y_true":
+            rows_p[picked] = 0
+        if which != "y_pred":
+            rows_t[picked] = 0
+    elif regime in ("tiny", "floor", "large"):
+        exponent = {"tiny": st.floats(-13.0, -4.0), "floor": st.floats(-7.3, -6.7),
+                    "large": st.floats(3.0, 10.0)}[regime]
+        scale = draw(hnp.arrays(np.float64, n_rows, elements=exponent), label="log10 norm")
+        rows_p[picked] = (rows_p / norms[:, None] * 10.0 ** scale[:, None])[picked]
+    elif regime == "parallel":
+        c = draw(hnp.arrays(np.float64, n_rows, elements=st.floats(-3.0, 3.0)),
+                 label="log10 |factor|")
+        sign = draw(hnp.arrays(np.bool_, n_rows), label="opposite")
+        factor = np.where(sign, -1.0, 1.0) * 10.0 ** c
+        rows_p[picked] = (rows_t * factor[:, None])[picked]
+    y_true, y_pred = np.moveaxis(yt, -1, axis), np.moveaxis(yp, -1, axis)
+    return y_true.astype(F32), y_pred.astype(F32), regime, {}
+# ------------------------------------------------------------------ regression regimes
+# MAE, MAPE, MSLE, Huber and log-cosh (lossverify.reference.regression): each loss's hard
+# parts sit in a few narrow places of [-1e3, 1e3], which uniform draws never reach.
+
+_REG_WIDE = _float32(-1e3, 1e3)
+_REG_SMALL = st.one_of(_float32(-1e-3, 1e-3),
+                       st.sampled_from(_exact32(0.0, 1e-30, -1e-30, 1e-8, -1e-8)))
+#: Keras's eps = 1e-7 in float32 and its neighbours (MAPE's target guard, MSLE's clamp)
+_REG_AROUND_EPS = _exact32(0.0, 1e-7, float(np.nextafter(F32(1e-7), F32(1))),
+                           float(np.nextafter(F32(1e-7), F32(0))), 1e-8, 2e-7, 1e-30, 1e-6)
+_REG_NEAR_MINUS_ONE = _exact32(-1.0, float(np.nextafter(F32(-1), F32(0))),
+                               float(np.nextafter(F32(-1), F32(-2))), -1.0 + 2**-20,
+                               -1.0 - 2**-20)
+
+
+def _reg_ulps(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """``x`` moved by ``k`` float32 units in the last place, elementwise."""
+    out = np.asarray(x, F32).copy()
+    towards = np.where(k > 0, F32(np.inf), F32(-np.inf)).astype(F32)
+    for step in range(1, int(np.abs(k).max(initial=0)) + 1):
+        out = np.where(np.abs(k) >= step, np.nextafter(out, towards), out).astype(F32)
+    return out
+
+
+def _reg_array(draw: st.DrawFn, shape: tuple[int, ...], elements: st.SearchStrategy,
+               label: str) -> np.ndarray:
+    return draw(hnp.arrays(F32, shape, elements=elements), label=label)
+
+
+def _reg_signs(draw: st.DrawFn, shape: tuple[int, ...]) -> np.ndarray:
+    return draw(hnp.arrays(F32, shape, elements=st.sampled_from(_exact32(1.0, -1.0))),
+                label="sign")
+
+
+def _reg_offset(draw: st.DrawFn, shape: tuple[int, ...], lo: float, hi: float) -> tuple:
+    """``(y_true, y_pred)`` with ``|y_pred - y_true|`` in about ``[lo, hi]``."""
+    y_true = _reg_array(draw, shape, _float32(-10.0, 10.0) if hi > 10 else _REG_WIDE, "y_true")
+    size = _reg_array(draw, shape, _float32(lo, hi), "error size")
+    y_pred = (y_true.astype(np.float64) + _reg_signs(draw, shape) * size).astype(F32)
+    return y_true, y_pred
+
+
+def _reg_uniform(draw, shape, params):
+    return _reg_array(draw, shape, _REG_WIDE, "y_true"), \
+        _reg_array(draw, shape, _REG_WIDE, "y_pred")
+
+
+def _reg_close(draw, shape, params):
+    """Cancellation in y_pred - y_true: a relative gap of 1e-7..1e-2, or 0 to 3 ulps."""
+    y_true = _reg_array(draw, shape, _REG_WIDE, "y_true")
+    gap = draw(hnp.arrays(np.float64, shape, elements=st.one_of(
+        st.just(0.0), st.floats(1e-7, 1e-2), st.floats(-1e-2, -1e-7))), label="relative gap")
+    ulps = draw(hnp.arrays(np.int8, shape, elements=st.integers(-3, 3)), label="ulps")
+    return y_true, _reg_ulps((y_true.astype(np.float64) * (1.0 + gap)).astype(F32), ulps)
+
+
+def _reg_ties(draw, shape, params):
+    """Exact ties y_pred == y_true (MAE's and MAPE's kink) among other values."""
+    y_true = _reg_array(draw, shape, st.one_of(_REG_WIDE, _REG_SMALL), "y_true")
+    other = _reg_array(draw, shape, st.one_of(_REG_WIDE, _REG_SMALL), "y_pred")
+    tie = draw(hnp.arrays(np.bool_, shape), label="tie")
+    return y_true, np.where(tie, y_true, other).astype(F32)
+
+
+def _reg_small(draw, shape, params):
+    return _reg_array(draw, shape, _REG_SMALL, "y_true"), \
+        _reg_array(draw, shape, _REG_SMALL, "y_pred")
+
+
+def _reg_tiny_target(draw, shape, params):
+    """MAPE: targets at and below eps = 1e-7 (0 included), where max(|y_true|, eps)
+    divides by eps."""
+    tiny = st.one_of(st.sampled_from(_REG_AROUND_EPS + _exact32(-1e-7, -1e-8)),
+                     _float32(-1e-5, 1e-5), _REG_WIDE)
+    return _reg_array(draw, shape, tiny, "y_true"), \
+        _reg_array(draw, shape, st.one_of(_REG_WIDE, _REG_SMALL), "y_pred")
+
+
+def _reg_negative(draw, shape, params):
+    """MSLE: values below eps (clamped, gradient blocked), down to -1e3."""
+    low = _float32(-1e3, 1e-3)
+    return _reg_array(draw, shape, st.one_of(low, _REG_WIDE), "y_true"), \
+        _reg_array(draw, shape, low, "y_pred")
+
+
+def _reg_near_minus_one(draw, shape, params):
+    """MSLE: y_pred at and around -1, where an unclamped log(1 + y_pred) is -inf."""
+    near = st.one_of(st.sampled_from(_REG_NEAR_MINUS_ONE), _float32(-1.01, -0.99))
+    return _reg_array(draw, shape, _float32(-2.0, 5.0), "y_true"), \
+        _reg_array(draw, shape, near, "y_pred")
+
+
+def _reg_at_epsilon(draw, shape, params):
+    """MSLE: y_pred exactly at eps = 1e-7 (the clamp's tie), just above and below."""
+    near = st.one_of(st.sampled_from(_REG_AROUND_EPS + _exact32(-1e-7)), _float32(0.0, 1e-4))
+    return _reg_array(draw, shape, near, "y_true"), _reg_array(draw, shape, near, "y_pred")
+
+
+def _reg_tiny_positive(draw, shape, params):
+    """MSLE: both in [0, 1e-4], where log(1 + x) loses x to the rounding of 1 + x."""
+    tiny = st.one_of(_float32(0.0, 1e-4), st.sampled_from(_REG_AROUND_EPS))
+    return _reg_array(draw, shape, tiny, "y_true"), _reg_array(draw, shape, tiny, "y_pred")
+
+
+def _reg_at_delta(draw, shape, params):
+    """Huber: |y_pred - y_true| == delta exactly (y_true = 0, or where the sum is exact)
+    and 1 or 2 ulps either side."""
+    delta = float(F32(params.get("delta", 1.0)))
+    y_true = _reg_array(draw, shape, st.one_of(st.just(0.0), _float32(-10.0, 10.0), _REG_WIDE),
+                        "y_true")
+    ulps = draw(hnp.arrays(np.int8, shape, elements=st.sampled_from((0, 0, 0, 1, -1, 2, -2))),
+                label="ulps")
+    at = (y_true.astype(np.float64) + _reg_signs(draw, shape) * delta).astype(F32)
+    return y_true, _reg_ulps(at, ulps)
+
+
+def _reg_large_error(draw, shape, params):
+    """|y_pred - y_true| in [89, 1990]: cosh overflows float32 beyond 89.4."""
+    return _reg_offset(draw, shape, 89.0, 1990.0)
+
+
+def _reg_small_error(draw, shape, params):
+    """|y_pred - y_true| in [1e-4, 0.1] on |y| up to 1e3: log-cosh cancels to x**2 / 2."""
+    return _reg_offset(draw, shape, 1e-4, 0.1)
+
+
+_REG_COMMON = {"uniform": _reg_uniform, "close": _reg_close, "ties": _reg_ties,
+               "small": _reg_small}
+#: regression input kind -> its regimes (name -> drawer)
+REGRESSION_REGIMES: dict[str, dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]]] = {
+    "regression_abs": _REG_COMMON,
+    "regression_percentage": {**_REG_COMMON, "tiny_target": _reg_tiny_target},
+    "regression_log": {**_REG_COMMON, "negative": _reg_negative,
+                       "near_minus_one": _reg_near_minus_one, "at_epsilon": _reg_at_epsilon,
+                       "tiny_positive": _reg_tiny_positive},
+    "regression_huber": {**_REG_COMMON, "at_delta": _reg_at_delta,
+                         "large_error": _reg_large_error},
+    "regression_log_cosh": {**_REG_COMMON, "large_error": _reg_large_error,
+                            "small_error": _reg_small_error},
+}
+
+
+def _regression_regimes(kind: str) -> Callable[..., tuple[Any, ...]]:
+    """The drawer of a regression input kind: one regime per batch, labelled."""
+    regimes = REGRESSION_REGIMES[kind]
+
+    def draw_regression(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+        regime = draw(st.sampled_from(tuple(regimes)), label="regime")
+        y_true, y_pred = regimes[regime](draw, req.shape, req.params)
+        return y_true.astype(F32), y_pred.astype(F32), regime, {}
+
+    return draw_regression
+# ------------------------------------------------------------ probabilistic family
+
+
+def _edges32(*values: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.asarray(values, dtype=F32))
+
+
+_EPS32 = F32(1e-7)
+#: kl_divergence's y_pred edges: Keras clips y_pred to [eps, 1] (float32 eps), so eps and
+#: 1 themselves (the gradient passes), their float32 neighbours, and values beyond them.
+KL_LOW_EDGES = _edges32(_EPS32, np.nextafter(_EPS32, F32(0)), np.nextafter(_EPS32, F32(1)),
+                        0.0, 5e-8, 1e-8, 1e-30)
+KL_HIGH_EDGES = _edges32(1.0, np.nextafter(F32(1), F32(0)), np.nextafter(F32(1), F32(2)),
+                         1.5, 3.0)
+#: Poisson predictions near 0: exactly 0, a float32 subnormal, eps's neighbourhood.
+POISSON_NEAR_ZERO = _edges32(0.0, 1e-45, 1e-38, 1e-12, 1e-9, 5e-8, _EPS32, 2e-7, 1e-6, 1e-4)
+#: GCE's p_y near 0: exactly 0, float32 subnormals, the smallest normal, tiny normals.
+GCE_NEAR_ZERO = _edges32(0.0, 1e-45, 1e-40, np.finfo(F32).tiny, 1e-30, 1e-20, 1e-10, 1e-7)
+GCE_NEAR_ONE = _edges32(1.0, np.nextafter(F32(1), F32(0)), 1 - 1e-6, 1 - 1e-4, 0.999)
+DISTRIBUTION_REGIMES = ("simplex", "zero_labels", "at_eps", "at_one", "unnormalised", "peaked")
+COUNT_REGIMES = ("counts", "near_zero", "large_counts", "rates")
+SPARSE_PROBABILITY_REGIMES = ("uniform", "p_y_near_zero", "p_y_near_one", "unnormalised")
+
+
+def _replace_some(draw: st.DrawFn, arr: np.ndarray, values: tuple[float, ...], label: str,
+                  share: float = 0.3) -> np.ndarray:
+    """``arr`` with a drawn subset of its elements (about ``share``) set to drawn
+    ``values``."""
+    mask = draw(hnp.arrays(F32, arr.shape, elements=_float32(0.0, 1.0)),
+                label=f"{label} mask") < share
+    picks = draw(hnp.arrays(F32, arr.shape, elements=st.sampled_from(values)), label=label)
+    return np.where(mask, picks, arr).astype(F32)
+
+
+def _positive_rows(p: np.ndarray) -> np.ndarray:
+    """Every row (last axis) with a positive sum: a zero row gets eps in its first class
+    (the cross-entropy it is related to renormalises by the sum)."""
+    p = p.copy()
+    rows = p.reshape(-1, p.shape[-1])
+    rows[rows.sum(axis=-1) <= 0, 0] = _EPS32
+    return p
+
+
+def _distributions(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    """kl_divergence's inputs: probability rows for both y_true and y_pred, normalised
+    or not, labels with exact zeros, y_pred at, next to and beyond the clip [eps, 1]
+    (``at_eps``, ``at_one``: where the gradient stops or passes)."""
+    regime = draw(st.sampled_from(DISTRIBUTION_REGIMES), label="regime")
+    shape = req.shape
+    if regime == "unnormalised":
+        y_true = draw(hnp.arrays(F32, shape, elements=st.one_of(
+            st.just(0.0), _float32(0.0, 2.0))), label="y_true")
+        y_pred = draw(hnp.arrays(F32, shape, elements=_float32(0.0, 3.0)), label="y_pred")
+        y_pred = _replace_some(draw, y_pred, KL_HIGH_EDGES + KL_LOW_EDGES, "edges")
+        return y_true, _positive_rows(y_pred), regime, {"labels": "unnormalised"}
+    if regime == "peaked":
+        y_true = draw(probabilities(shape, "peaked"), label="y_true")
+        y_pred = draw(probabilities(shape, "peaked"), label="y_pred")
+        return y_true, y_pred, regime, {"labels": "soft"}
+    if regime == "at_one":  # the neighbours of the upper bound 1 (not 1 - eps); a tie
+        # with 1 itself is a kink (drawn in "unnormalised"), which would hide its row
+        y_true = draw(categorical_labels(shape, "soft"), label="y_true")
+        y_pred = draw(probabilities(shape, "peaked"), label="y_pred")
+        y_pred = _replace_some(draw, y_pred, KL_HIGH_EDGES[1:3], "edges", 0.4)
+        return y_true, y_pred, regime, {"labels": "soft"}
+    label_kind = "soft"
+    if regime == "zero_labels":
+        label_kind = draw(st.sampled_from(("one_hot", "soft")), label="label_kind")
+    y_true = draw(categorical_labels(shape, label_kind), label="y_true")
+    if regime == "zero_labels" and label_kind == "soft":
+        y_true = _replace_some(draw, y_true, (0.0,), "zero labels", share=0.5)
+    y_pred = draw(probabilities(shape, "uniform"), label="y_pred")
+    if regime == "at_eps":
+        y_pred = _positive_rows(_replace_some(draw, y_pred, KL_LOW_EDGES, "edges", 0.4))
+    return y_true, y_pred, regime, {"labels": label_kind}
+
+
+def _counts(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    """poisson's inputs: count labels (small and up to 2e6, exact in float32) or real
+    rates, non-negative predictions, exactly 0 and around eps included."""
+    regime = draw(st.sampled_from(COUNT_REGIMES), label="regime")
+    shape = req.shape
+
+    def integers(hi: int, label: str) -> np.ndarray:
+        return draw(hnp.arrays(np.int64, shape, elements=st.integers(0, hi)),
+                    label=label).astype(F32)
+
+    if regime == "counts":
+        y_true = integers(30, "y_true")
+        y_pred = draw(hnp.arrays(F32, shape, elements=_float32(0.0, 40.0)), label="y_pred")
+    elif regime == "near_zero":
+        y_true = integers(5, "y_true")
+        y_pred = draw(hnp.arrays(F32, shape, elements=st.one_of(
+            st.sampled_from(POISSON_NEAR_ZERO), _float32(0.0, 1e-5))), label="y_pred")
+    elif regime == "large_counts":
+        y_true = integers(2_000_000, "y_true")
+        ratio = draw(hnp.arrays(F32, shape, elements=st.one_of(
+            st.just(1.0), _float32(0.5, 2.0))), label="y_pred / y_true")
+        y_pred = (y_true * ratio + F32(1.0)).astype(F32)
+    else:
+        y_true = draw(hnp.arrays(F32, shape, elements=_float32(0.0, 10.0)), label="y_true")
+        y_pred = draw(hnp.arrays(F32, shape, elements=_float32(0.0, 10.0)), label="y_pred")
+    return y_true, y_pred, regime, {}
+
+
+def _sparse_probabilities(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    """categorical_generalized_cross_entropy's inputs: integer labels and probabilities
+    in [0, 1], with p of the labelled class at 0, subnormal or tiny, or at or next to 1."""
+    regime = draw(st.sampled_from(SPARSE_PROBABILITY_REGIMES), label="regime")
+    shape = req.shape
+    labels = draw(sparse_labels(shape[:-1], shape[-1]), label="y_true")
+    y_pred = draw(probabilities(shape, "uniform", normalised=regime != "unnormalised"),
+                  label="y_pred")
+    if regime in ("p_y_near_zero", "p_y_near_one"):
+        values = GCE_NEAR_ZERO if regime == "p_y_near_zero" else GCE_NEAR_ONE
+        p_y = draw(hnp.arrays(F32, shape[:-1], elements=st.sampled_from(values)), label="p_y")
+        if regime == "p_y_near_one":  # the other classes share what is left
+            y_pred = (y_pred * (F32(1) - p_y[..., None])).astype(F32)
+        np.put_along_axis(y_pred, labels[..., None].astype(np.int64), p_y[..., None], axis=-1)
+    if req.ignore_class is not None:
+        drop = draw(hnp.arrays(np.bool_, shape[:-1]), label="ignored")
+        labels = np.where(drop, np.int32(req.ignore_class), labels).astype(np.int32)
+    return labels, y_pred, regime, {}
+
+
 #: input kind -> how it is drawn (a record names its kind)
 KINDS: dict[str, InputKind] = {
     "regression": InputKind(_regression, min_classes=1),
@@ -281,6 +671,15 @@ KINDS: dict[str, InputKind] = {
     "categorical_logits": InputKind(_with_logits(_categorical), rank2_only=True, logits=True),
     "sparse": InputKind(_sparse),
     "sparse_logits": InputKind(_with_logits(_sparse), rank2_only=True, logits=True),
+    "hinge": InputKind(_hinge, min_classes=1),
+    "categorical_hinge": InputKind(_categorical_hinge, min_classes=1),
+    "cosine": InputKind(_cosine, min_classes=1),
+    # regression losses with narrow hard regimes (see REGRESSION_REGIMES)
+    **{kind: InputKind(_regression_regimes(kind), min_classes=1)
+       for kind in REGRESSION_REGIMES},
+    "distributions": InputKind(_distributions),
+    "counts": InputKind(_counts, min_classes=1),
+    "sparse_probabilities": InputKind(_sparse_probabilities),
 }
 
 
@@ -300,9 +699,9 @@ def loss_inputs(draw: st.DrawFn, reference: str, *, from_logits: bool = False,
     passed straight through.
     """
     try:
-        kind = KINDS[LABEL_KIND[reference]]
+        kind = KINDS[RECORDS[reference].inputs]
     except KeyError:
-        raise ValueError(f"reference: expected one of {sorted(LABEL_KIND)}, "
+        raise ValueError(f"reference: expected one of {sorted(RECORDS)}, "
                          f"got {reference!r}") from None
     max_extra = 0 if kind.rank2_only or rank == 2 else 1
     shape = draw(batch_shapes(1, max_batch, kind.min_classes, max_classes, max_extra),

@@ -171,18 +171,21 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
     # the draws an evaluating test would see); the checks then run on fused batches,
     # far fewer TensorFlow calls than one per draw.
     main_checks = tuple(c for c in runnable if not C.CHECK[c].own_batches)
-    strategies = {name: session.strategy for name in main_checks}
-    draws = draw_batches(session.strategy, max_examples, seed, dtype, min_rows, session.prepare)
+    strategies = {name: session.raw_strategy for name in main_checks}
+    draws = draw_batches(session.raw_strategy, max_examples, seed, dtype, min_rows,
+                         session.prepare_raw, key=session.draws_key("main"))
     if fails_fast(session, draws, active):
         return report()
     if main_checks:
         session.evaluate(draws, active, main_checks)
     for name in runnable:
         if C.CHECK[name].own_batches:
-            strategies[name] = session.xla_strategy(seed)
-            session.evaluate(draw_batches(strategies[name], xla_examples(max_examples), seed, dtype,
-                                   min_rows, session.prepare), active, (name,),
-                             fuse_single_rows=True)
+            raw = session.xla_strategy(seed)
+            strategies[name] = raw
+            session.evaluate(draw_batches(raw, xla_examples(max_examples), seed, dtype,
+                                          min_rows, session.prepare_raw,
+                                          key=session.draws_key(name)),
+                             active, (name,), fuse_single_rows=True)
     for name, check in active.items():
         if check.failures:
             examples = xla_examples(max_examples) if C.CHECK[name].own_batches \

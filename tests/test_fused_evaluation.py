@@ -65,9 +65,10 @@ def test_single_row_batches_are_still_checked_alone(monkeypatch):
     assert "y_pred=np.array([[" in value.counterexample, str(report)
     # every single-row draw of the search ran as a batch of one (fused, it would not)
     session = Session(cce_squeezed, S.get_spec("categorical_crossentropy"), {},
-                         ("value",), C.DEFAULT_TIME_LIMIT, False)
+                      ("value",), C.DEFAULT_TIME_LIMIT, False)
     singles = sum(x.y_pred.shape[0] == 1
-                  for x in draw_batches(session.strategy, 40, 0, "float32"))
+                  for x in draw_batches(session.raw_strategy, 40, 0, "float32",
+                                        prepare=session.prepare_raw))
     assert singles > 0 and len(batch_one_calls) >= singles, (singles, batch_one_calls)
 
 
@@ -133,7 +134,7 @@ def test_fused_and_alone_evaluation_agree(loss):
     spec = S.get_spec("binary_crossentropy")
     checks = ("value", "gradient", "graph")
     session = Session(loss, spec, {}, checks, C.DEFAULT_TIME_LIMIT, False)
-    draws = draw_batches(session.strategy, 30, 3, "float32")
+    draws = draw_batches(session.raw_strategy, 30, 3, "float32", prepare=session.prepare_raw)
     fused = {name: V.CheckReport(name) for name in checks}
     alone = {name: V.CheckReport(name) for name in checks}
     session.evaluate(draws, fused, checks)

@@ -89,6 +89,116 @@ CORRECT = [
 ]
 
 
+# ----------------------------------------------------------------------- margin family
+
+
+def hinge_without_label_conversion(y_true, y_pred):
+    """Keras's hinge formula without convert_binary_labels_to_hinge: 0 labels stay 0."""
+    y_true = tf.cast(y_true, y_pred.dtype)
+    return tf.reduce_mean(tf.maximum(1.0 - y_true * y_pred, 0.0), axis=-1)
+
+
+def cosine_normalising_y_pred_only(y_true, y_pred):
+    """-sum(y * normalize(p)): y_true's norm forgotten, so |loss| reaches ||y||."""
+    y_true = tf.cast(y_true, y_pred.dtype)
+    return -tf.reduce_sum(y_true * tf.math.l2_normalize(y_pred, axis=-1), axis=-1)
+
+
+def cosine_distance(y_true, y_pred):
+    """1 + cosine similarity (a distance in [0, 2]) where the similarity was meant."""
+    return 1.0 + K.cosine_similarity(y_true, y_pred)
+
+
+CORRECT += [
+    ("signs-hinge", "binary_labels_match_signs", (lambda: K.hinge,), "hinge", {}),
+    ("signs-squared-hinge-class", "binary_labels_match_signs", (lambda: K.SquaredHinge(),),
+     "squared_hinge", {}),
+    ("magnitude-cosine", "magnitude_at_most_one", (lambda: K.cosine_similarity,),
+     "cosine_similarity", {}),
+    ("magnitude-cosine-class", "magnitude_at_most_one", (lambda: K.CosineSimilarity(),),
+     "cosine_similarity", {}),
+    ("odd-cosine", "odd_in_y_pred", (lambda: K.cosine_similarity,), "cosine_similarity", {}),
+    ("odd-cosine-class", "odd_in_y_pred", (lambda: K.CosineSimilarity(),),
+     "cosine_similarity", {}),
+]
+
+MARGIN_WRONG = [
+    ("signs-hinge-no-conversion", "binary_labels_match_signs",
+     (lambda: hinge_without_label_conversion,), "hinge", {}),
+    ("magnitude-cosine-y-true-unnormalised", "magnitude_at_most_one",
+     (lambda: cosine_normalising_y_pred_only,), "cosine_similarity", {}),
+    ("odd-cosine-distance", "odd_in_y_pred", (lambda: cosine_distance,), "cosine_similarity",
+     {}),
+]
+
+
+# The regression family's invariants (swap_symmetric, huber_matches_half_mse).
+
+
+def huber_4096(y_true, y_pred):
+    return K.huber(y_true, y_pred, delta=4096.0)
+
+
+def msle_clamps_prediction_only(y_true, y_pred):
+    """MSLE that clamps y_pred at eps but not y_true: NaN for a target below -1."""
+    y_true = tf.cast(y_true, y_pred.dtype)
+    a = tf.math.log1p(tf.maximum(y_pred, 1e-7))
+    return tf.reduce_mean(tf.square(a - tf.math.log1p(y_true)), axis=-1)
+
+
+def huber_4096_without_half(y_true, y_pred):
+    """Huber whose quadratic branch forgot the 1/2."""
+    e = y_pred - tf.cast(y_true, y_pred.dtype)
+    return tf.reduce_mean(tf.where(tf.abs(e) <= 4096.0, tf.square(e),
+                                   4096.0 * tf.abs(e) - 0.5 * 4096.0**2), axis=-1)
+
+
+CORRECT += [
+    ("swap-mae", "swap_symmetric", (lambda: K.mean_absolute_error,), "mean_absolute_error", {}),
+    ("swap-msle", "swap_symmetric", (lambda: K.mean_squared_logarithmic_error,),
+     "mean_squared_logarithmic_error", {}),
+    ("swap-huber-class", "swap_symmetric", (lambda: K.Huber(delta=0.1),), "huber",
+     {"delta": 0.1}),
+    ("swap-log-cosh", "swap_symmetric", (lambda: K.log_cosh,), "log_cosh", {}),
+    ("huber=mse/2", "huber_matches_half_mse", (lambda: huber_4096, lambda: K.mean_squared_error),
+     "huber", {"delta": 4096.0}),
+]
+
+
+# probabilistic family: KL = CE - entropy, generalized CE <= sparse CE (correct and wrong)
+
+
+def _gce(q):
+    return lambda y_true, y_pred: K.categorical_generalized_cross_entropy(y_true, y_pred, q=q)
+
+
+def kl_sign_flipped(y_true, y_pred):
+    """sum(y log(p / y)): minus the divergence."""
+    y = tf.clip_by_value(tf.cast(y_true, y_pred.dtype), 1e-7, 1.0)
+    p = tf.clip_by_value(y_pred, 1e-7, 1.0)
+    return tf.reduce_sum(y * tf.math.log(p / y), axis=-1)
+
+
+def gce_over_q_squared(y_true, y_pred):
+    """(1 - p**q) / q**2 (q = 0.5): divided by q twice."""
+    return K.categorical_generalized_cross_entropy(y_true, y_pred, q=0.5) / 0.5
+
+
+CORRECT += [
+    ("kl=ce-entropy", "kl_matches_cross_entropy_minus_entropy",
+     (lambda: K.kl_divergence, lambda: K.categorical_crossentropy), "kl_divergence", {}),
+    ("gce<=ce", "generalized_not_above_cross_entropy",
+     (lambda: _gce(0.01), lambda: K.sparse_categorical_crossentropy),
+     "categorical_generalized_cross_entropy", {"q": 0.01}),
+]
+_PROBABILISTIC_WRONG = [
+    ("kl!=ce-entropy-sign-flipped", "kl_matches_cross_entropy_minus_entropy",
+     (lambda: kl_sign_flipped, lambda: K.categorical_crossentropy), "kl_divergence", {}),
+    ("gce>ce-over-q-squared", "generalized_not_above_cross_entropy",
+     (lambda: gce_over_q_squared, lambda: K.sparse_categorical_crossentropy),
+     "categorical_generalized_cross_entropy", {"q": 0.5}),
+]
+
 def test_every_invariant_has_a_correct_case():
     assert {case[1] for case in CORRECT} == set(INVARIANTS)
 
@@ -183,6 +293,18 @@ WRONG = [
      (lambda: focal_gamma_times, lambda: cce_from_logits), "focal_loss", {"gamma": 2.0}),
 ]
 
+WRONG += MARGIN_WRONG
+
+
+# The regression family's wrong cases (functions above, with its correct cases).
+WRONG += [
+    ("swap-msle-clamps-prediction-only", "swap_symmetric", (lambda: msle_clamps_prediction_only,),
+     "mean_squared_logarithmic_error", {}),
+    ("huber!=mse/2-without-half", "huber_matches_half_mse",
+     (lambda: huber_4096_without_half, lambda: K.mean_squared_error), "huber", {"delta": 4096.0}),
+]
+
+WRONG += _PROBABILISTIC_WRONG  # the probabilistic family's (above)
 
 def test_every_invariant_has_a_wrong_case():
     assert {case[1] for case in WRONG} == set(INVARIANTS)

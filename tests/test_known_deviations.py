@@ -104,6 +104,70 @@ CASES = [
 ]
 
 
+# The regression family's deviation (lossverify.deviations.LOG_COSH_FLOAT32_LOG2).
+
+
+def test_reproducer_log_cosh_float64_uses_a_float32_log2():
+    value = keras.losses.log_cosh(np.zeros((1, 1)), np.zeros((1, 1))).numpy()
+    offset = np.log(2.0) - float(np.float32(np.log(2.0)))  # -1.9046543e-09
+    assert value.dtype == np.float64 and value[0] < 0, f"upstream fixed? {value}"
+    assert value[0] == pytest.approx(offset, rel=1e-6)
+
+
+CASES += [
+    ("keras-log-cosh-float32-log2", "log_cosh", lambda: keras.losses.log_cosh, {}, "float64",
+     "value"),
+]
+
+
+# ------------------------------------------------------------- margin family (cosine)
+
+
+def _cosine_grad(t, p, dtype=tf.float32, jit_compile=False):
+    @tf.function(jit_compile=jit_compile)
+    def grad(t, p):
+        with tf.GradientTape() as tape:
+            tape.watch(p)
+            total = tf.reduce_sum(tf.cast(keras.losses.cosine_similarity(t, p), tf.float32))
+        return tape.gradient(total, p)
+
+    return np.asarray(tf.cast(grad(tf.constant(t, dtype), tf.constant(p, dtype)), tf.float32))
+
+
+def test_reproducer_xla_rsqrt_gradient_cubed():
+    # below the norm floor (a zero row): NaN under XLA, -1e7 t_hat eagerly and in a graph
+    assert np.isnan(_cosine_grad([[3.0, 4.0]], [[0.0, 0.0]], jit_compile=True)).all(), \
+        "upstream fixed?"
+    np.testing.assert_allclose(_cosine_grad([[3.0, 4.0]], [[0.0, 0.0]]), [[-6e6, -8e6]])
+    # a norm beyond ~4.4e12: rsqrt**3 underflows and the radial part of the gradient is lost
+    exact = [[-9.899495e-15, -2.969848e-14]]
+    np.testing.assert_allclose(_cosine_grad([[1.0, 2.0]], [[3e13, -1e13]]), exact, rtol=1e-5)
+    xla = _cosine_grad([[1.0, 2.0]], [[3e13, -1e13]], jit_compile=True)
+    assert not np.allclose(xla, exact, rtol=0.1, atol=0.0), xla
+
+
+def test_reproducer_keras_normalize_float16_range():
+    def value(p):
+        return float(keras.losses.cosine_similarity(tf.constant([[1.0, 2.0]], tf.float16),
+                                                    tf.constant(p, tf.float16))[0])
+
+    assert value([[300.0, -100.0]]) == 0.0  # sum of squares overflows: exact -0.1414
+    assert np.isnan(value([[3e-6, -1e-6]]))  # sum of squares 0, floor 1 / 1e-7 = inf
+    assert not np.isfinite(_cosine_grad([[1.0, 2.0]], [[3e-4, -1e-4]], tf.float16)).all()
+    # the Loss class computes in float32: right
+    loss = keras.losses.CosineSimilarity(reduction="none")
+    got = loss(tf.constant([[1.0, 2.0]], tf.float16), tf.constant([[300.0, -100.0]], tf.float16))
+    assert float(got[0]) == pytest.approx(-0.1414, abs=1e-3)
+
+
+CASES += [
+    ("xla-rsqrt-gradient-cubed", "cosine_similarity", lambda: keras.losses.cosine_similarity,
+     {}, "float32", "xla"),
+    ("keras-normalize-float16-range", "cosine_similarity",
+     lambda: keras.losses.cosine_similarity, {}, "float16", "value"),
+]
+
+
 def _bfloat16_softmax_kernel_rounds_down() -> bool:
     """Does TensorFlow's own (non-XLA) bfloat16 softmax give the correctly rounded
     0.99609 for softmax([8, 0 x 8])[0]? On some CPUs (an AVX2 AMD EPYC, TensorFlow 2.21)

@@ -320,7 +320,9 @@ def test_float16_binary_crossentropy_of_a_certain_probability():
     np.testing.assert_array_equal(out, [np.inf, np.nan])
 
 
-@pytest.mark.parametrize("name", sorted(set(R.NAMES) - {"mean_squared_error"}))
+# MSE's d**2 and MAPE's 100 |d| / eps exceed float64 at |d| = 1e300: inf is their value
+@pytest.mark.parametrize("name", sorted(set(_RECORDS) - {"mean_squared_error",
+                                                        "mean_absolute_percentage_error"}))
 def test_huge_logits_stay_finite(name):
     # Every logits formula is the stable one: no exp overflow, no inf - inf.
     params = {"class_num": 3} if name == "sparse_focal_loss" else {}
@@ -335,7 +337,7 @@ def test_huge_logits_stay_finite(name):
 
 @pytest.mark.parametrize("name", R.NAMES)
 def test_empty_batch(name):
-    y_true = np.zeros((0,)) if name in SPARSE else np.zeros((0, 3))
+    y_true = np.zeros((0,)) if S.SPECS[name].labels == "sparse" else np.zeros((0, 3))
     params = {"class_num": 3} if name == "sparse_focal_loss" else {}
     ev = R.evaluate(name, y_true, np.zeros((0, 3)), **params)
     assert ev.value.shape == (0,)

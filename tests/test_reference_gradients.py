@@ -137,6 +137,70 @@ def test_mean_squared_error(central_difference, data):
     _assert_gradient_matches(central_difference, "mean_squared_error", y_true, y_pred)
 
 
+# The regression family (lossverify.reference.regression): errors kept >= 1e-2 from each
+# kink (MAE's and MAPE's e = 0, Huber's |e| = delta, MSLE's y_pred = eps).
+
+REGRESSION = ("mean_absolute_error", "mean_absolute_percentage_error",
+              "mean_squared_logarithmic_error", "huber", "log_cosh")
+HUBER_DELTAS = (0.1, 1.0, 2.5)
+#: exact ties, MSLE's eps and -1, a zero target, large errors (cosh overflows float64
+#: beyond 710)
+_REGRESSION_SPECIAL = (0.0, 1e-7, -1.0, 1.0, 1e-9, -1e-9, 800.0, -800.0)
+
+
+def _regression_inputs(data, name, delta=1.0):
+    rank = data.draw(st.integers(1, 3), label="rank")
+    batch, n = _shape(data, rank, min_classes=1)
+    shape = batch + (n,)
+    y_true = _array(data, shape, -3.0, 3.0, "y_true")
+    size = _array(data, shape, 1e-2, 3.0, "|error|")
+    sign = np.where(_array(data, shape, -1.0, 1.0, "sign") < 0, -1.0, 1.0)
+    if name == "huber":  # away from |e| == delta
+        size = np.where(np.abs(size - delta) < 1e-2, size + 2e-2, size)
+    y_pred = y_true + sign * size
+    if name == "mean_squared_logarithmic_error":  # away from the clamp at eps
+        y_pred = np.where(np.abs(y_pred) < 1e-2, y_pred + 2e-2, y_pred)
+    return y_true, y_pred
+
+
+def _regression_test(name):
+    @SETTINGS
+    @given(data=st.data())
+    def test(central_difference, data):
+        _assert_gradient_matches(central_difference, name, *_regression_inputs(data, name))
+
+    test.__name__ = f"test_{name}"
+    return test
+
+
+test_mean_absolute_error = _regression_test("mean_absolute_error")
+test_mean_absolute_percentage_error = _regression_test("mean_absolute_percentage_error")
+test_mean_squared_logarithmic_error = _regression_test("mean_squared_logarithmic_error")
+test_log_cosh = _regression_test("log_cosh")
+
+
+@pytest.mark.parametrize("delta", HUBER_DELTAS)
+@SETTINGS
+@given(data=st.data())
+def test_huber(central_difference, data, delta):
+    y_true, y_pred = _regression_inputs(data, "huber", delta)
+    _assert_gradient_matches(central_difference, "huber", y_true, y_pred, delta=delta)
+
+
+def _regression_any_case(data, name, interior):
+    delta = data.draw(st.sampled_from(HUBER_DELTAS), label="delta")
+    if interior:
+        y_true, y_pred = _regression_inputs(data, name, delta)
+    else:
+        batch, n = _shape(data, data.draw(st.integers(1, 3), label="rank"), min_classes=1)
+        values = st.one_of(st.sampled_from(_REGRESSION_SPECIAL), _floats(-1e3, 1e3))
+        y_true = data.draw(hnp.arrays(np.float64, batch + (n,), elements=values), label="y_true")
+        y_pred = data.draw(hnp.arrays(np.float64, batch + (n,), elements=values), label="y_pred")
+        y_pred = np.where(data.draw(hnp.arrays(np.bool_, y_pred.shape), label="tie"), y_true,
+                          y_pred)
+    return y_true, y_pred, ({"delta": delta} if name == "huber" else {})
+
+
 @pytest.mark.parametrize("label_smoothing", SMOOTHINGS)
 @pytest.mark.parametrize("from_logits", [False, True], ids=["probs", "logits"])
 @SETTINGS
@@ -352,6 +416,8 @@ def _any_case(data, name, interior):
     ``interior``: inputs as in the gradient tests above (away from the clip bounds);
     otherwise probabilities include exact 0 and 1 and logits reach +-60 (saturation).
     """
+    if name in REGRESSION:
+        return _regression_any_case(data, name, interior)
     from_logits = data.draw(st.booleans(), label="from_logits")
     rank, axis = data.draw(st.sampled_from(LAYOUTS), label="layout")
     batch, n = _shape(data, rank)

@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 import lossverify.strategies as lst
 
 NAMES = sorted(lst.LABEL_KIND)
+#: input kinds with their own regimes (tested in the probabilistic family's block below)
+PROBABILISTIC_KINDS = ("distributions", "counts", "sparse_probabilities")
 TAKES_LOGITS_FLAG = {n for n, k in lst.LABEL_KIND.items() if k in ("binary", "categorical",
                                                                    "sparse")}
 FAST = settings(max_examples=40, deadline=None, database=None,
@@ -88,8 +90,10 @@ def test_loss_inputs_invariants(name: str, params: dict, data: st.DataObject):
         if not params.get("soft_labels", True):
             assert set(np.unique(yt)) <= {0.0, 1.0}
 
-    # predictions: probabilities or logits in their regime
-    if _uses_logits(name, params):
+    # predictions: probabilities or logits in their regime (real values: margin family)
+    if kind in MARGIN_KINDS:
+        _check_margin_inputs(x, kind, params)
+    elif _uses_logits(name, params):
         assert x.regime in lst.LOGIT_REGIMES
         if x.regime == "wide":
             assert (np.abs(yp) <= 1e3).all()
@@ -97,7 +101,10 @@ def test_loss_inputs_invariants(name: str, params: dict, data: st.DataObject):
             assert (np.abs(yp) <= 8).all()
         elif kind != "binary":  # a lead over the other classes (see the xfail test below)
             assert (_row_gaps(yp) >= (20 if x.regime == "gap20" else 100) - 16).all()
-    elif kind != "regression":
+    elif kind in lst.REGRESSION_REGIMES:  # regression losses' hard regimes
+        assert x.regime in lst.REGRESSION_REGIMES[kind]
+        assert (np.abs(yp) <= 1e4).all() and (np.abs(yt) <= 1e4).all()
+    elif kind not in ("regression", *PROBABILISTIC_KINDS):  # those: see below
         assert x.regime in lst.REGIMES
         assert (yp >= 0).all()
         sums = yp.reshape(-1, yp.shape[-1]).sum(axis=-1, dtype=np.float64)
@@ -113,6 +120,114 @@ def test_loss_inputs_invariants(name: str, params: dict, data: st.DataObject):
         assert (w >= 0).all() and np.isfinite(w).all()
     else:
         assert x.sample_weight is None
+
+
+# ------------------------------------------------------------------ margin family
+
+MARGIN_KINDS = {"hinge": lst.HINGE_REGIMES, "categorical_hinge": lst.CATEGORICAL_HINGE_REGIMES,
+                "cosine": lst.COSINE_REGIMES}
+
+
+def _check_margin_inputs(x, kind: str, params: dict) -> None:
+    """Real predictions in their regime; hinge labels of the kind the notes name."""
+    yp, yt = x.y_pred, x.y_true
+    assert x.regime in MARGIN_KINDS[kind]
+    if kind == "hinge":
+        labels = x.notes["labels"]
+        assert labels in lst.HINGE_LABELS
+        values = set(np.unique(yt).tolist())
+        if labels == "signs":
+            assert values <= {-1.0, 1.0}
+        elif labels == "binary":
+            assert values <= {0.0, 1.0}
+        elif labels == "mixed":
+            assert values <= {-1.0, 0.0, 1.0} and -1.0 in values
+        else:  # soft: at least one label that is neither 0 nor 1, so nothing converts
+            assert params.get("soft_labels", True)
+            assert ((yt >= 0) & (yt <= 1)).all() and not values <= {0.0, 1.0}
+        if not params.get("soft_labels", True):
+            assert labels in ("signs", "binary")
+    if kind in ("hinge", "categorical_hinge"):
+        # a categorical margin row lifts the target to max(0, max of the others) + 1
+        bound = {"large": 1e3, "margin": 4.0 if kind == "categorical_hinge" else 3.0}.get(
+            x.regime, 3.0)
+        assert (np.abs(yp) <= bound).all()
+    if kind == "categorical_hinge" and x.regime == "margin" and x.notes["labels"] == "one_hot":
+        rows, hot = yp.reshape(-1, yp.shape[-1]), yt.reshape(-1, yp.shape[-1])
+        others = np.where(hot == 1, 0, rows).max(axis=-1)
+        assert (rows[hot == 1] == np.maximum(others, 0) + 1).all()  # on the margin
+    if kind == "cosine":
+        norms = np.sqrt((yp.astype(np.float64) ** 2).sum(axis=params.get("axis", -1)))
+        if x.regime == "zero":
+            zero_p = norms == 0
+            zero_t = (yt == 0).all(axis=params.get("axis", -1))
+            assert (zero_p | zero_t).any()
+        elif x.regime == "tiny":
+            assert (norms < 1.1e-4).any()
+        elif x.regime == "floor":
+            assert ((norms > 4e-8) & (norms < 2.2e-7)).any()
+        elif x.regime == "large":
+            assert (norms > 9e2).any() and (norms < 1.1e10).all()
+
+
+def _margin_inputs(name: str, **params):
+    return lst.loss_inputs(name, **params)
+
+
+def _on_hinge_margin(x) -> bool:
+    y = x.y_true.astype(np.float64)
+    y = 2 * y - 1 if np.isin(y, (0.0, 1.0)).all() else y
+    return bool((y * x.y_pred == 1).any())
+
+
+OCCURS_MARGIN = {
+    "hinge: y p == 1 exactly": (_margin_inputs("hinge"), _on_hinge_margin),
+    "hinge: 0/1 labels exactly on the margin": (
+        _margin_inputs("hinge"), lambda x: x.notes["labels"] == "binary"
+        and _on_hinge_margin(x)),
+    "hinge: a 0 label that stays 0 (mixed)": (
+        _margin_inputs("squared_hinge"), lambda x: x.notes["labels"] == "mixed"
+        and (x.y_true == 0).any()),
+    "categorical hinge: a tie for the maximum": (
+        _margin_inputs("categorical_hinge"),
+        lambda x: x.y_pred.shape[-1] > 2 and any(
+            np.sum(r == r.max()) > 1 for r in np.where(x.y_true == 1, 0, x.y_pred)
+            .reshape(-1, x.y_pred.shape[-1]))),
+    "categorical hinge: on the margin": (
+        _margin_inputs("categorical_hinge"), lambda x: x.regime == "margin"
+        and x.notes["labels"] == "one_hot"),
+    "cosine: a zero y_pred row": (
+        _margin_inputs("cosine_similarity"), lambda x: (x.y_pred == 0).all(axis=-1).any()),
+    "cosine: a norm below the 1e-7 floor": (
+        _margin_inputs("cosine_similarity"),
+        lambda x: (((x.y_pred.astype(np.float64) ** 2).sum(-1) ** 0.5 < 1e-7)
+                   & (x.y_pred != 0).any(-1)).any()),
+    "cosine: antiparallel rows": (
+        _margin_inputs("cosine_similarity"), lambda x: x.regime == "parallel"
+        and (np.sum(x.y_true * x.y_pred, -1) < 0).any()),
+    "cosine: class axis 0": (
+        _margin_inputs("cosine_similarity", axis=0), lambda x: x.regime == "zero"
+        and (x.y_pred == 0).all(axis=0).any()),
+}
+
+
+@pytest.mark.parametrize("what", sorted(OCCURS_MARGIN))
+def test_margin_regime_occurs(what: str):
+    strategy, condition = OCCURS_MARGIN[what]
+    find(strategy, condition, settings=FIND)
+
+
+@pytest.mark.parametrize("name", ["hinge", "categorical_hinge", "cosine_similarity"])
+def test_every_margin_regime_is_drawn(name: str):
+    seen: set[str] = set()
+
+    def collect(x):
+        seen.add(x.regime)
+        return False
+
+    with pytest.raises(Exception, match="No examples"):
+        find(lst.loss_inputs(name), collect, settings=settings(FIND, max_examples=150))
+    assert seen == set(MARGIN_KINDS[lst.LABEL_KIND[name]])
 
 
 @pytest.mark.parametrize(("regime", "lead"), [("gap20", 20), ("gap100", 100)])
@@ -188,6 +303,46 @@ OCCURS = {
 }
 
 
+def _error(x) -> np.ndarray:
+    return np.abs(x.y_pred.astype(np.float64) - x.y_true.astype(np.float64))
+
+
+#: The regression losses' hard parts (lossverify.reference.regression).
+OCCURS.update({
+    "MAE exact ties y_pred == y_true": (
+        _probs("mean_absolute_error"), lambda x: (x.y_pred == x.y_true).any()),
+    "MAE near ties (1 to 3 ulps) on |y| > 100": (
+        _probs("mean_absolute_error"),
+        lambda x: ((_error(x) > 0) & (_error(x) <= 3 * 2.0**-23 * np.abs(x.y_true))
+                   & (np.abs(x.y_true) > 100)).any()),
+    "MAPE target exactly 0": (
+        _probs("mean_absolute_percentage_error"), lambda x: (x.y_true == 0).any()),
+    "MAPE target below eps, not 0": (
+        _probs("mean_absolute_percentage_error"),
+        lambda x: ((x.y_true != 0) & (np.abs(x.y_true) < np.float32(1e-7))).any()),
+    "MSLE y_pred exactly eps": (
+        _probs("mean_squared_logarithmic_error"),
+        lambda x: (x.y_pred == np.float32(1e-7)).any()),
+    "MSLE y_pred exactly -1": (
+        _probs("mean_squared_logarithmic_error"), lambda x: (x.y_pred == -1).any()),
+    "MSLE y_pred below -1e2": (
+        _probs("mean_squared_logarithmic_error"), lambda x: (x.y_pred < -1e2).any()),
+    "MSLE both in (0, 1e-4]": (
+        _probs("mean_squared_logarithmic_error"),
+        lambda x: ((x.y_pred > 0) & (x.y_pred <= 1e-4) & (x.y_true > 0)
+                   & (x.y_true <= 1e-4)).any()),
+    "Huber |y_pred - y_true| == delta exactly (delta = 0.1)": (
+        _probs("huber", delta=0.1), lambda x: (_error(x) == float(np.float32(0.1))).any()),
+    "Huber |y_pred - y_true| one ulp beyond delta": (
+        _probs("huber"), lambda x: ((_error(x) > 1) & (_error(x) < 1 + 2.0**-20)).any()),
+    "log-cosh |y_pred - y_true| beyond 89 (cosh overflows float32)": (
+        _probs("log_cosh"), lambda x: (_error(x) > 89).any()),
+    "log-cosh |y_pred - y_true| below 1e-3 on |y| > 100": (
+        _probs("log_cosh"),
+        lambda x: ((_error(x) > 0) & (_error(x) < 1e-3) & (np.abs(x.y_true) > 100)).any()),
+})
+
+
 @pytest.mark.parametrize("what", sorted(OCCURS))
 def test_regime_occurs(what: str):
     strategy, condition = OCCURS[what]
@@ -206,6 +361,113 @@ def test_every_regime_is_drawn():
             find(lst.loss_inputs("categorical_crossentropy", **params), collect,
                  settings=settings(FIND, max_examples=120))
     assert seen == {"prob": set(lst.REGIMES), "logit": set(lst.LOGIT_REGIMES)}
+
+
+# ------------------------------------------------------------------ probabilistic family
+
+PROBABILISTIC = sorted(n for n, k in lst.LABEL_KIND.items() if k in PROBABILISTIC_KINDS)
+_PROBABILISTIC_REGIMES = {"distributions": lst.DISTRIBUTION_REGIMES,
+                          "counts": lst.COUNT_REGIMES,
+                          "sparse_probabilities": lst.SPARSE_PROBABILITY_REGIMES}
+
+
+@pytest.mark.parametrize("params", [{}, {"with_sample_weight": True, "rank": 3},
+                                    {"rank": 2, "class_num": 3}],
+                         ids=["default", "weighted-rank3", "rank2-3-classes"])
+@pytest.mark.parametrize("name", PROBABILISTIC)
+@FAST
+@given(data=st.data())
+def test_probabilistic_inputs_invariants(name: str, params: dict, data: st.DataObject):
+    x = data.draw(lst.loss_inputs(name, **params))
+    kind = lst.LABEL_KIND[name]
+    yp, yt = x.y_pred, x.y_true
+    assert x.regime in _PROBABILISTIC_REGIMES[kind]
+    assert yp.dtype == np.float32 and np.isfinite(yp).all() and (yp >= 0).all()
+    if kind == "distributions":  # KL: probability rows for both, y_pred rows never all 0
+        assert yt.dtype == np.float32 and yt.shape == yp.shape and (yt >= 0).all()
+        assert (yp.reshape(-1, yp.shape[-1]).sum(axis=-1) > 0).all()
+        if x.regime == "unnormalised":
+            assert (yt <= 2).all() and (yp <= 3).all()
+        elif x.regime == "at_one":  # 1 and its float32 neighbours on both sides
+            assert (yt <= 1).all() and (yp <= np.nextafter(np.float32(1), np.float32(2))).all()
+        else:
+            assert (yt <= 1).all() and (yp <= 1).all()
+        if x.regime in ("simplex", "peaked"):
+            sums = yp.sum(axis=-1, dtype=np.float64)
+            assert np.allclose(sums, 1.0, atol=1e-5 * yp.shape[-1]), sums
+    elif kind == "counts":  # Poisson: non-negative counts (exact in float32) or rates
+        assert yt.dtype == np.float32 and yt.shape == yp.shape and (yt >= 0).all()
+        if x.regime != "rates":
+            assert (yt == np.round(yt)).all() and (yt < 2**24).all()
+    else:  # GCE: integer labels, probabilities in [0, 1]
+        assert yt.dtype == np.int32 and yt.shape == yp.shape[:-1]
+        assert ((yt >= 0) & (yt < yp.shape[-1])).all() and (yp <= 1).all()
+        p_y = np.take_along_axis(yp, yt[..., None].astype(np.int64), axis=-1)[..., 0]
+        if x.regime == "p_y_near_zero":
+            assert (p_y <= 1e-7).all()
+        if x.regime == "p_y_near_one":
+            assert (p_y >= 0.999).all()
+    if params.get("with_sample_weight"):
+        assert x.sample_weight is not None and x.sample_weight.shape == yp.shape[:-1]
+
+
+def _p_y(x):
+    return np.take_along_axis(x.y_pred, x.y_true[..., None].astype(np.int64), axis=-1)[..., 0]
+
+
+_EPS32 = np.float32(1e-7)
+PROBABILISTIC_OCCURS = {
+    "KL zero labels": (
+        lst.loss_inputs("kl_divergence"), lambda x: (x.y_true == 0).any()),
+    "KL y_pred exactly at float32 eps": (
+        lst.loss_inputs("kl_divergence"), lambda x: (x.y_pred == _EPS32).any()),
+    "KL y_pred one float32 ulp below eps": (
+        lst.loss_inputs("kl_divergence"),
+        lambda x: (x.y_pred == np.nextafter(_EPS32, np.float32(0))).any()),
+    "KL y_pred exactly 0": (
+        lst.loss_inputs("kl_divergence"), lambda x: (x.y_pred == 0).any()),
+    "KL y_pred 1 - 2**-24 and above 1": (
+        lst.loss_inputs("kl_divergence"),
+        lambda x: (x.y_pred == np.nextafter(np.float32(1), np.float32(0))).any()
+        and (x.y_pred > 1).any()),
+    "KL y_true above 1": (lst.loss_inputs("kl_divergence"), lambda x: (x.y_true > 1).any()),
+    "Poisson prediction exactly 0 with a positive count": (
+        lst.loss_inputs("poisson"), lambda x: ((x.y_pred == 0) & (x.y_true > 0)).any()),
+    "Poisson prediction between 0 and eps": (
+        lst.loss_inputs("poisson"), lambda x: ((x.y_pred > 0) & (x.y_pred < 1e-7)).any()),
+    "Poisson counts above 1e6": (lst.loss_inputs("poisson"), lambda x: (x.y_true > 1e6).any()),
+    "Poisson non-integer rates": (
+        lst.loss_inputs("poisson"), lambda x: (x.y_true != np.round(x.y_true)).any()),
+    "GCE p_y exactly 0": (
+        lst.loss_inputs("categorical_generalized_cross_entropy"), lambda x: (_p_y(x) == 0).any()),
+    "GCE p_y a float32 subnormal": (
+        lst.loss_inputs("categorical_generalized_cross_entropy"),
+        lambda x: ((_p_y(x) > 0) & (_p_y(x) < np.finfo(np.float32).tiny)).any()),
+    "GCE p_y between the smallest normal and 1e-20": (
+        lst.loss_inputs("categorical_generalized_cross_entropy"),
+        lambda x: ((_p_y(x) >= np.finfo(np.float32).tiny) & (_p_y(x) <= 1e-20)).any()),
+    "GCE p_y exactly 1": (
+        lst.loss_inputs("categorical_generalized_cross_entropy"), lambda x: (_p_y(x) == 1).any()),
+}
+
+
+@pytest.mark.parametrize("what", sorted(PROBABILISTIC_OCCURS))
+def test_probabilistic_regime_occurs(what: str):
+    strategy, condition = PROBABILISTIC_OCCURS[what]
+    find(strategy, condition, settings=FIND)
+
+
+@pytest.mark.parametrize("name", PROBABILISTIC)
+def test_every_probabilistic_regime_is_drawn(name: str):
+    seen: set[str] = set()
+
+    def collect(x):
+        seen.add(x.regime)
+        return False
+
+    with pytest.raises(Exception, match="No examples"):
+        find(lst.loss_inputs(name), collect, settings=settings(FIND, max_examples=150))
+    assert seen == set(_PROBABILISTIC_REGIMES[lst.LABEL_KIND[name]])
 
 
 # ------------------------------------------------------------------ bad arguments

@@ -17,6 +17,11 @@ array([[1., 0.]])
 
 from typing import Any
 
+# The families' public functions (each module's ``__all__``): a reference added to a
+# family module is exported here without another edit.
+from lossverify.reference import margin as _margin
+from lossverify.reference import probabilistic as _probabilistic
+from lossverify.reference import regression as _regression
 from lossverify.reference._core import (
     EPSILON,
     Evaluation,
@@ -37,6 +42,10 @@ from lossverify.reference.losses import (
     value_and_grad,
 )
 from lossverify.reference.reduction import REDUCTIONS, reduce, sample_weights
+
+_FAMILIES = (_regression, _margin, _probabilistic)
+for _family in _FAMILIES:
+    globals().update({_name: getattr(_family, _name) for _name in _family.__all__})
 
 
 def __getattr__(name: str) -> Any:
@@ -64,13 +73,14 @@ __all__ = [
     "categorical_focal_crossentropy",
     "clip_bounds",
     "computing_in",
-    "perturbing",
     "evaluate",
     "focal_loss",
     "mean_squared_error",
+    "perturbing",
     "reduce",
     "sample_weights",
     "sparse_categorical_crossentropy",
     "sparse_focal_loss",
     "value_and_grad",
+    *(name for family in _FAMILIES for name in family.__all__),
 ]
