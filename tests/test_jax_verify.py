@@ -91,11 +91,12 @@ def test_sigmoid_binary_cross_entropy_per_element():
 
 
 def test_l2_loss_is_half_the_squared_error_in_float64():
+    before = jax.config.jax_enable_x64  # (test_jax_closeness.py sets it for the process)
     report = _verify(optax.l2_loss, "mean_squared_error", dtype="float64",
                      output=lossverify.Output(per_element="mean", scale=0.5))
     assert report.ok, str(report)
     assert report.compute_dtype == "float64"
-    assert not jax.config.jax_enable_x64  # x64 was enabled for the calls only
+    assert jax.config.jax_enable_x64 == before  # x64 was enabled for the calls only
 
 
 # ------------------------------------------------------------------ wrong losses are rejected
