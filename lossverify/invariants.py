@@ -645,7 +645,8 @@ def conformance_cases(spec_name: str, params: Mapping[str, Any]
                 other.implementation("keras", "function")
             if other_fn is None:
                 continue
-            symbol = {"focal_not_above_cross_entropy": "<="}.get(relation.invariant, "=")
+            symbol = {"focal_not_above_cross_entropy": "<=",
+                      "generalized_not_above_cross_entropy": "<="}.get(relation.invariant, "=")
             shown = fn.label + ("".join(f"({k}={v:g})" for k, v in relation.at.items())
                                 if relation.at else "")
             cases.append((f"{shown} {symbol} {other_fn.label}", relation.invariant,
