@@ -22,7 +22,7 @@ TAKES_LOGITS_FLAG = {n for n, k in lst.LABEL_KIND.items() if k in ("binary", "ca
                                                                    "sparse")}
 FAST = settings(max_examples=40, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-FIND = settings(max_examples=3000, deadline=None, database=None,
+FIND = settings(max_examples=3000, deadline=None, database=None, derandomize=True,
                 phases=[Phase.generate], suppress_health_check=list(HealthCheck))
 
 
