@@ -367,6 +367,7 @@ def _cosine(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
     rows_t, rows_p = yt.reshape(n_rows, -1), yp.reshape(n_rows, -1)
     rows_p[(rows_p == 0).all(axis=-1) & picked] = 1  # a zero row scaled stays 0
     norms = np.sqrt((rows_p.astype(np.float64) ** 2).sum(-1))
+    norms = np.where(norms > 0, norms, 1.0)
     if regime == "zero":
         which = draw(st.sampled_from(("y_pred", "y_true", "both")), label="zero rows of")
         if which != "y_true":
