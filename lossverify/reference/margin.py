@@ -37,7 +37,6 @@ from lossverify.reference import _validate as V
 from lossverify.reference._core import _U32, EPSILON, Evaluation
 
 __all__ = [
-    "NORM_CAP",
     "categorical_hinge",
     "convert_binary_labels_to_hinge",
     "cosine_similarity",
