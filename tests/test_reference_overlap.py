@@ -524,3 +524,25 @@ def test_circle_bad_inputs(y_true, y_pred, exc, name):
 def test_circle_weighted_bad_weight():
     with pytest.raises(ValueError, match="^sample_weight:"):
         O.circle_weighted([0, 1, 0], np.eye(3), np.ones(2))
+
+
+def test_float16_evaluation_overflows_where_tensorflow_does():
+    # an empty mask in float16: TF's -1 / (sum + eps) is -inf and y * -inf is NaN; the
+    # reference evaluated in float16 (the tolerance model's own-dtype evaluation) agrees,
+    # so the budget leaves those elements uncompared instead of calling them wrong
+    y = np.zeros((4, 4), np.float16)
+    p = np.zeros((4, 4), np.float16)
+    p[1], p[3], y[2, 0] = 1e-6, 1e-4, 1
+    for name, params in [("dice", {}), ("tversky", {"alpha": 0.3, "beta": 0.7})]:
+        v = tf.Variable(p)
+        with tf.GradientTape() as tape:
+            total = tf.reduce_sum(getattr(KL, name)(y, v, axis=1, **params))
+        kg = tape.gradient(total, v).numpy()
+        with computing_in(np.float16):
+            low = O.EVALUATORS[name](y, p, axis=1, **params)
+        # NaN wherever TF's eager gradient is (XLA's order d * d underflows in more rows)
+        assert np.all(np.isnan(low.grad)[np.isnan(kg)])
+        assert np.isnan(kg[:2]).all() and not np.isnan(kg[2:]).any()
+        assert not np.isnan(low.grad[2:]).any()
+        exact = O.EVALUATORS[name](y, p, axis=1, **params)
+        assert np.isfinite(exact.grad).all()

@@ -232,6 +232,16 @@ def kink_to_grad(name: str, kink: np.ndarray, y_pred_shape: tuple[int, ...],
     raise ValueError(f"name: expected one of {sorted(EVALUATORS)}, got {name!r}")
 
 
+def _over_square(x: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``x / d / d`` (TF eager's order for the gradient of a division), NaN where the
+    other order XLA uses, ``x / (d * d)``, is not finite. Only a float16 evaluation can
+    meet either (``d * d`` underflows for a near-empty mask); NaN there tells the
+    tolerance model the dtype cannot hold the gradient, so it is not compared."""
+    with np.errstate(all="ignore"):
+        other = x / (d * d)
+    return np.where(np.isfinite(other), x / d / d, np.nan).astype(x.dtype)
+
+
 def _overlap_evaluation(value, grad, value_scale, grad_scale, shape, perm) -> Evaluation:
     f = np.float64
     return Evaluation(np.asarray(value, f), _unflatten(grad, shape, perm).astype(f),
@@ -251,9 +261,13 @@ def _eval_dice(y_true: Any, y_pred: Any, axis: Any = None) -> Evaluation:
     value = 1.0 - ratio
     d = den[..., None]
     i = inter[..., None]
-    # TF's autodiff: the division sends -1/den to 2*I and 2*I/den**2 to den; y * p passes
-    # y times the first, each sum passes the second.
-    grad = -2.0 * y / d + 2.0 * i / (d * d)
+    # In TF's autodiff order (so that a float16 evaluation overflows where TF's does:
+    # -1 / eps is -inf in float16, and y * -inf is NaN where y = 0): the division sends
+    # -1 / den to 2 I and 2 I / den / den to den; y * p passes y times the first (doubled),
+    # each sum passes the second.
+    g_num = -1.0 / d
+    g_den = _over_square(2.0 * i, d)
+    grad = y * (2.0 * g_num) + g_den
     inter_size = _ABS(y * p).sum(-1)
     den_size = _ABS(y).sum(-1) + _ABS(p).sum(-1) + eps
     rel_den = den_size / _ABS(den)
@@ -306,8 +320,10 @@ def _eval_tversky(y_true: Any, y_pred: Any, alpha: Any = 0.5, beta: Any = 0.5,
     value = 1.0 - t
     d = den[..., None]
     i = inter[..., None]
-    g_den = i / (d * d)  # d(-T)/d den
-    grad = y * (-1.0 / d + g_den) - y * alpha * g_den + (1.0 - y) * beta * g_den
+    # TF's autodiff order, as in dice: d(-T)/d I = -1 / den, d(-T)/d den = I / den / den
+    g_num = -1.0 / d
+    g_den = _over_square(i, d)
+    grad = y * (g_num + g_den) - y * (g_den * alpha) + (1.0 - y) * (g_den * beta)
     inter_size = _ABS(tp).sum(-1)
     den_size = (inter_size + abs(alpha) * _ABS(fn_).sum(-1) + abs(beta) * _ABS(fp_).sum(-1)
                 + eps)
@@ -360,7 +376,7 @@ def _masked_lse(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def _circle(y_true: Any, y_pred: Any, ref_labels: Any, ref_embeddings: Any,
             remove_diagonal: Any, gamma: Any, margin: Any, sample_weight: Any
             ) -> Evaluation:
-    q, _ = V.as_real_array(y_pred, "y_pred")
+    q, source = V.as_real_array(y_pred, "y_pred")
     if q.ndim != 2:
         raise ValueError(f"y_pred: expected embeddings of shape (batch, dim), "
                          f"got shape {q.shape}")
@@ -472,7 +488,10 @@ def _circle(y_true: Any, y_pred: Any, ref_labels: Any, ref_embeddings: Any,
     # gradient jumps: raw = 0 for negatives (d b / d dist ~ -2 gamma there, blocked
     # below), m + dist = 0 for positives (m < 0 only), 1 + m - dist = 0 for negatives
     # (m != 0). Positives at dist = 0 have d a / d dist = 2 gamma dist = 0: no jump.
-    reach = 4.0 * (q.shape[1] + 2) * _U32 * (1.0 + mm + dot_size)
+    # rounding reach of the distance: a dim-term dot product, in y_pred's dtype when that
+    # is narrower than float32 (float16: 8192 times float32's)
+    u_in = max(float(np.finfo(source).eps) / 2, _U32) if source.kind == "f" else _U32
+    reach = 4.0 * (q.shape[1] + 2) * u_in * (1.0 + mm + dot_size)
     raw64 = raw.astype(f)
     near = neg & (_ABS(raw64) <= reach)
     if m < 0:
