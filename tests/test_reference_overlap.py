@@ -431,6 +431,11 @@ def test_circle_is_batch_coupled():
     halves = np.concatenate([O.circle(labels[:2], e[:2]), O.circle(labels[2:], e[2:])])
     assert not np.allclose(whole, halves)
     assert "circle" in O.BATCH_COUPLED
+    assert O.batch_coupled("circle", 2, {})
+    assert O.batch_coupled("dice", 3, {"axis": None})
+    assert O.batch_coupled("tversky", 3, {"axis": (0, 2)})
+    assert not O.batch_coupled("dice", 3, {"axis": (1, 2)})
+    assert not O.batch_coupled("tversky", 2, {"axis": -1})
 
 
 def test_reduction_terms_and_kink_to_grad():

@@ -31,10 +31,15 @@ semantics, read from ``keras/src/losses/losses.py``:
 ``circle(y_true, y_pred, ref_labels=None, ref_embeddings=None, remove_diagonal=True,
 gamma=80, margin=0.4)``
     Batch-coupled: sample ``i``'s value depends on every row of the batch (pairwise
-    cosine distances), so a verifier must not split, pad, permute-and-compare rows of,
-    or fuse batches for it; see :data:`BATCH_COUPLED`. ``y_pred`` is used as given:
+    cosine distances), so a verifier must not split, pad or fuse batches for it, nor
+    evaluate a row on its own (permuting the batch permutes the values: that invariant
+    holds); see :func:`batch_coupled`, which also names Dice and Tversky when their
+    ``axis`` reduces over the batch axis (``axis=None``). ``y_pred`` is used as given:
     Keras does *not* L2-normalise inside (its docstring asks for normalised embeddings,
-    e.g. from ``keras.layers.UnitNormalization``).
+    e.g. from ``keras.layers.UnitNormalization``). A row with no positive or no negative
+    has loss exactly 0, and Keras sets the mask ``loss > 0`` on the result, so
+    ``keras.losses.Circle()`` averages over the other rows only (its docstring's
+    "divide by the sample size" is not what it does): reduce with that mask.
 
 Module-level helpers for an integrator: :func:`reduction_terms` (the ``n`` of the
 tolerance model's ``K u (n + 1) scale``: the number of terms a reduction adds, which for
@@ -58,6 +63,7 @@ from lossverify.reference._core import EPSILON, Evaluation
 __all__ = [
     "BATCH_COUPLED",
     "EVALUATORS",
+    "batch_coupled",
     "check_margin",
     "check_reduce_axes",
     "circle",
@@ -71,7 +77,8 @@ __all__ = [
 _ABS = np.abs
 _U32 = _core._U32
 
-#: Losses whose per-sample value depends on other samples of the batch.
+#: Losses whose per-sample value always depends on other samples of the batch (Dice
+#: and Tversky too when their ``axis`` takes in the batch axis: see :func:`batch_coupled`).
 BATCH_COUPLED = frozenset({"circle"})
 
 _INT32 = 2**31 - 1
@@ -214,6 +221,18 @@ def reduction_terms(name: str, y_pred_shape: tuple[int, ...], params: dict[str, 
     if name == "circle":
         rows = shape[0] if ref_rows is None else int(ref_rows)
         return max(shape[1], rows, 1)
+    raise ValueError(f"name: expected one of {sorted(EVALUATORS)}, got {name!r}")
+
+
+def batch_coupled(name: str, ndim: int, params: dict[str, Any]) -> bool:
+    """Does a value depend on more than one row of the batch (axis 0)? Then a verifier
+    must not split, pad or fuse batches (nor compare a row computed alone). Circle:
+    always. Dice and Tversky: when ``axis`` reduces over axis 0, as ``axis=None`` (the
+    default) does; a permutation of the batch then permutes nothing (one value)."""
+    if name == "circle":
+        return True
+    if name in ("dice", "tversky"):
+        return ndim > 0 and 0 in check_reduce_axes(params.get("axis"), ndim)
     raise ValueError(f"name: expected one of {sorted(EVALUATORS)}, got {name!r}")
 
 
