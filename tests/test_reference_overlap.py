@@ -27,6 +27,7 @@ KL = pytest.importorskip("keras.src.losses.losses")
 keras = pytest.importorskip("keras")
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
+TF_SETTINGS = settings(max_examples=15, deadline=None, derandomize=True)  # eager TF calls
 EPS = 1e-7
 
 
@@ -179,7 +180,7 @@ def test_circle_worked_example_and_no_normalisation():
 # ----------------------------------------------------------------------------- values
 
 
-@SETTINGS
+@TF_SETTINGS
 @given(masks(), st.sampled_from([(0.5, 0.5), (0.3, 0.7), (0.7, 0.3), (1.0, 0.0), (0.0, 2.0)]))
 def test_dice_and_tversky_match_keras_float64(case, weights):
     y, p, axis = case
@@ -195,7 +196,7 @@ def test_dice_and_tversky_match_keras_float64(case, weights):
         assert not ev.kink.any()
 
 
-@SETTINGS
+@TF_SETTINGS
 @given(embeddings(), CIRCLE_PARAMS)
 def test_circle_matches_keras_float64(case, params):
     labels, e = case
@@ -299,7 +300,7 @@ def test_circle_gradient_central_differences(case, params):
     np.testing.assert_allclose(ev.grad, fd, rtol=1e-4, atol=tol)
 
 
-@SETTINGS
+@TF_SETTINGS
 @given(embeddings(), CIRCLE_PARAMS, st.integers(0, 2**16))
 def test_circle_weighted_gradient(case, params, seed):
     labels, e = case
