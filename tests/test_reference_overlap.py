@@ -186,7 +186,7 @@ def test_dice_and_tversky_match_keras_float64(case, weights):
     y, p, axis = case
     alpha, beta = weights
     for name, params in [("dice", {}), ("tversky", {"alpha": alpha, "beta": beta})]:
-        ev = O.EVALUATORS[name](y, p, axis=axis, **params)
+        ev = O.EVALUATIONS[name](y, p, axis=axis, **params)
         kv, kg = _keras(name, y, p, axis=axis, **params)
         assert ev.value.shape == kv.shape
         np.testing.assert_allclose(ev.value, kv, rtol=1e-13, atol=1e-15)
@@ -249,7 +249,7 @@ def test_circle_with_reference_embeddings():
     r /= np.linalg.norm(r, axis=1, keepdims=True)
     labels, ref_labels = np.array([0, 1, 2]), np.array([0, 0, 1, 2, 2])
     for remove in (True, False):
-        ev = O._eval_circle(labels, q, ref_labels, r, remove_diagonal=remove)
+        ev = O._circle(labels, q, ref_labels, r, remove, 80.0, 0.4, None)
         kv, kg = _keras("circle", labels, q, ref_labels=ref_labels, ref_embeddings=r,
                         remove_diagonal=remove)
         np.testing.assert_allclose(ev.value, kv, rtol=1e-13)
@@ -269,8 +269,8 @@ def test_dice_and_tversky_gradients_central_differences(case, weights):
     p = 1e-3 + p * (1 - 2e-3)  # differences stay inside [0, 1]
     alpha, beta = weights
     for name, params in [("dice", {}), ("tversky", {"alpha": alpha, "beta": beta})]:
-        ev = O.EVALUATORS[name](y, p, axis=axis, **params)
-        fn = O.EVALUATORS[name]
+        ev = O.EVALUATIONS[name](y, p, axis=axis, **params)
+        fn = O.EVALUATIONS[name]
         fd = _fd_sum(lambda x, fn=fn, params=params: fn(y, x, axis=axis, **params).value, p)
         tol = 1e-6 * max(np.abs(fd).max(), 1.0)
         np.testing.assert_allclose(ev.grad, fd, rtol=1e-5, atol=tol)
@@ -545,10 +545,10 @@ def test_float16_evaluation_overflows_where_tensorflow_does():
             total = tf.reduce_sum(getattr(KL, name)(y, v, axis=1, **params))
         kg = tape.gradient(total, v).numpy()
         with computing_in(np.float16):
-            low = O.EVALUATORS[name](y, p, axis=1, **params)
+            low = O.EVALUATIONS[name](y, p, axis=1, **params)
         # NaN wherever TF's eager gradient is (XLA's order d * d underflows in more rows)
         assert np.all(np.isnan(low.grad)[np.isnan(kg)])
         assert np.isnan(kg[:2]).all() and not np.isnan(kg[2:]).any()
         assert not np.isnan(low.grad[2:]).any()
-        exact = O.EVALUATORS[name](y, p, axis=1, **params)
+        exact = O.EVALUATIONS[name](y, p, axis=1, **params)
         assert np.isfinite(exact.grad).all()

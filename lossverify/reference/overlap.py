@@ -51,7 +51,7 @@ gradient of a weighted sum of Circle values, which does not factor row by row).
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -61,21 +61,17 @@ from lossverify.reference import _validate as V
 from lossverify.reference._core import EPSILON, Evaluation
 
 __all__ = [
-    "BATCH_COUPLED",
-    "EVALUATORS",
-    "batch_coupled",
-    "check_margin",
-    "check_reduce_axes",
     "circle",
     "circle_weighted",
     "dice",
-    "kink_to_grad",
-    "reduction_terms",
     "tversky",
 ]
 
 _ABS = np.abs
 _U32 = _core._U32
+
+#: The losses of this module.
+NAMES = ("dice", "tversky", "circle")
 
 #: Losses whose per-sample value always depends on other samples of the batch (Dice
 #: and Tversky too when their ``axis`` takes in the batch axis: see :func:`batch_coupled`).
@@ -113,6 +109,16 @@ def check_reduce_axes(axis: Any, ndim: int, name: str = "axis") -> tuple[int, ..
     if len(set(out)) != len(out):
         raise ValueError(f"{name}: expected distinct axes, got {axis!r}")
     return tuple(sorted(out))
+
+
+def check_axis_param(value: Any) -> Any:
+    """Dice's and Tversky's ``axis`` before the rank is known: ``None``, an int, or a
+    tuple/list of ints (the range is checked against ``y_pred``'s rank when evaluating)."""
+    items = value if isinstance(value, list | tuple) else [value]
+    if value is not None and any(isinstance(a, bool | np.bool_)
+                                 or not isinstance(a, numbers.Integral) for a in items):
+        raise TypeError(f"axis: expected None, an int or a tuple of ints, got {value!r}")
+    return value
 
 
 def _check_real(value: Any, name: str) -> float:
@@ -205,7 +211,35 @@ def _prepare_overlap(y_true: Any, y_pred: Any, axis: Any):
     return y, p, yp.shape, perm, _eps(dtype)
 
 
-def reduction_terms(name: str, y_pred_shape: tuple[int, ...], params: dict[str, Any],
+def loss_shape(name: str, y_pred_shape: tuple[int, ...], params: Mapping[str, Any]
+               ) -> tuple[int, ...]:
+    """The shape of the values: y_pred's without the reduced axes (Dice, Tversky: ``()``
+    for ``axis=None``), ``(batch,)`` for Circle."""
+    shape = tuple(int(s) for s in y_pred_shape)
+    if name in ("dice", "tversky"):
+        axes = check_reduce_axes(params.get("axis"), len(shape))
+        return tuple(n for i, n in enumerate(shape) if i not in axes)
+    if name == "circle":
+        return shape[:1]
+    raise ValueError(f"name: expected one of {list(NAMES)}, got {name!r}")
+
+
+def reduction_mask(name: str, y_true: Any, params: Mapping[str, Any]) -> np.ndarray | None:
+    """The mask a ``keras.losses.Loss`` reduces with, or None. Circle: the rows with at
+    least one positive and one negative (Keras masks ``loss > 0``; the others are exactly
+    0), so ``sum_over_batch_size`` averages over those rows only."""
+    if name != "circle":
+        return None
+    labels = V.as_array(y_true, "y_true", "integer class labels")
+    labels = labels.reshape(labels.shape[0], -1)[:, 0] if labels.ndim == 2 else labels
+    same = labels[:, None] == labels[None, :]
+    pos = same.copy()
+    if params.get("remove_diagonal", True):
+        np.fill_diagonal(pos, False)
+    return np.asarray(pos.any(-1) & (~same).any(-1))
+
+
+def reduction_terms(name: str, y_pred_shape: tuple[int, ...], params: Mapping[str, Any],
                     ref_rows: int | None = None) -> int:
     """The ``n`` of the tolerance model's ``K u (n + 1) scale`` for one value.
 
@@ -221,10 +255,10 @@ def reduction_terms(name: str, y_pred_shape: tuple[int, ...], params: dict[str, 
     if name == "circle":
         rows = shape[0] if ref_rows is None else int(ref_rows)
         return max(shape[1], rows, 1)
-    raise ValueError(f"name: expected one of {sorted(EVALUATORS)}, got {name!r}")
+    raise ValueError(f"name: expected one of {list(NAMES)}, got {name!r}")
 
 
-def batch_coupled(name: str, ndim: int, params: dict[str, Any]) -> bool:
+def batch_coupled(name: str, ndim: int, params: Mapping[str, Any]) -> bool:
     """Does a value depend on more than one row of the batch (axis 0)? Then a verifier
     must not split, pad or fuse batches (nor compare a row computed alone). Circle:
     always. Dice and Tversky: when ``axis`` reduces over axis 0, as ``axis=None`` (the
@@ -233,22 +267,48 @@ def batch_coupled(name: str, ndim: int, params: dict[str, Any]) -> bool:
         return True
     if name in ("dice", "tversky"):
         return ndim > 0 and 0 in check_reduce_axes(params.get("axis"), ndim)
-    raise ValueError(f"name: expected one of {sorted(EVALUATORS)}, got {name!r}")
+    raise ValueError(f"name: expected one of {list(NAMES)}, got {name!r}")
 
 
 def kink_to_grad(name: str, kink: np.ndarray, y_pred_shape: tuple[int, ...],
-                 params: dict[str, Any]) -> np.ndarray:
+                 params: Mapping[str, Any]) -> np.ndarray:
     """The per-value kink flags as a mask of ``y_pred``'s shape (True: do not compare
     the gradient there). Dice/Tversky: over the reduced axes; Circle: per row (its
     kink flags already name every row a kinked pair reaches)."""
-    kink = np.asarray(kink, bool)
+    return to_grad_shape(name, np.asarray(kink, bool), y_pred_shape, params)
+
+
+def to_grad_shape(name: str, per_value: Any, y_pred_shape: tuple[int, ...],
+                  params: Mapping[str, Any]) -> np.ndarray:
+    """An array of the values' shape broadcast onto ``y_pred``'s shape (each value's
+    entry on the elements it reduces): kink flags, per-sample weights."""
+    a = np.asarray(per_value)
     shape = tuple(int(s) for s in y_pred_shape)
     if name in ("dice", "tversky"):
         axes = check_reduce_axes(params.get("axis"), len(shape))
-        return np.broadcast_to(np.expand_dims(kink, axes) if axes else kink, shape)
+        return np.broadcast_to(np.expand_dims(a, axes) if axes else a, shape)
     if name == "circle":
-        return np.broadcast_to(kink[:, None], shape)
-    raise ValueError(f"name: expected one of {sorted(EVALUATORS)}, got {name!r}")
+        return np.broadcast_to(a.reshape(-1, 1) if a.ndim else a, shape)
+    raise ValueError(f"name: expected one of {list(NAMES)}, got {name!r}")
+
+
+def weighted_evaluation(name: str, y_true: Any, y_pred: Any, weights: Any,
+                        params: Mapping[str, Any], dtype: Any
+                        ) -> tuple[Evaluation, np.ndarray] | None:
+    """For a batch-coupled loss whose rows' gradients do not factor (Circle): the
+    evaluation of ``sum_i w_i L_i`` (:func:`circle_weighted`) and its gradient spread,
+    twice the change evaluating in ``dtype`` makes (see :mod:`lossverify.tolerance`).
+    None for the other losses (their weighted gradient is the per-row one scaled)."""
+    if name != "circle":
+        return None
+    dtype = np.dtype(dtype)
+    with _core.computing_in(np.longdouble if dtype == np.float64 else np.float64):
+        exact = circle_weighted(y_true, y_pred, weights, **params)
+    with _core.computing_in(dtype):
+        low = circle_weighted(y_true, y_pred, weights, **params)
+    with np.errstate(all="ignore"):
+        d = np.abs(np.asarray(low.grad, np.float64) - exact.grad)
+    return exact, 2.0 * np.where(np.isfinite(d), d, 0.0)
 
 
 def _over_square(x: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -526,11 +586,11 @@ def _circle(y_true: Any, y_pred: Any, ref_labels: Any, ref_embeddings: Any,
 
 
 @V.quiet
-def _eval_circle(y_true: Any, y_pred: Any, ref_labels: Any = None, ref_embeddings: Any = None,
-                 remove_diagonal: Any = True, gamma: Any = 80.0, margin: Any = 0.4
-                 ) -> Evaluation:
-    return _circle(y_true, y_pred, ref_labels, ref_embeddings, remove_diagonal, gamma,
-                   margin, None)
+def _eval_circle(y_true: Any, y_pred: Any, remove_diagonal: Any = True, gamma: Any = 80.0,
+                 margin: Any = 0.4) -> Evaluation:
+    """Circle's evaluation with the batch as its own reference (``Circle()``'s case);
+    :func:`circle` and :func:`circle_weighted` also take ``ref_labels``/``ref_embeddings``."""
+    return _circle(y_true, y_pred, None, None, remove_diagonal, gamma, margin, None)
 
 
 @V.quiet
@@ -571,12 +631,14 @@ def circle(y_true: Any, y_pred: Any, ref_labels: Any = None, ref_embeddings: Any
     >>> circle([0, 1, 2, 3], e)   # no positives anywhere
     array([0., 0., 0., 0.])
     """
-    return np.asarray(_eval_circle(y_true, y_pred, ref_labels, ref_embeddings,
-                                   remove_diagonal, gamma, margin).value)
+    with np.errstate(all="ignore"):
+        return np.asarray(_circle(y_true, y_pred, ref_labels, ref_embeddings, remove_diagonal,
+                                  gamma, margin, None).value)
 
 
-#: name -> function returning an :class:`Evaluation`.
-EVALUATORS: dict[str, Callable[..., Evaluation]] = {
+#: name -> function returning an :class:`Evaluation` (the package's table comes from the
+#: records in :mod:`lossverify.catalogue.overlap`; this one serves this module's tests).
+EVALUATIONS: dict[str, Callable[..., Evaluation]] = {
     "dice": _eval_dice,
     "tversky": _eval_tversky,
     "circle": _eval_circle,
