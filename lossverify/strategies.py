@@ -735,6 +735,9 @@ def _unit_rows(e: np.ndarray) -> np.ndarray:
 
 
 def _embeddings(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    if len(req.shape) != 2:
+        raise ValueError(f"rank: Circle's embeddings have shape (batch, dim), got a request "
+                         f"for shape {req.shape}")
     b, d = req.shape
     regime = draw(st.sampled_from(EMBEDDING_REGIMES), label="regime")
     e = draw(hnp.arrays(F32, (b, d), elements=_float32(-1.0, 1.0)), label="y_pred")
