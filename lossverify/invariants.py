@@ -37,6 +37,10 @@ with each other:
                                     exceeds sparse cross-entropy ``-log p`` (``1 - e**-a <=
                                     a``; where the cross-entropy's clip or renormalisation
                                     lowers it, up to the references' difference)
+``tversky_half_matches_dice``       Tversky at ``alpha = beta = 0.5`` equals Dice up to the
+                                    references' difference (``2 eps`` vs ``eps``: < eps / 2)
+``permutation_equivariant``         permuting the batch permutes a batch-coupled loss's
+                                    values (Circle); a reduced loss is unchanged
 ==================================  ==========================================================
 
 Tolerance. Two float32 evaluations of mathematically equal quantities each lie within
@@ -71,6 +75,7 @@ from lossverify import numerics
 from lossverify import reference as R
 from lossverify import specs as S
 from lossverify import strategies as lst
+from lossverify.reference import overlap as _overlap
 from lossverify.search import run_hypothesis
 from lossverify.verdict import loss_name
 
@@ -293,9 +298,12 @@ def _class_matches_function(losses, x, reference, params, draw_int):
         labels = np.asarray(x.y_true)
         labels = labels[..., 0] if labels.ndim == x.y_pred.ndim else labels
         mask = labels != params["ignore_class"]
-    if per_sample.shape != _per_sample_shape(x, params):
+    if reference in _overlap.NAMES:  # Circle's Loss averages over the rows with loss > 0
+        mask = _overlap.reduction_mask(reference, x.y_true, params)
+    if per_sample.shape != _per_sample_shape(x, params, reference):
         raise _Violation(f"class_matches_function: the function returned shape "
-                         f"{per_sample.shape}, expected per-sample {_per_sample_shape(x, params)}")
+                         f"{per_sample.shape}, expected per-sample "
+                         f"{_per_sample_shape(x, params, reference)}")
     reduced = np.asarray(R.reduce(per_sample, x.sample_weight, reduction, mask))
     allowed = 2 * _budget(reference, params, x, instance).value_allowed
     return _equal(out, reduced, allowed,
@@ -303,7 +311,10 @@ def _class_matches_function(losses, x, reference, params, draw_int):
                   f"{'given' if x.sample_weight is not None else 'none'})")
 
 
-def _per_sample_shape(x: lst.LossInputs, params: Mapping[str, Any]) -> tuple[int, ...]:
+def _per_sample_shape(x: lst.LossInputs, params: Mapping[str, Any],
+                      reference: str | None = None) -> tuple[int, ...]:
+    if reference in _overlap.NAMES:  # Dice's axis=None: one value for the batch
+        return _overlap.loss_shape(reference, x.y_pred.shape, params)
     axis = params.get("axis", -1) % x.y_pred.ndim
     return x.y_pred.shape[:axis] + x.y_pred.shape[axis + 1:]
 
@@ -385,7 +396,7 @@ def _magnitude_at_most_one(losses, x, reference, params, draw_int):
     expected = _budget(reference, params, x, loss)
     bound = 1.0
     if reduced:
-        ones = np.ones(_per_sample_shape(x, params))
+        ones = np.ones(_per_sample_shape(x, params, reference))
         bound = float(np.abs(R.reduce(ones, x.sample_weight, _reduction(loss))))
     bad = np.isnan(out) & ~np.isnan(np.broadcast_to(expected.value, np.shape(out)))
     if bad.any():
@@ -444,6 +455,48 @@ def _huber_matches_half_mse(losses, x, reference, params, draw_int):
 INVARIANTS.update({"swap_symmetric": 1, "huber_matches_half_mse": 2})
 _RELATIONS.update({"swap_symmetric": _swap_symmetric,
                    "huber_matches_half_mse": _huber_matches_half_mse})
+# ------------------------------------------------------------- overlap invariants
+
+
+def _tversky_half_matches_dice(losses, x, reference, params, draw_int):
+    """Tversky at ``alpha = beta = 1/2`` is Dice with ``2 eps`` for ``eps``: the two
+    differ by ``2 I eps / ((D + eps)(D + 2 eps)) < eps / 2`` (the references' own
+    difference on the drawn input, compared like Huber's with half the MSE)."""
+    tversky, dice = losses
+    if params.get("alpha", 0.5) != 0.5 or params.get("beta", 0.5) != 0.5:
+        raise ValueError(f"alpha: tversky_half_matches_dice holds at alpha = beta = 0.5, "
+                         f"got alpha={params.get('alpha')!r}, beta={params.get('beta')!r}")
+    twin, twin_params, _ = _twin(reference, "tversky_half_matches_dice", params)
+    a, b = _call(tversky, x, C.is_keras_loss(tversky)), _call(dice, x, C.is_keras_loss(dice))
+    ea, eb = _budget(reference, params, x, tversky), _budget(twin, twin_params, x, dice)
+    _same_shape(a, b, "tversky_half_matches_dice")
+    return _equal(a - b, ea.value - eb.value, ea.value_allowed + eb.value_allowed,
+                  "tversky_half_matches_dice: tversky(0.5, 0.5) - dice vs the references' "
+                  "difference (2 eps vs eps)")
+
+
+def _permutation_equivariant(losses, x, reference, params, draw_int):
+    """Permuting the batch permutes the values of a batch-coupled loss too (Circle: the
+    pairwise distances permute with the rows); its reduced value is unchanged. Unlike
+    ``batch_permutation`` the values are computed from sums over the batch, whose order
+    the permutation changes: both batches' budgets are allowed."""
+    (loss,) = losses
+    n = x.y_pred.shape[0]
+    perm = np.random.default_rng(draw_int).permutation(n)
+    xp = x.take_rows(perm)
+    reduced = C.is_keras_loss(loss)
+    out, out_p = _call(loss, x, reduced), _call(loss, xp, reduced)
+    allowed, allowed_p = (_budget(reference, params, x, loss).value_allowed,
+                          _budget(reference, params, xp, loss).value_allowed)
+    what = f"permutation_equivariant {perm.tolist()}"
+    if reduced or np.ndim(out) == 0:
+        return _equal(out_p, out, allowed + allowed_p, what)
+    return _equal(out_p, out[perm], allowed[perm] + allowed_p, what)
+
+
+INVARIANTS.update({"tversky_half_matches_dice": 2, "permutation_equivariant": 1})
+_RELATIONS.update({"tversky_half_matches_dice": _tversky_half_matches_dice,
+                   "permutation_equivariant": _permutation_equivariant})
 
 
 # ------------------------------------------------------- probabilistic family's relations
@@ -496,6 +549,7 @@ _RELATIONS.update({
     "kl_matches_cross_entropy_minus_entropy": _kl_matches_cross_entropy_minus_entropy,
     "generalized_not_above_cross_entropy": _generalized_not_above_cross_entropy,
 })
+
 
 def _validate(invariant: str, losses: tuple[Callable, ...], reference: str,
               params: Mapping[str, Any]) -> None:

@@ -664,6 +664,116 @@ def _sparse_probabilities(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
     return labels, y_pred, regime, {}
 
 
+# ------------------------------------------------------------------ overlap family
+
+#: masks (Dice, Tversky): y_true 0/1 masks of shape (batch, n), y_pred in [0, 1]. Random
+#: masks; empty masks (y = 0 with p = 0, tiny or random; or p = 0 under a nonempty y);
+#: one-pixel masks (hit, miss, exact 1); perfect predictions p = y; p within 1e-7..1e-3
+#: of y (1 - r cancels); soft y_true (when soft labels are allowed)
+MASK_REGIMES = ("random", "empty", "one_pixel", "perfect", "saturated", "soft_true")
+#: embeddings (Circle): int32 labels (batch,) and unit-norm rows (batch, dim). Random
+#: rows; all labels equal (no negatives: every loss 0); all labels different (no
+#: positives: 0); duplicated rows (a duplicate with another label is a kink); zero rows
+#: (distance exactly 1 to everything); clustered classes (positives close, where keeping
+#: the diagonal shows); rows opposite or at cos = -0.4 (the negative-weight clamp)
+EMBEDDING_REGIMES = ("random", "all_equal", "all_different", "duplicates", "zeros",
+                     "clustered", "far_negatives")
+
+
+def _masks(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    shape = req.shape
+    regimes = MASK_REGIMES if req.soft_labels else MASK_REGIMES[:-1]
+    regime = draw(st.sampled_from(regimes), label="regime")
+    y = draw(binary_labels(shape), label="y_true")
+    p = draw(hnp.arrays(F32, shape, elements=st.one_of(
+        st.sampled_from(_exact32(0.0, 1.0)), _float32(0.0, 1.0))), label="y_pred")
+    rows = draw(hnp.arrays(np.bool_, shape[:1]), label="rows changed")
+    rows[0] = True
+    pick = rows.reshape((-1,) + (1,) * (len(shape) - 1))
+    if regime == "empty":
+        what = draw(st.sampled_from(("both", "tiny", "y_only", "p_only")), label="empty")
+        tiny = draw(hnp.arrays(F32, shape, elements=_float32(0.0, 1e-6)), label="tiny p")
+        y = np.where(pick & (what != "p_only"), F32(0), y)
+        p = np.where(pick, {"both": np.zeros_like(p), "tiny": tiny, "y_only": p,
+                            "p_only": np.zeros_like(p)}[what], p)
+    elif regime == "one_pixel":
+        n = int(np.prod(shape[1:]))
+        at = draw(hnp.arrays(np.int64, shape[:1], elements=st.integers(0, n - 1)),
+                  label="pixel")
+        hit = draw(hnp.arrays(np.int64, shape[:1], elements=st.integers(0, n - 1)),
+                   label="predicted pixel")
+        flat_y = np.where(rows[:, None], F32(0), y.reshape(shape[0], -1))
+        flat_p = np.where(rows[:, None], F32(0), p.reshape(shape[0], -1))
+        flat_y[rows, at[rows]] = 1
+        exact = draw(st.booleans(), label="exact 1")
+        flat_p[rows, hit[rows]] = F32(1) if exact else p.reshape(shape[0], -1)[rows, 0]
+        y, p = flat_y.reshape(shape), flat_p.reshape(shape)
+    elif regime == "perfect":
+        p = np.where(pick, y, p)
+    elif regime == "saturated":
+        gap = draw(hnp.arrays(F32, shape, elements=_float32(1e-7, 1e-3)), label="gap")
+        near = np.where(y > 0, F32(1) - gap, gap).astype(F32)
+        p = np.where(pick, near, p)
+    elif regime == "soft_true":
+        y = draw(hnp.arrays(F32, shape, elements=_float32(0.0, 1.0)), label="soft y_true")
+    return y.astype(F32), p.astype(F32), regime, {}
+
+
+def _mask_loss_shape(shape: tuple[int, ...], axis: Any) -> tuple[int, ...]:
+    """Dice's and Tversky's value shape: y_pred's without the reduced axes (``()`` for
+    ``axis=None``)."""
+    from lossverify.reference import overlap
+
+    return overlap.loss_shape("dice", shape, {"axis": axis})
+
+
+def _unit_rows(e: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length in float64 (zero rows stay zero), as float32."""
+    e = np.asarray(e, np.float64)
+    norm = np.sqrt((e * e).sum(-1, keepdims=True))
+    return np.where(norm > 0, e / np.where(norm > 0, norm, 1.0), 0.0).astype(F32)
+
+
+def _embeddings(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    if len(req.shape) != 2:
+        raise ValueError(f"rank: Circle's embeddings have shape (batch, dim), got a request "
+                         f"for shape {req.shape}")
+    b, d = req.shape
+    regime = draw(st.sampled_from(EMBEDDING_REGIMES), label="regime")
+    e = draw(hnp.arrays(F32, (b, d), elements=_float32(-1.0, 1.0)), label="y_pred")
+    classes = draw(st.integers(1, 4), label="classes")
+    labels = draw(hnp.arrays(np.int32, (b,), elements=st.integers(0, classes - 1)),
+                  label="y_true")
+    e64 = e.astype(np.float64)
+    if regime == "all_equal":
+        labels = np.zeros(b, np.int32)
+    elif regime == "all_different":
+        labels = np.arange(b, dtype=np.int32)
+    elif regime == "duplicates" and b > 1:
+        src = draw(hnp.arrays(np.int64, (b,), elements=st.integers(0, b - 1)), label="copy of")
+        take = draw(hnp.arrays(np.bool_, (b,)), label="copied rows")
+        take[1] = True
+        e64 = np.where(take[:, None], _unit_rows(e64)[src].astype(np.float64), e64)
+    elif regime == "zeros":
+        zero = draw(hnp.arrays(np.bool_, (b,)), label="zero rows")
+        zero[0] = True
+        e64 = np.where(zero[:, None], 0.0, e64)
+    elif regime == "clustered":
+        centres = draw(hnp.arrays(F32, (4, d), elements=_float32(-1.0, 1.0)), label="centres")
+        e64 = centres.astype(np.float64)[labels % 4] + 0.05 * e64
+    elif regime == "far_negatives" and b > 1:
+        base = _unit_rows(e64)[0].astype(np.float64)
+        other = e64[1] - (e64[1] @ base) * base
+        other = other / max(float(np.sqrt(other @ other)), 1e-12)
+        cos = draw(st.sampled_from((-1.0, -0.4, -0.6)), label="cosine")
+        e64 = e64.copy()
+        e64[1] = cos * base + np.sqrt(1.0 - cos * cos) * other
+        if labels[1] == labels[0]:
+            labels = labels.copy()
+            labels[1] = (labels[0] + 1) % 5
+    return labels.astype(np.int32), _unit_rows(e64), regime, {}
+
+
 #: input kind -> how it is drawn (a record names its kind)
 KINDS: dict[str, InputKind] = {
     "regression": InputKind(_regression, min_classes=1),
@@ -681,6 +791,8 @@ KINDS: dict[str, InputKind] = {
     "distributions": InputKind(_distributions),
     "counts": InputKind(_counts, min_classes=1),
     "sparse_probabilities": InputKind(_sparse_probabilities),
+    "masks": InputKind(_masks, min_classes=1, rank2_only=True, loss_shape=_mask_loss_shape),
+    "embeddings": InputKind(_embeddings, rank2_only=True),
 }
 
 
@@ -690,7 +802,7 @@ def loss_inputs(draw: st.DrawFn, reference: str, *, from_logits: bool = False,
                 max_classes: int = 12,
                 rank: int | None = None, class_num: int | None = None,
                 ignore_class: int | None = None, soft_labels: bool = True,
-                axis: int = -1, **params: Any) -> LossInputs:
+                axis: Any = None, **params: Any) -> LossInputs:
     """A labelled batch of inputs for reference ``reference`` with these parameters.
 
     ``from_logits`` draws logits instead of probabilities; the notes' focal losses
@@ -704,6 +816,8 @@ def loss_inputs(draw: st.DrawFn, reference: str, *, from_logits: bool = False,
     except KeyError:
         raise ValueError(f"reference: expected one of {sorted(RECORDS)}, "
                          f"got {reference!r}") from None
+    if axis is None:  # the record's default: a class axis, last; Dice's None (every axis)
+        axis = RECORDS[reference].parameters.get("axis", -1)
     max_extra = 0 if kind.rank2_only or rank == 2 else 1
     shape = draw(batch_shapes(1, max_batch, kind.min_classes, max_classes, max_extra),
                  label="shape")
@@ -717,11 +831,13 @@ def loss_inputs(draw: st.DrawFn, reference: str, *, from_logits: bool = False,
     weight = None
     if with_sample_weight:
         # one weight per sample: the shape of the losses, y_pred's without the class axis
-        class_axis = axis % len(shape)
-        loss_shape = tuple(int(n) for i, n in enumerate(shape) if i != class_axis) \
-            if len(shape) > 1 else (1,)
+        # (or the kind's own: Dice's axis may be None or a tuple)
         if kind.loss_shape is not None:
             loss_shape = kind.loss_shape(tuple(np.shape(y_pred)), axis)
+        else:
+            class_axis = axis % len(shape)
+            loss_shape = tuple(int(n) for i, n in enumerate(shape) if i != class_axis) \
+                if len(shape) > 1 else (1,)
         weight = draw(sample_weights(loss_shape), label="sample_weight")
     return LossInputs(y_true=y_true, y_pred=y_pred, sample_weight=weight, regime=regime,
                       notes=notes)

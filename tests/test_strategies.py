@@ -32,6 +32,11 @@ def _param_grid() -> list[tuple[str, dict]]:
         kind = lst.LABEL_KIND[name]
         variants: list[dict] = [{}, {"with_sample_weight": True, "rank": 3},
                                 {"rank": 2, "soft_labels": False}]
+        if kind == "embeddings":  # (batch, dim) only
+            variants[1] = {"with_sample_weight": True}
+        if kind == "masks":  # per-sample values, and one per column
+            variants += [{"with_sample_weight": True, "axis": -1},
+                         {"with_sample_weight": True, "axis": 0}]
         if name in TAKES_LOGITS_FLAG:
             variants.append({"from_logits": True})
         if kind.startswith("sparse"):
@@ -70,7 +75,9 @@ def test_loss_inputs_invariants(name: str, params: dict, data: st.DataObject):
     assert 1 <= yp.shape[0] <= 16 and x.rows == int(np.prod(yp.shape[:-1]))
 
     # labels of the right kind
-    if kind.startswith("sparse"):
+    if kind == "embeddings":  # Circle: int32 class labels per row
+        assert yt.dtype == np.int32 and yt.shape == yp.shape[:1]
+    elif kind.startswith("sparse"):
         assert yt.dtype == np.int32 and yt.shape == yp.shape[:-1]
         valid = (yt >= 0) & (yt < yp.shape[-1])
         if params.get("ignore_class") is not None:
@@ -93,6 +100,8 @@ def test_loss_inputs_invariants(name: str, params: dict, data: st.DataObject):
     # predictions: probabilities or logits in their regime (real values: margin family)
     if kind in MARGIN_KINDS:
         _check_margin_inputs(x, kind, params)
+    elif kind in OVERLAP_KINDS:
+        _check_overlap_inputs(x, kind, params)
     elif _uses_logits(name, params):
         assert x.regime in lst.LOGIT_REGIMES
         if x.regime == "wide":
@@ -116,10 +125,128 @@ def test_loss_inputs_invariants(name: str, params: dict, data: st.DataObject):
 
     if params.get("with_sample_weight"):
         w = x.sample_weight
-        assert w is not None and w.dtype == np.float32 and w.shape == yp.shape[:-1]
+        # one weight per value: Dice's axis=None (its default) gives one for the batch
+        shape = lst.KINDS[kind].loss_shape(yp.shape, params.get("axis")) \
+            if lst.KINDS[kind].loss_shape is not None else yp.shape[:-1]
+        assert w is not None and w.dtype == np.float32 and w.shape == shape
         assert (w >= 0).all() and np.isfinite(w).all()
     else:
         assert x.sample_weight is None
+
+
+# ------------------------------------------------------------------ overlap family
+
+OVERLAP_KINDS = {"masks": lst.MASK_REGIMES, "embeddings": lst.EMBEDDING_REGIMES}
+
+
+def _check_overlap_inputs(x, kind: str, params: dict) -> None:
+    """Masks: 0/1 labels (soft only in their regime), y_pred in [0, 1]. Embeddings:
+    unit-norm or zero rows."""
+    yp, yt = x.y_pred.astype(np.float64), x.y_true.astype(np.float64)
+    assert x.regime in OVERLAP_KINDS[kind]
+    if kind == "masks":
+        assert ((yp >= 0) & (yp <= 1)).all() and ((yt >= 0) & (yt <= 1)).all()
+        if x.regime != "soft_true":
+            assert set(np.unique(yt)) <= {0.0, 1.0}
+        else:
+            assert params.get("soft_labels", True)
+        if x.regime == "perfect":
+            assert (yp == yt).all(axis=tuple(range(1, yp.ndim))).any()
+        return
+    norms = np.sqrt((yp * yp).sum(-1))
+    assert ((np.abs(norms - 1) < 1e-6) | (norms == 0)).all(), norms
+    if x.regime == "all_equal":
+        assert (yt == yt[0]).all()
+    elif x.regime == "all_different":
+        assert len(np.unique(yt)) == len(yt)
+    elif x.regime == "zeros":
+        assert (norms == 0).any()
+
+
+def _overlap_inputs(name: str, **params):
+    return lst.loss_inputs(name, **params)
+
+
+def _pairs(x):
+    labels = x.y_true
+    return labels[:, None] == labels[None, :], 1.0 - x.y_pred.astype(np.float64) @ \
+        x.y_pred.astype(np.float64).T
+
+
+def _has_negative_duplicate(x) -> bool:
+    same, dist = _pairs(x)
+    return bool((~same & (np.abs(dist) < 1e-6)).any())
+
+
+def _has_positive_and_negative(x) -> bool:
+    same, _ = _pairs(x)
+    np.fill_diagonal(same, False)
+    return bool((same.any(-1) & (~_pairs(x)[0]).any(-1)).any())
+
+
+OCCURS_OVERLAP = {
+    "dice: an all-zero y_true and y_pred row": (
+        _overlap_inputs("dice", axis=-1),
+        lambda x: ((x.y_true == 0) & (x.y_pred == 0)).all(axis=-1).any()),
+    "dice: an empty y_true row under a nonzero prediction": (
+        _overlap_inputs("dice", axis=-1),
+        lambda x: ((x.y_true == 0).all(axis=-1) & (x.y_pred > 0).any(axis=-1)).any()),
+    "dice: a one-pixel mask predicted exactly": (
+        _overlap_inputs("dice", axis=-1),
+        lambda x: x.regime == "one_pixel" and ((x.y_true.sum(-1) == 1)
+                                               & (x.y_pred == x.y_true).all(-1)).any()),
+    "dice: a one-pixel mask missed": (
+        _overlap_inputs("dice", axis=-1),
+        lambda x: ((x.y_true.sum(-1) == 1) & ((x.y_true * x.y_pred).sum(-1) == 0)
+                   & (x.y_pred.sum(-1) > 0)).any()),
+    "dice: a whole batch with no mask at all (axis=None, 1 - 0 / eps)": (
+        _overlap_inputs("dice"), lambda x: (x.y_true == 0).all() and (x.y_pred == 0).all()),
+    "tversky: p within 1e-4 of a nonempty y (1 - r cancels)": (
+        _overlap_inputs("tversky", axis=-1),
+        lambda x: x.regime == "saturated" and x.y_true.sum() > 0
+        and (np.abs(x.y_pred - x.y_true) < 1e-4).all()),
+    "circle: a duplicated row with another label (a kink)": (
+        _overlap_inputs("circle"), _has_negative_duplicate),
+    "circle: every label equal (no negatives) in a batch of 3+": (
+        _overlap_inputs("circle"),
+        lambda x: len(x.y_true) >= 3 and (x.y_true == x.y_true[0]).all()),
+    "circle: every label different (no positives) in a batch of 3+": (
+        _overlap_inputs("circle"),
+        lambda x: len(x.y_true) >= 3 and len(np.unique(x.y_true)) == len(x.y_true)),
+    "circle: a zero row beside a row with a positive and a negative": (
+        _overlap_inputs("circle"),
+        lambda x: (x.y_pred == 0).all(-1).any() and _has_positive_and_negative(x)),
+    "circle: a negative pair beyond the weight clamp (cos < -0.4)": (
+        _overlap_inputs("circle"),
+        lambda x: (~_pairs(x)[0] & (_pairs(x)[1] > 1.4 + 1e-3)).any()),
+    "circle: a negative pair at the clamp (cos = -0.4)": (
+        _overlap_inputs("circle"),
+        lambda x: (~_pairs(x)[0] & (np.abs(_pairs(x)[1] - 1.4) < 1e-6)).any()),
+    "circle: positives clustered (distance < 0.05) in a batch with negatives": (
+        _overlap_inputs("circle"),
+        lambda x: x.regime == "clustered" and _has_positive_and_negative(x)
+        and (_pairs(x)[0] & ~np.eye(len(x.y_true), dtype=bool)
+             & (_pairs(x)[1] < 0.05)).any()),
+}
+
+
+@pytest.mark.parametrize("what", sorted(OCCURS_OVERLAP))
+def test_overlap_regime_occurs(what: str):
+    strategy, condition = OCCURS_OVERLAP[what]
+    find(strategy, condition, settings=FIND)
+
+
+@pytest.mark.parametrize("name", ["dice", "circle"])
+def test_every_overlap_regime_is_drawn(name: str):
+    seen: set[str] = set()
+
+    def collect(x):
+        seen.add(x.regime)
+        return False
+
+    with pytest.raises(Exception, match="No examples"):
+        find(lst.loss_inputs(name), collect, settings=settings(FIND, max_examples=150))
+    assert seen == set(OVERLAP_KINDS[lst.LABEL_KIND[name]])
 
 
 # ------------------------------------------------------------------ margin family
@@ -501,7 +628,9 @@ NO_TF_SCRIPT = textwrap.dedent('''
         params = {"class_num": 4} if kind == "sparse_logits" else {}
         x = find(lst.loss_inputs(name, **params), lambda x: x.rows > 1, settings=quick)
         value, grad = R.value_and_grad(name, x.y_true, x.y_pred, **params)
-        assert value.shape == x.y_pred.shape[:-1] and np.isfinite(value).all(), name
+        shape = lst.KINDS[kind].loss_shape(x.y_pred.shape, None) \
+            if lst.KINDS[kind].loss_shape is not None else x.y_pred.shape[:-1]
+        assert value.shape == shape and np.isfinite(value).all(), name
         assert grad.shape == x.y_pred.shape, name
         if kind in ("binary", "categorical", "sparse"):
             z = find(lst.loss_inputs(name, from_logits=True), lambda x: True, settings=quick)

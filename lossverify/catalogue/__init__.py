@@ -8,14 +8,15 @@ the family's module. NumPy only.
 
 from __future__ import annotations
 
-from lossverify.catalogue import crossentropy, margin, notes, probabilistic, regression
+from lossverify.catalogue import crossentropy, margin, notes, overlap, probabilistic, regression
 from lossverify.record import LossRecord
 
 __all__ = ["RECORDS", "get"]
 
 #: reference name -> its record
 RECORDS: dict[str, LossRecord] = {
-    r.name: r for family in (regression, crossentropy, notes, margin, probabilistic)
+    r.name: r
+    for family in (regression, crossentropy, notes, margin, probabilistic, overlap)
     for r in family.RECORDS
 }
 
