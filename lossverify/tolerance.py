@@ -222,7 +222,11 @@ def _reduced(reference: str, params: Mapping[str, Any], y_true: np.ndarray,
     tiny = numerics.tiny(dtype)  # TensorFlow flushes subnormal results to zero on CPU
     value_allowed = (np.sum(np.abs(w) * v_allowed) / divisor + tiny
                      + K * u * (n + 2) * (np.sum(weighted) / divisor + abs(float(value))))
-    factor = np.expand_dims(w / divisor, axis)
+    factor = w / divisor
+    if factor.ndim + 1 == ev.grad.ndim:  # per-sample losses: y_pred's shape without `axis`
+        factor = np.expand_dims(factor, axis)
+    else:  # losses over several axes of y_pred (CTC: (batch,) of (batch, time, classes))
+        factor = factor.reshape(factor.shape + (1,) * (ev.grad.ndim - factor.ndim))
     with np.errstate(invalid="ignore"):  # an infinite reference gradient at weight 0: NaN
         grad = ev.grad * factor
         grad_allowed = g_allowed * np.abs(factor) + K * u * np.abs(grad) + tiny

@@ -8,14 +8,14 @@ the family's module. NumPy only.
 
 from __future__ import annotations
 
-from lossverify.catalogue import crossentropy, margin, notes, probabilistic, regression
+from lossverify.catalogue import crossentropy, ctc, margin, notes, probabilistic, regression
 from lossverify.record import LossRecord
 
 __all__ = ["RECORDS", "get"]
 
 #: reference name -> its record
 RECORDS: dict[str, LossRecord] = {
-    r.name: r for family in (regression, crossentropy, notes, margin, probabilistic)
+    r.name: r for family in (regression, crossentropy, notes, ctc, margin, probabilistic)
     for r in family.RECORDS
 }
 

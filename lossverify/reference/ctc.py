@@ -46,15 +46,15 @@ import numpy as np
 from lossverify.reference import _validate as V
 from lossverify.reference._core import Evaluation, faithful, softmax_roundings
 
-__all__ = ["ctc", "check_labels", "check_logits", "label_sequences"]
+__all__ = ["CTC_BLANK", "check_ctc_labels", "check_ctc_logits", "ctc", "ctc_label_sequences"]
 
 _ABS = np.abs
 
 #: the blank / mask class (Keras's ``mask_index``)
-BLANK = 0
+CTC_BLANK = 0
 
 
-def check_logits(y_pred: Any) -> np.ndarray:
+def check_ctc_logits(y_pred: Any) -> np.ndarray:
     """``y_pred`` as logits of rank 3 ``(batch, time, classes)`` with at least one class,
     in the compute dtype."""
     yp, _ = V.as_real_array(y_pred, "y_pred")
@@ -65,7 +65,7 @@ def check_logits(y_pred: Any) -> np.ndarray:
     return yp
 
 
-def check_labels(y_true: Any, y_pred: np.ndarray) -> np.ndarray:
+def check_ctc_labels(y_true: Any, y_pred: np.ndarray) -> np.ndarray:
     """``y_true`` as int64 labels of shape ``(batch, max_label_length)`` in
     ``[0, classes)``, with y_pred's batch size."""
     arr = V.as_array(y_true, "y_true", "integer labels")
@@ -78,10 +78,13 @@ def check_labels(y_true: Any, y_pred: np.ndarray) -> np.ndarray:
     return V.as_labels(arr, y_pred.shape[2])
 
 
-def label_sequences(y_true: Any) -> list[list[int]]:
+def ctc_label_sequences(y_true: Any) -> list[list[int]]:
     """The label sequence of each sample: its nonzero entries, in order."""
     arr = np.asarray(y_true)
-    return [[int(c) for c in row if c != BLANK] for row in arr.reshape(arr.shape[0], -1)]
+    if arr.ndim != 2:
+        raise ValueError(f"y_true: expected integer labels of rank 2 (batch_size, "
+                         f"max_label_length), got shape {arr.shape}")
+    return [[int(c) for c in row if c != CTC_BLANK] for row in arr]
 
 
 def _lse(stack: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -113,16 +116,16 @@ def _extended(labels: np.ndarray):
     (padded to the longest), its validity, the skip transitions ``s - 2 -> s`` (allowed
     into a label state whose class differs from the label two states back), the final
     states (the last label and the last blank) and the label lengths."""
-    seqs = label_sequences(labels)
+    seqs = ctc_label_sequences(labels)
     lengths = np.array([len(q) for q in seqs], dtype=np.int64)
     n_states = 2 * (int(lengths.max()) if lengths.size else 0) + 1
-    ext = np.full((len(seqs), n_states), BLANK, dtype=np.int64)
+    ext = np.full((len(seqs), n_states), CTC_BLANK, dtype=np.int64)
     for b, q in enumerate(seqs):
         ext[b, 1:2 * len(q):2] = q
     s = np.arange(n_states)
     valid = s[None, :] < (2 * lengths + 1)[:, None]
     skip = np.zeros_like(valid)
-    skip[:, 2:] = (ext[:, 2:] != BLANK) & (ext[:, 2:] != ext[:, :-2])
+    skip[:, 2:] = (ext[:, 2:] != CTC_BLANK) & (ext[:, 2:] != ext[:, :-2])
     final = (s[None, :] == 2 * lengths[:, None]) | (s[None, :] == 2 * lengths[:, None] - 1)
     return ext, valid, skip & valid, final & valid, lengths
 
@@ -150,8 +153,8 @@ def _log_softmax_terms(z: np.ndarray):
 
 @V.quiet
 def _eval_ctc(y_true: Any, y_pred: Any) -> Evaluation:
-    yp = check_logits(y_pred)
-    labels = check_labels(y_true, yp)
+    yp = check_ctc_logits(y_pred)
+    labels = check_ctc_labels(y_true, yp)
     dt = yp.dtype
     n_batch, n_time, n_classes = yp.shape
     ext, valid, skip, final, lengths = _extended(labels)
@@ -222,7 +225,9 @@ def _eval_ctc(y_true: Any, y_pred: Any) -> Evaluation:
     grad = np.where(possible[:, None, None], grad, nan)
     value_scale = np.where(possible, value_scale, 1.0)
     grad_scale = np.where(possible[:, None, None], grad_scale, 0.0)
-    return Evaluation(value, grad, value_scale, grad_scale, np.zeros(n_batch, bool))
+    # CTC is smooth: no kinks. ``kink`` has y_pred's shape without the class axis, (batch,
+    # time), the shape lossverify.tolerance expands along the class axis.
+    return Evaluation(value, grad, value_scale, grad_scale, np.zeros((n_batch, n_time), bool))
 
 
 def _scales(yp, p, alpha, beta, emit, emit_size, w_alpha, w_beta, w_end, w_start, log_p,
