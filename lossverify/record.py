@@ -115,7 +115,7 @@ class KnownDeviation:
             return per_sample
         if part == "value" and elements.shape[:len(shape)] == tuple(shape) and shape:
             # losses over several axes of y_pred (CTC: (batch,) of (batch, time, classes))
-            return elements.reshape(*shape, -1).any(axis=-1)
+            return np.asarray(elements.reshape(*shape, -1).any(axis=-1))
         return np.full(shape, bool(elements.any()))
 
     def explains(self, x: Any, params: Mapping[str, Any], part: str,
