@@ -41,6 +41,11 @@ with each other:
                                     references' difference (``2 eps`` vs ``eps``: < eps / 2)
 ``permutation_equivariant``         permuting the batch permutes a batch-coupled loss's
                                     values (Circle); a reduced loss is unchanged
+``logit_shift_invariant``           adding a constant to every logit of a row (along the
+                                    class axis; CTC: of a frame) leaves the losses
+                                    unchanged: the loss takes a softmax of its logits
+``label_padding_invariant``         more trailing zeros (the blank / mask) in CTC's label
+                                    rows leave the losses unchanged
 ==================================  ==========================================================
 
 Tolerance. Two float32 evaluations of mathematically equal quantities each lie within
@@ -313,9 +318,16 @@ def _class_matches_function(losses, x, reference, params, draw_int):
 
 def _per_sample_shape(x: lst.LossInputs, params: Mapping[str, Any],
                       reference: str | None = None) -> tuple[int, ...]:
-    if reference in _overlap.NAMES:  # Dice's axis=None: one value for the batch
+    """y_pred's shape without the class axis, or the record's input kind's ``loss_shape``
+    (CTC: ``(batch,)`` of ``(batch, time, classes)``; Dice's ``axis=None``: ``()``)."""
+    if reference in _overlap.NAMES:
         return _overlap.loss_shape(reference, x.y_pred.shape, params)
-    axis = params.get("axis", -1) % x.y_pred.ndim
+    axis = params.get("axis", -1)
+    if reference is not None:
+        kind = lst.KINDS.get(S.get_spec(reference).inputs)
+        if kind is not None and kind.loss_shape is not None:
+            return tuple(kind.loss_shape(tuple(x.y_pred.shape), axis))
+    axis = axis % x.y_pred.ndim
     return x.y_pred.shape[:axis] + x.y_pred.shape[axis + 1:]
 
 
@@ -550,6 +562,45 @@ _RELATIONS.update({
     "generalized_not_above_cross_entropy": _generalized_not_above_cross_entropy,
 })
 
+
+# ------------------------------------------------------------------- CTC invariants
+
+
+def _logit_shift_invariant(losses, x, reference, params, draw_int):
+    """``loss(y, z + c) == loss(y, z)`` with ``c`` one integer in [-4, 4] per row of the
+    class axis. ``z + c`` rounds in float32: compared with the references' own
+    difference on the two inputs, so the relation tests the implementation only."""
+    (loss,) = losses
+    axis = params.get("axis", -1) % x.y_pred.ndim
+    shape = list(x.y_pred.shape)
+    shape[axis] = 1
+    shift = np.random.default_rng(draw_int).integers(-4, 5, size=shape)
+    moved = x.replace(y_pred=(x.y_pred + shift.astype(x.y_pred.dtype)).astype(x.y_pred.dtype))
+    reduced = C.is_keras_loss(loss)
+    a, b = _call(loss, moved, reduced), _call(loss, x, reduced)
+    ea, eb = _budget(reference, params, moved, loss), _budget(reference, params, x, loss)
+    return _equal(a - b, ea.value - eb.value, ea.value_allowed + eb.value_allowed,
+                  "logit_shift_invariant: loss(y, z + c) - loss(y, z) vs the references' "
+                  "difference (the rounding of z + c)")
+
+
+def _label_padding_invariant(losses, x, reference, params, draw_int):
+    """CTC: 1 to 3 more zero columns in ``y_true`` (padding) give the same losses."""
+    (loss,) = losses
+    labels = np.asarray(x.y_true)
+    extra = 1 + draw_int % 3
+    padded = x.replace(y_true=np.concatenate(
+        [labels, np.zeros((labels.shape[0], extra), labels.dtype)], axis=1))
+    reduced = C.is_keras_loss(loss)
+    a, b = _call(loss, padded, reduced), _call(loss, x, reduced)
+    allowed = _budget(reference, params, padded, loss).value_allowed + \
+        _budget(reference, params, x, loss).value_allowed
+    return _equal(a, b, allowed, f"label_padding_invariant: {extra} more zero label columns")
+
+
+INVARIANTS.update({"logit_shift_invariant": 1, "label_padding_invariant": 1})
+_RELATIONS.update({"logit_shift_invariant": _logit_shift_invariant,
+                   "label_padding_invariant": _label_padding_invariant})
 
 def _validate(invariant: str, losses: tuple[Callable, ...], reference: str,
               params: Mapping[str, Any]) -> None:

@@ -772,6 +772,105 @@ def _embeddings(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
             labels = labels.copy()
             labels[1] = (labels[0] + 1) % 5
     return labels.astype(np.int32), _unit_rows(e64), regime, {}
+# ------------------------------------------------------------------ CTC
+
+#: keras.losses.ctc's regimes: every label fits its time axis (a blank between equal
+#: neighbours), trailing padding only, losses below ~600 (TensorFlow caps near 707)
+CTC_REGIMES = ("random", "blank_only", "repeats", "single_alignment", "peaked", "large_loss",
+               "long")
+#: frames of a rank-2 request (and of the xla check's draws: one shape per run), and of
+#: the "long" regime
+CTC_TIME, CTC_LONG_TIME = 8, 48
+
+
+def _ctc_needed(labels: list[int]) -> int:
+    """Frames a label sequence needs: one per label and one blank between equal ones."""
+    return len(labels) + sum(a == b for a, b in zip(labels, labels[1:], strict=False))
+
+
+def _ctc_label_row(draw: st.DrawFn, regime: str, n_classes: int, n_time: int,
+                   longest: int) -> list[int]:
+    """One label sequence (classes 1 .. C - 1) that fits ``n_time`` frames."""
+    label = st.integers(1, n_classes - 1)
+    if regime == "blank_only":
+        return []
+    if regime == "single_alignment":  # labels + blanks between repeats == frames
+        row: list[int] = []
+        while _ctc_needed(row) < n_time and len(row) < longest:
+            c = draw(label, label="label")
+            if _ctc_needed([*row, c]) > n_time:
+                c = next(k for k in range(1, n_classes) if k != row[-1]) if n_classes > 2 \
+                    else c
+            if _ctc_needed([*row, c]) > n_time:
+                break
+            row.append(c)
+        return row
+    if regime == "repeats":  # runs of one class, and pairs
+        runs = draw(st.lists(st.tuples(label, st.integers(1, 3)), min_size=1, max_size=4),
+                    label="runs")
+        row = [c for c, k in runs for _ in range(k)]
+    else:
+        row = draw(st.lists(label, max_size=longest), label="labels")
+    while _ctc_needed(row) > n_time or len(row) > longest:
+        row = row[:-1]
+    return row
+
+
+def _ctc_alignment(row: list[int], n_time: int) -> list[int]:
+    """An alignment of ``row``: its labels with a blank between repeats, then blanks."""
+    path: list[int] = []
+    for i, c in enumerate(row):
+        if i and row[i - 1] == c:
+            path.append(0)
+        path.append(c)
+    return path + [0] * (n_time - len(path))
+
+
+def _ctc(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    """keras.losses.ctc's inputs: int32 label sequences ``(batch, width)`` (classes 1 ..
+    C - 1, trailing zero padding, some rows empty) and float32 logits ``(batch, time,
+    C)``. A rank-3 request draws its time axis (1 .. 12), a rank-2 one has CTC_TIME
+    frames (one shape per class count, for XLA); ``width`` is a multiple of 3 at least
+    the longest label (the xla check tiles y_true's axis 1 to a multiple of 3: a no-op).
+    Regimes: random labels; ``blank_only`` rows; ``repeats`` (runs that need blanks);
+    ``single_alignment`` (labels + repeats = frames); ``peaked`` logits (a lead of 20 ..
+    35 on an alignment of the label, or on random classes); ``large_loss`` (the blank
+    favoured by 10 .. 25 against non-empty labels); ``long`` (CTC_LONG_TIME frames)."""
+    regime = draw(st.sampled_from(CTC_REGIMES), label="regime")
+    batch, n_classes = req.shape[0], req.shape[-1]
+    if regime == "long":
+        n_time = CTC_LONG_TIME
+    elif len(req.shape) == 3:
+        n_time = draw(st.integers(1, 12), label="time")
+    else:
+        n_time = CTC_TIME
+    longest = min(n_time, 12)
+    rows = [_ctc_label_row(draw, regime, n_classes, n_time, longest) for _ in range(batch)]
+    if regime == "large_loss" and n_classes > 1:
+        rows = [r or [1] for r in rows]
+    width = 3 * -(-max(1, longest) // 3)
+    y_true = np.zeros((batch, width), np.int32)
+    for b, row in enumerate(rows):
+        y_true[b, :len(row)] = row
+    shape = (batch, n_time, n_classes)
+    if regime == "random":
+        scale = draw(st.sampled_from((0.5, 2.0, 5.0)), label="scale")
+    else:
+        scale = 0.5 if regime in ("peaked", "large_loss") else 2.0
+    y_pred = draw(hnp.arrays(F32, shape, elements=_float32(-scale, scale)), label="y_pred")
+    if regime == "peaked":
+        gap = draw(_float32(20.0, 35.0), label="gap")
+        on_path = draw(hnp.arrays(np.bool_, (batch,)), label="on an alignment")
+        random_classes = draw(hnp.arrays(np.int64, (batch, n_time),
+                                         elements=st.integers(0, n_classes - 1)),
+                              label="peaked classes")
+        for b, row in enumerate(rows):
+            path = _ctc_alignment(row, n_time) if on_path[b] else random_classes[b]
+            y_pred[b, np.arange(n_time), path] += F32(gap)
+    elif regime == "large_loss":
+        bias = draw(_float32(10.0, 25.0), label="blank bias")
+        y_pred[..., 0] += F32(bias)
+    return y_true, y_pred.astype(F32), regime, {"time": n_time}
 
 
 #: input kind -> how it is drawn (a record names its kind)
@@ -793,6 +892,7 @@ KINDS: dict[str, InputKind] = {
     "sparse_probabilities": InputKind(_sparse_probabilities),
     "masks": InputKind(_masks, min_classes=1, rank2_only=True, loss_shape=_mask_loss_shape),
     "embeddings": InputKind(_embeddings, rank2_only=True),
+    "ctc": InputKind(_ctc, logits=True, loss_shape=lambda shape, axis: (shape[0],)),
 }
 
 

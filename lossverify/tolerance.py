@@ -236,7 +236,11 @@ def _reduced(reference: str, params: Mapping[str, Any], y_true: np.ndarray,
         coupled = _overlap.weighted_evaluation(reference, y_true, y_pred, w / divisor,
                                                dict(params), numerics.np_dtype(dtype))
     else:
-        factor, coupled = np.expand_dims(w / divisor, axis), None
+        factor, coupled = w / divisor, None
+        if factor.ndim + 1 == ev.grad.ndim:  # per-sample losses: y_pred's shape without axis
+            factor = np.expand_dims(factor, axis)
+        else:  # losses over several axes of y_pred (CTC: (batch,) of (batch, time, classes))
+            factor = factor.reshape(factor.shape + (1,) * (ev.grad.ndim - factor.ndim))
     with np.errstate(invalid="ignore"):  # an infinite reference gradient at weight 0: NaN
         if coupled is None:
             grad = ev.grad * factor

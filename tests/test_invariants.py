@@ -263,6 +263,36 @@ OVERLAP_WRONG = [
 ]
 
 
+# CTC: a frame's logits shifted by a constant, more trailing zero labels (correct and wrong)
+
+
+def ctc_of_log_sigmoid(y_true, y_pred):
+    """Keras's CTC of log(sigmoid(z)): per-class sigmoid scores where logits were meant."""
+    return K.ctc(y_true, tf.math.log_sigmoid(y_pred))
+
+
+def ctc_padding_counted_as_labels(y_true, y_pred):
+    """tf.nn.ctc_loss with label_length = the row width: the zero padding scored as labels."""
+    y = tf.cast(y_true, tf.int32)
+    n = tf.shape(y)[0]
+    return tf.nn.ctc_loss(y, y_pred, tf.fill([n], tf.shape(y)[1]),
+                          tf.fill([n], tf.shape(y_pred)[1]), logits_time_major=False,
+                          blank_index=0)
+
+
+CORRECT += [
+    ("shift-ctc", "logit_shift_invariant", (lambda: K.ctc,), "ctc", {}),
+    ("pad-ctc-class", "label_padding_invariant", (lambda: K.CTC(),), "ctc", {}),
+    ("class=fn-ctc", "class_matches_function", (lambda: K.CTC(), lambda: K.ctc), "ctc", {}),
+]
+_CTC_WRONG = [
+    ("shift-ctc-log-sigmoid", "logit_shift_invariant", (lambda: ctc_of_log_sigmoid,), "ctc",
+     {}),
+    ("pad-ctc-padding-as-labels", "label_padding_invariant",
+     (lambda: ctc_padding_counted_as_labels,), "ctc", {}),
+]
+
+
 def test_every_invariant_has_a_correct_case():
     assert {case[1] for case in CORRECT} == set(INVARIANTS)
 
@@ -369,6 +399,7 @@ WRONG += [
 ]
 
 WRONG += _PROBABILISTIC_WRONG  # the probabilistic family's (above)
+WRONG += _CTC_WRONG  # CTC's (above)
 
 WRONG += OVERLAP_WRONG
 

@@ -68,7 +68,7 @@ def test_loss_inputs_invariants(name: str, params: dict, data: st.DataObject):
     kind = lst.LABEL_KIND[name]
     yp, yt = x.y_pred, x.y_true
     assert yp.dtype == np.float32 and yp.ndim in (2, 3) and np.isfinite(yp).all()
-    if "rank" in params:
+    if "rank" in params and kind != "ctc":  # CTC's logits are rank 3 (see below)
         assert yp.ndim == params["rank"]
     if "class_num" in params:
         assert yp.shape[-1] == params["class_num"]
@@ -77,6 +77,8 @@ def test_loss_inputs_invariants(name: str, params: dict, data: st.DataObject):
     # labels of the right kind
     if kind == "embeddings":  # Circle: int32 class labels per row
         assert yt.dtype == np.int32 and yt.shape == yp.shape[:1]
+    elif kind == "ctc":
+        _check_ctc_inputs(x, params)
     elif kind.startswith("sparse"):
         assert yt.dtype == np.int32 and yt.shape == yp.shape[:-1]
         valid = (yt >= 0) & (yt < yp.shape[-1])
@@ -98,7 +100,9 @@ def test_loss_inputs_invariants(name: str, params: dict, data: st.DataObject):
             assert set(np.unique(yt)) <= {0.0, 1.0}
 
     # predictions: probabilities or logits in their regime (real values: margin family)
-    if kind in MARGIN_KINDS:
+    if kind == "ctc":
+        pass  # logits, checked with the labels
+    elif kind in MARGIN_KINDS:
         _check_margin_inputs(x, kind, params)
     elif kind in OVERLAP_KINDS:
         _check_overlap_inputs(x, kind, params)
@@ -595,6 +599,92 @@ def test_every_probabilistic_regime_is_drawn(name: str):
     with pytest.raises(Exception, match="No examples"):
         find(lst.loss_inputs(name), collect, settings=settings(FIND, max_examples=150))
     assert seen == set(_PROBABILISTIC_REGIMES[lst.LABEL_KIND[name]])
+
+
+# ------------------------------------------------------------------ CTC
+
+
+def _ctc_needed(row) -> int:
+    labels = [int(c) for c in row if c]
+    return len(labels) + sum(a == b for a, b in zip(labels, labels[1:], strict=False))
+
+
+def _check_ctc_inputs(x, params: dict) -> None:
+    """Label rows (int32, classes 1 .. C - 1, trailing padding, a multiple of 3 wide) that
+    fit their frames, rank-3 float32 logits, losses below TensorFlow's cap."""
+    from lossverify.reference.ctc import ctc
+
+    yp, yt = x.y_pred, x.y_true
+    assert x.regime in lst.CTC_REGIMES
+    assert yp.ndim == 3 and yp.shape[1] == x.notes["time"]
+    if params.get("rank") == 2:
+        assert yp.shape[1] == (lst.CTC_LONG_TIME if x.regime == "long" else lst.CTC_TIME)
+    assert yt.dtype == np.int32 and yt.ndim == 2 and yt.shape[0] == yp.shape[0]
+    assert yt.shape[1] >= 3 and yt.shape[1] % 3 == 0
+    assert ((yt >= 0) & (yt < yp.shape[-1])).all()
+    for row in yt:
+        nonzero = np.flatnonzero(row)
+        assert (nonzero == np.arange(nonzero.size)).all(), f"a 0 before a label: {row}"
+        assert _ctc_needed(row) <= yp.shape[1]
+    if x.regime == "blank_only":
+        assert (yt == 0).all()
+    values = ctc(yt, yp)
+    assert np.isfinite(values).all() and (values < 600).all(), values
+
+
+def _ctc_inputs(**params):
+    return lst.loss_inputs("ctc", **params)
+
+
+def _peak_gap(x) -> float:
+    rows = np.sort(x.y_pred.reshape(-1, x.y_pred.shape[-1]).astype(np.float64), axis=-1)
+    return float((rows[:, -1] - rows[:, -2]).min()) if rows.shape[-1] > 1 else 0.0
+
+
+def _has_adjacent_repeat(x) -> bool:
+    return any(any(a == b for a, b in zip(r[r > 0], r[r > 0][1:], strict=False))
+               for r in x.y_true)
+
+
+OCCURS_CTC = {
+    "a label row and a blank-only row in one batch": (
+        _ctc_inputs(), lambda x: (x.y_true == 0).all(1).any() and (x.y_true != 0).any()),
+    "equal neighbouring labels (a blank needed between)": (
+        _ctc_inputs(), _has_adjacent_repeat),
+    "labels + repeats == frames (one alignment), with a repeat": (
+        _ctc_inputs(), lambda x: x.regime == "single_alignment" and _has_adjacent_repeat(x)
+        and any(_ctc_needed(r) == x.y_pred.shape[1] for r in x.y_true)),
+    "every frame peaked by more than 20": (_ctc_inputs(), lambda x: _peak_gap(x) > 20),
+    "a loss above 100": (
+        _ctc_inputs(), lambda x: x.regime == "large_loss" and (_ctc_loss(x) > 100).any()),
+    "one frame": (_ctc_inputs(), lambda x: x.y_pred.shape[1] == 1),
+    "48 frames and a label of 8 or more": (
+        _ctc_inputs(), lambda x: x.y_pred.shape[1] == 48 and ((x.y_true > 0).sum(1) >= 8).any()),
+}
+
+
+def _ctc_loss(x):
+    from lossverify.reference.ctc import ctc
+
+    return ctc(x.y_true, x.y_pred)
+
+
+@pytest.mark.parametrize("what", sorted(OCCURS_CTC))
+def test_ctc_regime_occurs(what: str):
+    strategy, condition = OCCURS_CTC[what]
+    find(strategy, condition, settings=FIND)
+
+
+def test_every_ctc_regime_is_drawn():
+    seen: set[str] = set()
+
+    def collect(x):
+        seen.add(x.regime)
+        return False
+
+    with pytest.raises(Exception, match="No examples"):
+        find(_ctc_inputs(), collect, settings=settings(FIND, max_examples=150))
+    assert seen == set(lst.CTC_REGIMES)
 
 
 # ------------------------------------------------------------------ bad arguments

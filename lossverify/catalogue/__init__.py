@@ -8,7 +8,15 @@ the family's module. NumPy only.
 
 from __future__ import annotations
 
-from lossverify.catalogue import crossentropy, margin, notes, overlap, probabilistic, regression
+from lossverify.catalogue import (
+    crossentropy,
+    ctc,
+    margin,
+    notes,
+    overlap,
+    probabilistic,
+    regression,
+)
 from lossverify.record import LossRecord
 
 __all__ = ["RECORDS", "get"]
@@ -16,7 +24,7 @@ __all__ = ["RECORDS", "get"]
 #: reference name -> its record
 RECORDS: dict[str, LossRecord] = {
     r.name: r
-    for family in (regression, crossentropy, notes, margin, probabilistic, overlap)
+    for family in (regression, crossentropy, notes, ctc, margin, probabilistic, overlap)
     for r in family.RECORDS
 }
 
