@@ -597,6 +597,8 @@ def smallest_detected(reference: str, params: dict[str, Any], *, dtype: str = "f
     for x in _draws(reference, params, dtype, draws, seed, False):
         b = T.budget(reference, params, x.y_true, x.y_pred, dtype=dtype)
         axis = params.get("axis", -1)
+        if not isinstance(axis, int):  # Dice's None or a tuple: rows of y_pred as they are
+            axis = -1
         grad = np.moveaxis(np.where(b.grad_rows, np.abs(b.grad), 0.0), axis, -1)
         allowed = np.moveaxis(b.grad_allowed, axis, -1)
         top = np.argmax(grad, axis=-1)[..., None]

@@ -168,8 +168,9 @@ def close_to_reference(reference: str, y_true: Any, y_pred: Any, value: Any,
         sel = budget.grad_rows
         grad_cmp = numerics.compare(np.where(sel, g, 0.0), np.where(sel, budget.grad, 0.0),
                                     np.where(sel, budget.grad_allowed, 1.0), dtype)
+    axis = params.get("axis", -1)  # Dice's None (one value) or a tuple: rows as they are
     return Closeness(reference, dict(params), budget, value_cmp, grad_cmp,
-                     np.asarray(yt), np.asarray(yp), int(params.get("axis", -1)))
+                     np.asarray(yt), np.asarray(yp), int(axis) if isinstance(axis, int) else -1)
 
 
 def assert_close_to_reference(reference: str, y_true: Any, y_pred: Any, value: Any,

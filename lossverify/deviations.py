@@ -543,3 +543,123 @@ POISSON_F16_GRAD_OVERFLOW = KnownDeviation(
     at=_poisson_shift_overflows_f16_at,
     implementations=("keras.losses.poisson",),
 )
+
+
+# --------------------------------------------------------------------------- CTC
+
+_CTC = ("keras.losses.CTC", "keras.losses.ctc")
+
+#: TensorFlow's dense CTC takes log(1e-307), computed in float64 and cast to float32, as
+#: "log 0" for the final states of its forward-backward
+_TF_CTC_LOG_ZERO = float(np.float32(np.log(1e-307)))
+#: losses above this are pulled towards -_TF_CTC_LOG_ZERO = 706.89 (the spurious paths'
+#: weight exp(loss + _TF_CTC_LOG_ZERO) times up to 2 (L + 1) end states reaches float32's
+#: budget about 20 below the cap; 30 of margin)
+_TF_CTC_CAPPED_ABOVE = -_TF_CTC_LOG_ZERO - 30.0
+
+
+def _ctc_samples(x: Any, per_sample: np.ndarray) -> np.ndarray:
+    """``per_sample`` (batch,) spread over every element of y_pred (batch, time, classes)."""
+    shape = np.shape(x.y_pred)
+    return np.broadcast_to(np.asarray(per_sample, bool).reshape((-1,) + (1,) * (len(shape) - 1)),
+                           shape)
+
+
+def _ctc_zero_before_a_label_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Samples whose label row has a 0 before its last nonzero entry."""
+    labels = np.asarray(x.y_true)
+    if labels.ndim != 2 or labels.shape[1] == 0:
+        return np.zeros(np.shape(x.y_pred), bool)
+    nonzero = labels != 0
+    last = labels.shape[1] - 1 - np.argmax(nonzero[:, ::-1], axis=1)
+    before = np.arange(labels.shape[1])[None, :] < last[:, None]
+    return _ctc_samples(x, (before & ~nonzero).any(axis=1) & nonzero.any(axis=1))
+
+
+def _ctc_beyond_log_zero_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Samples whose loss (the reference's, in float64) is infinite (no alignment fits)
+    or above _TF_CTC_CAPPED_ABOVE."""
+    from lossverify.reference.ctc import _eval_ctc
+
+    try:
+        value = _eval_ctc(x.y_true, np.asarray(x.y_pred, np.float64)).value
+    except (TypeError, ValueError):
+        return np.zeros(np.shape(x.y_pred), bool)
+    return _ctc_samples(x, ~(value <= _TF_CTC_CAPPED_ABOVE))
+
+
+def _ctc_empty_label_axis_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Every element when y_true has no label columns, shape (batch, 0)."""
+    labels = np.asarray(x.y_true)
+    empty = labels.ndim == 2 and labels.shape[1] == 0
+    return np.full(np.shape(x.y_pred), empty)
+
+
+def _float64_input_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    return np.full(np.shape(x.y_pred), np.asarray(x.y_pred).dtype == np.float64)
+
+
+CTC_LABEL_PREFIX = KnownDeviation(
+    id="tf-ctc-reads-label-prefix",
+    checks=("value", "gradient", "graph", "xla"),
+    summary="keras.losses.ctc passes label_length = the number of nonzero labels (0 is the "
+            "mask, as documented) but tf.nn.ctc_loss reads that many labels from the front "
+            "of each row: a 0 before the last label is scored as a label whose class is the "
+            "blank, and the last labels are dropped. Its gradient then is not even the "
+            "derivative of its own value (the 0 label's occupancy reaches no class: the "
+            "frames' gradients no longer sum to 0). Trailing padding is unaffected.",
+    reproducer="z = [[[.5, -.2, .1], [0., .3, -.4], [.2, .2, .2], [-.1, .4, 0.]]] (float32): "
+               "keras.losses.ctc([[0, 2]], z) == [1.997437] (the label [2]: 2.30432); "
+               "d/dz[0, 0, 0] is -0.1385 from the tape, -0.5385 by differences of the value",
+    applies=_always,
+    at=_ctc_zero_before_a_label_at,
+    implementations=_CTC,
+    symptom="error",
+)
+CTC_LOG_ZERO_CAP = KnownDeviation(
+    id="tf-ctc-log-zero-cap",
+    checks=("value", "gradient", "graph", "xla"),
+    summary="tf.nn.ctc_loss (dense labels) takes log(1e-307) = -706.89 as log 0 for the "
+            "non-final states, so a label that no alignment fits (longer than the frames "
+            "allow with a blank between equal labels) costs about 707 plus the best "
+            "non-final path, not inf, with a finite gradient; and every loss above ~690 is "
+            "pulled towards 706.89 (value and gradient wrong).",
+    reproducer="keras.losses.ctc([[1, 1, 1]], np.zeros((1, 4, 3), np.float32)) == [709.07] "
+               "(no alignment: inf); 10 frames of logits [800, 0, 0] with the label [1]: "
+               "[706.8936], exact 800 - log(10) = 797.70, gradient ~1e-6 instead of "
+               "softmax - posterior",
+    applies=_always,
+    at=_ctc_beyond_log_zero_at,
+    implementations=_CTC,
+    symptom="error",
+)
+CTC_EMPTY_LABEL_AXIS = KnownDeviation(
+    id="tf-ctc-empty-label-axis",
+    checks=("value", "graph", "xla"),
+    summary="With y_true of shape (batch, 0) tf.nn.ctc_loss's transition matrix gets the "
+            "start -> blank transition twice (its 'start to first label' and 'label 0 to "
+            "blank 0' entries coincide and scatter_nd adds them): p doubles and the loss is "
+            "log 2 too small (negative with one class). The gradient is right; one column "
+            "of zeros gives the right value.",
+    reproducer="keras.losses.ctc(np.zeros((1, 0), np.int32), np.zeros((1, 3, 2), "
+               "np.float32)) == [1.386294] (3 log 2 = 2.079442, as with np.zeros((1, 1)))",
+    applies=_always,
+    at=_ctc_empty_label_axis_at,
+    implementations=_CTC,
+    symptom="error",
+)
+CTC_FLOAT64_IN_FLOAT32 = KnownDeviation(
+    id="keras-ctc-float64-computed-in-float32",
+    checks=("value", "gradient", "graph", "xla"),
+    summary="keras.losses.ctc casts float64 logits to float32 (tf.nn.ctc_loss refuses "
+            "float64), computes in float32 and casts the loss back: a float64 call has "
+            "float32 accuracy (errors ~1e-7 relative, against a float64 budget of ~1e-15). "
+            "The CTC class computes in its float32 dtype anyway.",
+    reproducer="z = np.random.default_rng(0).normal(size=(1, 5, 3)) (float64): "
+               "keras.losses.ctc([[1]], z) == [3.30373764] (float64, exact 3.30373768), "
+               "the float32 result [3.3037376] cast back",
+    applies=_always,
+    at=_float64_input_at,
+    implementations=("keras.losses.ctc",),
+    symptom="error",
+)

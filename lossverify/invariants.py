@@ -37,6 +37,15 @@ with each other:
                                     exceeds sparse cross-entropy ``-log p`` (``1 - e**-a <=
                                     a``; where the cross-entropy's clip or renormalisation
                                     lowers it, up to the references' difference)
+``tversky_half_matches_dice``       Tversky at ``alpha = beta = 0.5`` equals Dice up to the
+                                    references' difference (``2 eps`` vs ``eps``: < eps / 2)
+``permutation_equivariant``         permuting the batch permutes a batch-coupled loss's
+                                    values (Circle); a reduced loss is unchanged
+``logit_shift_invariant``           adding a constant to every logit of a row (along the
+                                    class axis; CTC: of a frame) leaves the losses
+                                    unchanged: the loss takes a softmax of its logits
+``label_padding_invariant``         more trailing zeros (the blank / mask) in CTC's label
+                                    rows leave the losses unchanged
 ==================================  ==========================================================
 
 Tolerance. Two float32 evaluations of mathematically equal quantities each lie within
@@ -71,6 +80,7 @@ from lossverify import numerics
 from lossverify import reference as R
 from lossverify import specs as S
 from lossverify import strategies as lst
+from lossverify.reference import overlap as _overlap
 from lossverify.search import run_hypothesis
 from lossverify.verdict import loss_name
 
@@ -293,9 +303,12 @@ def _class_matches_function(losses, x, reference, params, draw_int):
         labels = np.asarray(x.y_true)
         labels = labels[..., 0] if labels.ndim == x.y_pred.ndim else labels
         mask = labels != params["ignore_class"]
-    if per_sample.shape != _per_sample_shape(x, params):
+    if reference in _overlap.NAMES:  # Circle's Loss averages over the rows with loss > 0
+        mask = _overlap.reduction_mask(reference, x.y_true, params)
+    if per_sample.shape != _per_sample_shape(x, params, reference):
         raise _Violation(f"class_matches_function: the function returned shape "
-                         f"{per_sample.shape}, expected per-sample {_per_sample_shape(x, params)}")
+                         f"{per_sample.shape}, expected per-sample "
+                         f"{_per_sample_shape(x, params, reference)}")
     reduced = np.asarray(R.reduce(per_sample, x.sample_weight, reduction, mask))
     allowed = 2 * _budget(reference, params, x, instance).value_allowed
     return _equal(out, reduced, allowed,
@@ -303,8 +316,18 @@ def _class_matches_function(losses, x, reference, params, draw_int):
                   f"{'given' if x.sample_weight is not None else 'none'})")
 
 
-def _per_sample_shape(x: lst.LossInputs, params: Mapping[str, Any]) -> tuple[int, ...]:
-    axis = params.get("axis", -1) % x.y_pred.ndim
+def _per_sample_shape(x: lst.LossInputs, params: Mapping[str, Any],
+                      reference: str | None = None) -> tuple[int, ...]:
+    """y_pred's shape without the class axis, or the record's input kind's ``loss_shape``
+    (CTC: ``(batch,)`` of ``(batch, time, classes)``; Dice's ``axis=None``: ``()``)."""
+    if reference in _overlap.NAMES:
+        return _overlap.loss_shape(reference, x.y_pred.shape, params)
+    axis = params.get("axis", -1)
+    if reference is not None:
+        kind = lst.KINDS.get(S.get_spec(reference).inputs)
+        if kind is not None and kind.loss_shape is not None:
+            return tuple(kind.loss_shape(tuple(x.y_pred.shape), axis))
+    axis = axis % x.y_pred.ndim
     return x.y_pred.shape[:axis] + x.y_pred.shape[axis + 1:]
 
 
@@ -385,7 +408,7 @@ def _magnitude_at_most_one(losses, x, reference, params, draw_int):
     expected = _budget(reference, params, x, loss)
     bound = 1.0
     if reduced:
-        ones = np.ones(_per_sample_shape(x, params))
+        ones = np.ones(_per_sample_shape(x, params, reference))
         bound = float(np.abs(R.reduce(ones, x.sample_weight, _reduction(loss))))
     bad = np.isnan(out) & ~np.isnan(np.broadcast_to(expected.value, np.shape(out)))
     if bad.any():
@@ -444,6 +467,48 @@ def _huber_matches_half_mse(losses, x, reference, params, draw_int):
 INVARIANTS.update({"swap_symmetric": 1, "huber_matches_half_mse": 2})
 _RELATIONS.update({"swap_symmetric": _swap_symmetric,
                    "huber_matches_half_mse": _huber_matches_half_mse})
+# ------------------------------------------------------------- overlap invariants
+
+
+def _tversky_half_matches_dice(losses, x, reference, params, draw_int):
+    """Tversky at ``alpha = beta = 1/2`` is Dice with ``2 eps`` for ``eps``: the two
+    differ by ``2 I eps / ((D + eps)(D + 2 eps)) < eps / 2`` (the references' own
+    difference on the drawn input, compared like Huber's with half the MSE)."""
+    tversky, dice = losses
+    if params.get("alpha", 0.5) != 0.5 or params.get("beta", 0.5) != 0.5:
+        raise ValueError(f"alpha: tversky_half_matches_dice holds at alpha = beta = 0.5, "
+                         f"got alpha={params.get('alpha')!r}, beta={params.get('beta')!r}")
+    twin, twin_params, _ = _twin(reference, "tversky_half_matches_dice", params)
+    a, b = _call(tversky, x, C.is_keras_loss(tversky)), _call(dice, x, C.is_keras_loss(dice))
+    ea, eb = _budget(reference, params, x, tversky), _budget(twin, twin_params, x, dice)
+    _same_shape(a, b, "tversky_half_matches_dice")
+    return _equal(a - b, ea.value - eb.value, ea.value_allowed + eb.value_allowed,
+                  "tversky_half_matches_dice: tversky(0.5, 0.5) - dice vs the references' "
+                  "difference (2 eps vs eps)")
+
+
+def _permutation_equivariant(losses, x, reference, params, draw_int):
+    """Permuting the batch permutes the values of a batch-coupled loss too (Circle: the
+    pairwise distances permute with the rows); its reduced value is unchanged. Unlike
+    ``batch_permutation`` the values are computed from sums over the batch, whose order
+    the permutation changes: both batches' budgets are allowed."""
+    (loss,) = losses
+    n = x.y_pred.shape[0]
+    perm = np.random.default_rng(draw_int).permutation(n)
+    xp = x.take_rows(perm)
+    reduced = C.is_keras_loss(loss)
+    out, out_p = _call(loss, x, reduced), _call(loss, xp, reduced)
+    allowed, allowed_p = (_budget(reference, params, x, loss).value_allowed,
+                          _budget(reference, params, xp, loss).value_allowed)
+    what = f"permutation_equivariant {perm.tolist()}"
+    if reduced or np.ndim(out) == 0:
+        return _equal(out_p, out, allowed + allowed_p, what)
+    return _equal(out_p, out[perm], allowed[perm] + allowed_p, what)
+
+
+INVARIANTS.update({"tversky_half_matches_dice": 2, "permutation_equivariant": 1})
+_RELATIONS.update({"tversky_half_matches_dice": _tversky_half_matches_dice,
+                   "permutation_equivariant": _permutation_equivariant})
 
 
 # ------------------------------------------------------- probabilistic family's relations
@@ -496,6 +561,46 @@ _RELATIONS.update({
     "kl_matches_cross_entropy_minus_entropy": _kl_matches_cross_entropy_minus_entropy,
     "generalized_not_above_cross_entropy": _generalized_not_above_cross_entropy,
 })
+
+
+# ------------------------------------------------------------------- CTC invariants
+
+
+def _logit_shift_invariant(losses, x, reference, params, draw_int):
+    """``loss(y, z + c) == loss(y, z)`` with ``c`` one integer in [-4, 4] per row of the
+    class axis. ``z + c`` rounds in float32: compared with the references' own
+    difference on the two inputs, so the relation tests the implementation only."""
+    (loss,) = losses
+    axis = params.get("axis", -1) % x.y_pred.ndim
+    shape = list(x.y_pred.shape)
+    shape[axis] = 1
+    shift = np.random.default_rng(draw_int).integers(-4, 5, size=shape)
+    moved = x.replace(y_pred=(x.y_pred + shift.astype(x.y_pred.dtype)).astype(x.y_pred.dtype))
+    reduced = C.is_keras_loss(loss)
+    a, b = _call(loss, moved, reduced), _call(loss, x, reduced)
+    ea, eb = _budget(reference, params, moved, loss), _budget(reference, params, x, loss)
+    return _equal(a - b, ea.value - eb.value, ea.value_allowed + eb.value_allowed,
+                  "logit_shift_invariant: loss(y, z + c) - loss(y, z) vs the references' "
+                  "difference (the rounding of z + c)")
+
+
+def _label_padding_invariant(losses, x, reference, params, draw_int):
+    """CTC: 1 to 3 more zero columns in ``y_true`` (padding) give the same losses."""
+    (loss,) = losses
+    labels = np.asarray(x.y_true)
+    extra = 1 + draw_int % 3
+    padded = x.replace(y_true=np.concatenate(
+        [labels, np.zeros((labels.shape[0], extra), labels.dtype)], axis=1))
+    reduced = C.is_keras_loss(loss)
+    a, b = _call(loss, padded, reduced), _call(loss, x, reduced)
+    allowed = _budget(reference, params, padded, loss).value_allowed + \
+        _budget(reference, params, x, loss).value_allowed
+    return _equal(a, b, allowed, f"label_padding_invariant: {extra} more zero label columns")
+
+
+INVARIANTS.update({"logit_shift_invariant": 1, "label_padding_invariant": 1})
+_RELATIONS.update({"logit_shift_invariant": _logit_shift_invariant,
+                   "label_padding_invariant": _label_padding_invariant})
 
 def _validate(invariant: str, losses: tuple[Callable, ...], reference: str,
               params: Mapping[str, Any]) -> None:
@@ -645,7 +750,8 @@ def conformance_cases(spec_name: str, params: Mapping[str, Any]
                 other.implementation("keras", "function")
             if other_fn is None:
                 continue
-            symbol = {"focal_not_above_cross_entropy": "<="}.get(relation.invariant, "=")
+            symbol = {"focal_not_above_cross_entropy": "<=",
+                      "generalized_not_above_cross_entropy": "<="}.get(relation.invariant, "=")
             shown = fn.label + ("".join(f"({k}={v:g})" for k, v in relation.at.items())
                                 if relation.at else "")
             cases.append((f"{shown} {symbol} {other_fn.label}", relation.invariant,

@@ -113,6 +113,9 @@ class KnownDeviation:
         per_sample = elements.any(axis=axis) if elements.ndim else elements
         if part == "value" and per_sample.shape == tuple(shape):
             return per_sample
+        if part == "value" and elements.shape[:len(shape)] == tuple(shape) and shape:
+            # losses over several axes of y_pred (CTC: (batch,) of (batch, time, classes))
+            return np.asarray(elements.reshape(*shape, -1).any(axis=-1))
         return np.full(shape, bool(elements.any()))
 
     def explains(self, x: Any, params: Mapping[str, Any], part: str,

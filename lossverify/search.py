@@ -197,7 +197,9 @@ def shrink(session: Session, check: str, strategy: st.SearchStrategy, max_exampl
         last.setdefault("message", f"{first_message} (shrinking stopped: "
                                    f"{type(exc).__name__})")
     x = found[0] if found else None
-    if x is not None and x.y_pred.shape[0] > 1 and \
+    # a batch-coupled loss's rows are not samples of their own (Circle's pairs, Dice's
+    # axis=None sum over the batch): never tried one at a time
+    if x is not None and x.y_pred.shape[0] > 1 and not session.spec.batch_coupled and \
             session.params.get("axis", -1) % x.y_pred.ndim == x.y_pred.ndim - 1:
         # one row, if one row fails alone; else say that the failure needs the batch
         for i in range(x.y_pred.shape[0]):

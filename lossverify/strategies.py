@@ -367,6 +367,7 @@ def _cosine(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
     rows_t, rows_p = yt.reshape(n_rows, -1), yp.reshape(n_rows, -1)
     rows_p[(rows_p == 0).all(axis=-1) & picked] = 1  # a zero row scaled stays 0
     norms = np.sqrt((rows_p.astype(np.float64) ** 2).sum(-1))
+    norms = np.where(norms > 0, norms, 1.0)
     if regime == "zero":
         which = draw(st.sampled_from(("y_pred", "y_true", "both")), label="zero rows of")
         if which != "y_true":
@@ -663,6 +664,215 @@ def _sparse_probabilities(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
     return labels, y_pred, regime, {}
 
 
+# ------------------------------------------------------------------ overlap family
+
+#: masks (Dice, Tversky): y_true 0/1 masks of shape (batch, n), y_pred in [0, 1]. Random
+#: masks; empty masks (y = 0 with p = 0, tiny or random; or p = 0 under a nonempty y);
+#: one-pixel masks (hit, miss, exact 1); perfect predictions p = y; p within 1e-7..1e-3
+#: of y (1 - r cancels); soft y_true (when soft labels are allowed)
+MASK_REGIMES = ("random", "empty", "one_pixel", "perfect", "saturated", "soft_true")
+#: embeddings (Circle): int32 labels (batch,) and unit-norm rows (batch, dim). Random
+#: rows; all labels equal (no negatives: every loss 0); all labels different (no
+#: positives: 0); duplicated rows (a duplicate with another label is a kink); zero rows
+#: (distance exactly 1 to everything); clustered classes (positives close, where keeping
+#: the diagonal shows); rows opposite or at cos = -0.4 (the negative-weight clamp)
+EMBEDDING_REGIMES = ("random", "all_equal", "all_different", "duplicates", "zeros",
+                     "clustered", "far_negatives")
+
+
+def _masks(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    shape = req.shape
+    regimes = MASK_REGIMES if req.soft_labels else MASK_REGIMES[:-1]
+    regime = draw(st.sampled_from(regimes), label="regime")
+    y = draw(binary_labels(shape), label="y_true")
+    p = draw(hnp.arrays(F32, shape, elements=st.one_of(
+        st.sampled_from(_exact32(0.0, 1.0)), _float32(0.0, 1.0))), label="y_pred")
+    rows = draw(hnp.arrays(np.bool_, shape[:1]), label="rows changed")
+    rows[0] = True
+    pick = rows.reshape((-1,) + (1,) * (len(shape) - 1))
+    if regime == "empty":
+        what = draw(st.sampled_from(("both", "tiny", "y_only", "p_only")), label="empty")
+        tiny = draw(hnp.arrays(F32, shape, elements=_float32(0.0, 1e-6)), label="tiny p")
+        y = np.where(pick & (what != "p_only"), F32(0), y)
+        p = np.where(pick, {"both": np.zeros_like(p), "tiny": tiny, "y_only": p,
+                            "p_only": np.zeros_like(p)}[what], p)
+    elif regime == "one_pixel":
+        n = int(np.prod(shape[1:]))
+        at = draw(hnp.arrays(np.int64, shape[:1], elements=st.integers(0, n - 1)),
+                  label="pixel")
+        hit = draw(hnp.arrays(np.int64, shape[:1], elements=st.integers(0, n - 1)),
+                   label="predicted pixel")
+        flat_y = np.where(rows[:, None], F32(0), y.reshape(shape[0], -1))
+        flat_p = np.where(rows[:, None], F32(0), p.reshape(shape[0], -1))
+        flat_y[rows, at[rows]] = 1
+        exact = draw(st.booleans(), label="exact 1")
+        flat_p[rows, hit[rows]] = F32(1) if exact else p.reshape(shape[0], -1)[rows, 0]
+        y, p = flat_y.reshape(shape), flat_p.reshape(shape)
+    elif regime == "perfect":
+        p = np.where(pick, y, p)
+    elif regime == "saturated":
+        gap = draw(hnp.arrays(F32, shape, elements=_float32(1e-7, 1e-3)), label="gap")
+        near = np.where(y > 0, F32(1) - gap, gap).astype(F32)
+        p = np.where(pick, near, p)
+    elif regime == "soft_true":
+        y = draw(hnp.arrays(F32, shape, elements=_float32(0.0, 1.0)), label="soft y_true")
+    return y.astype(F32), p.astype(F32), regime, {}
+
+
+def _mask_loss_shape(shape: tuple[int, ...], axis: Any) -> tuple[int, ...]:
+    """Dice's and Tversky's value shape: y_pred's without the reduced axes (``()`` for
+    ``axis=None``)."""
+    from lossverify.reference import overlap
+
+    return overlap.loss_shape("dice", shape, {"axis": axis})
+
+
+def _unit_rows(e: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length in float64 (zero rows stay zero), as float32."""
+    e = np.asarray(e, np.float64)
+    norm = np.sqrt((e * e).sum(-1, keepdims=True))
+    return np.where(norm > 0, e / np.where(norm > 0, norm, 1.0), 0.0).astype(F32)
+
+
+def _embeddings(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    if len(req.shape) != 2:
+        raise ValueError(f"rank: Circle's embeddings have shape (batch, dim), got a request "
+                         f"for shape {req.shape}")
+    b, d = req.shape
+    regime = draw(st.sampled_from(EMBEDDING_REGIMES), label="regime")
+    e = draw(hnp.arrays(F32, (b, d), elements=_float32(-1.0, 1.0)), label="y_pred")
+    classes = draw(st.integers(1, 4), label="classes")
+    labels = draw(hnp.arrays(np.int32, (b,), elements=st.integers(0, classes - 1)),
+                  label="y_true")
+    e64 = e.astype(np.float64)
+    if regime == "all_equal":
+        labels = np.zeros(b, np.int32)
+    elif regime == "all_different":
+        labels = np.arange(b, dtype=np.int32)
+    elif regime == "duplicates" and b > 1:
+        src = draw(hnp.arrays(np.int64, (b,), elements=st.integers(0, b - 1)), label="copy of")
+        take = draw(hnp.arrays(np.bool_, (b,)), label="copied rows")
+        take[1] = True
+        e64 = np.where(take[:, None], _unit_rows(e64)[src].astype(np.float64), e64)
+    elif regime == "zeros":
+        zero = draw(hnp.arrays(np.bool_, (b,)), label="zero rows")
+        zero[0] = True
+        e64 = np.where(zero[:, None], 0.0, e64)
+    elif regime == "clustered":
+        centres = draw(hnp.arrays(F32, (4, d), elements=_float32(-1.0, 1.0)), label="centres")
+        e64 = centres.astype(np.float64)[labels % 4] + 0.05 * e64
+    elif regime == "far_negatives" and b > 1:
+        base = _unit_rows(e64)[0].astype(np.float64)
+        other = e64[1] - (e64[1] @ base) * base
+        other = other / max(float(np.sqrt(other @ other)), 1e-12)
+        cos = draw(st.sampled_from((-1.0, -0.4, -0.6)), label="cosine")
+        e64 = e64.copy()
+        e64[1] = cos * base + np.sqrt(1.0 - cos * cos) * other
+        if labels[1] == labels[0]:
+            labels = labels.copy()
+            labels[1] = (labels[0] + 1) % 5
+    return labels.astype(np.int32), _unit_rows(e64), regime, {}
+# ------------------------------------------------------------------ CTC
+
+#: keras.losses.ctc's regimes: every label fits its time axis (a blank between equal
+#: neighbours), trailing padding only, losses below ~600 (TensorFlow caps near 707)
+CTC_REGIMES = ("random", "blank_only", "repeats", "single_alignment", "peaked", "large_loss",
+               "long")
+#: frames of a rank-2 request (and of the xla check's draws: one shape per run), and of
+#: the "long" regime
+CTC_TIME, CTC_LONG_TIME = 8, 48
+
+
+def _ctc_needed(labels: list[int]) -> int:
+    """Frames a label sequence needs: one per label and one blank between equal ones."""
+    return len(labels) + sum(a == b for a, b in zip(labels, labels[1:], strict=False))
+
+
+def _ctc_label_row(draw: st.DrawFn, regime: str, n_classes: int, n_time: int,
+                   longest: int) -> list[int]:
+    """One label sequence (classes 1 .. C - 1) that fits ``n_time`` frames."""
+    label = st.integers(1, n_classes - 1)
+    if regime == "blank_only":
+        return []
+    if regime == "single_alignment":  # labels + blanks between repeats == frames
+        row: list[int] = []
+        while _ctc_needed(row) < n_time and len(row) < longest:
+            c = draw(label, label="label")
+            if _ctc_needed([*row, c]) > n_time:
+                c = next(k for k in range(1, n_classes) if k != row[-1]) if n_classes > 2 \
+                    else c
+            if _ctc_needed([*row, c]) > n_time:
+                break
+            row.append(c)
+        return row
+    if regime == "repeats":  # runs of one class, and pairs
+        runs = draw(st.lists(st.tuples(label, st.integers(1, 3)), min_size=1, max_size=4),
+                    label="runs")
+        row = [c for c, k in runs for _ in range(k)]
+    else:
+        row = draw(st.lists(label, max_size=longest), label="labels")
+    while _ctc_needed(row) > n_time or len(row) > longest:
+        row = row[:-1]
+    return row
+
+
+def _ctc_alignment(row: list[int], n_time: int) -> list[int]:
+    """An alignment of ``row``: its labels with a blank between repeats, then blanks."""
+    path: list[int] = []
+    for i, c in enumerate(row):
+        if i and row[i - 1] == c:
+            path.append(0)
+        path.append(c)
+    return path + [0] * (n_time - len(path))
+
+
+def _ctc(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
+    """keras.losses.ctc's inputs: int32 label sequences ``(batch, width)`` (classes 1 ..
+    C - 1, trailing zero padding, some rows empty) and float32 logits ``(batch, time,
+    C)``. A rank-3 request draws its time axis (1 .. 12), a rank-2 one has CTC_TIME
+    frames (one shape per class count, for XLA); ``width`` is a multiple of 3 at least
+    the longest label (the xla check tiles y_true's axis 1 to a multiple of 3: a no-op).
+    Regimes: random labels; ``blank_only`` rows; ``repeats`` (runs that need blanks);
+    ``single_alignment`` (labels + repeats = frames); ``peaked`` logits (a lead of 20 ..
+    35 on an alignment of the label, or on random classes); ``large_loss`` (the blank
+    favoured by 10 .. 25 against non-empty labels); ``long`` (CTC_LONG_TIME frames)."""
+    regime = draw(st.sampled_from(CTC_REGIMES), label="regime")
+    batch, n_classes = req.shape[0], req.shape[-1]
+    if regime == "long":
+        n_time = CTC_LONG_TIME
+    elif len(req.shape) == 3:
+        n_time = draw(st.integers(1, 12), label="time")
+    else:
+        n_time = CTC_TIME
+    longest = min(n_time, 12)
+    rows = [_ctc_label_row(draw, regime, n_classes, n_time, longest) for _ in range(batch)]
+    if regime == "large_loss" and n_classes > 1:
+        rows = [r or [1] for r in rows]
+    width = 3 * -(-max(1, longest) // 3)
+    y_true = np.zeros((batch, width), np.int32)
+    for b, row in enumerate(rows):
+        y_true[b, :len(row)] = row
+    shape = (batch, n_time, n_classes)
+    if regime == "random":
+        scale = draw(st.sampled_from((0.5, 2.0, 5.0)), label="scale")
+    else:
+        scale = 0.5 if regime in ("peaked", "large_loss") else 2.0
+    y_pred = draw(hnp.arrays(F32, shape, elements=_float32(-scale, scale)), label="y_pred")
+    if regime == "peaked":
+        gap = draw(_float32(20.0, 35.0), label="gap")
+        on_path = draw(hnp.arrays(np.bool_, (batch,)), label="on an alignment")
+        random_classes = draw(hnp.arrays(np.int64, (batch, n_time),
+                                         elements=st.integers(0, n_classes - 1)),
+                              label="peaked classes")
+        for b, row in enumerate(rows):
+            path = _ctc_alignment(row, n_time) if on_path[b] else random_classes[b]
+            y_pred[b, np.arange(n_time), path] += F32(gap)
+    elif regime == "large_loss":
+        bias = draw(_float32(10.0, 25.0), label="blank bias")
+        y_pred[..., 0] += F32(bias)
+    return y_true, y_pred.astype(F32), regime, {"time": n_time}
+
+
 #: input kind -> how it is drawn (a record names its kind)
 KINDS: dict[str, InputKind] = {
     "regression": InputKind(_regression, min_classes=1),
@@ -680,6 +890,9 @@ KINDS: dict[str, InputKind] = {
     "distributions": InputKind(_distributions),
     "counts": InputKind(_counts, min_classes=1),
     "sparse_probabilities": InputKind(_sparse_probabilities),
+    "masks": InputKind(_masks, min_classes=1, rank2_only=True, loss_shape=_mask_loss_shape),
+    "embeddings": InputKind(_embeddings, rank2_only=True),
+    "ctc": InputKind(_ctc, logits=True, loss_shape=lambda shape, axis: (shape[0],)),
 }
 
 
@@ -689,7 +902,7 @@ def loss_inputs(draw: st.DrawFn, reference: str, *, from_logits: bool = False,
                 max_classes: int = 12,
                 rank: int | None = None, class_num: int | None = None,
                 ignore_class: int | None = None, soft_labels: bool = True,
-                axis: int = -1, **params: Any) -> LossInputs:
+                axis: Any = None, **params: Any) -> LossInputs:
     """A labelled batch of inputs for reference ``reference`` with these parameters.
 
     ``from_logits`` draws logits instead of probabilities; the notes' focal losses
@@ -703,6 +916,8 @@ def loss_inputs(draw: st.DrawFn, reference: str, *, from_logits: bool = False,
     except KeyError:
         raise ValueError(f"reference: expected one of {sorted(RECORDS)}, "
                          f"got {reference!r}") from None
+    if axis is None:  # the record's default: a class axis, last; Dice's None (every axis)
+        axis = RECORDS[reference].parameters.get("axis", -1)
     max_extra = 0 if kind.rank2_only or rank == 2 else 1
     shape = draw(batch_shapes(1, max_batch, kind.min_classes, max_classes, max_extra),
                  label="shape")
@@ -716,11 +931,13 @@ def loss_inputs(draw: st.DrawFn, reference: str, *, from_logits: bool = False,
     weight = None
     if with_sample_weight:
         # one weight per sample: the shape of the losses, y_pred's without the class axis
-        class_axis = axis % len(shape)
-        loss_shape = tuple(int(n) for i, n in enumerate(shape) if i != class_axis) \
-            if len(shape) > 1 else (1,)
+        # (or the kind's own: Dice's axis may be None or a tuple)
         if kind.loss_shape is not None:
             loss_shape = kind.loss_shape(tuple(np.shape(y_pred)), axis)
+        else:
+            class_axis = axis % len(shape)
+            loss_shape = tuple(int(n) for i, n in enumerate(shape) if i != class_axis) \
+                if len(shape) > 1 else (1,)
         weight = draw(sample_weights(loss_shape), label="sample_weight")
     return LossInputs(y_true=y_true, y_pred=y_pred, sample_weight=weight, regime=regime,
                       notes=notes)

@@ -76,6 +76,7 @@ import numpy as np
 
 from lossverify import numerics
 from lossverify import reference as R
+from lossverify.reference import overlap as _overlap
 
 __all__ = ["K", "PATTERNS", "Budget", "allowed", "budget", "unit_roundoff", "underflow"]
 
@@ -168,7 +169,10 @@ def budget(reference: str, params: Mapping[str, Any], y_true: Any, y_pred: Any, 
         y_true = y_true.astype(np.float32)
     ev, low, v_spread, g_spread = spread(reference, params, y_true, y_pred, dtype)
     axis = params.get("axis", -1)
-    n_terms = int(np.shape(y_pred)[axis])
+    if reference in _overlap.NAMES:  # sums over other axes than a class axis (Dice: all)
+        n_terms = _overlap.reduction_terms(reference, np.shape(y_pred), params)
+    else:
+        n_terms = int(np.shape(y_pred)[axis])
     with np.errstate(invalid="ignore", over="ignore"):
         v_allowed = allowed(ev.value_scale, n_terms, dtype, v_spread)
         g_allowed = allowed(ev.grad_scale, n_terms, dtype, g_spread)
@@ -176,12 +180,15 @@ def budget(reference: str, params: Mapping[str, Any], y_true: Any, y_pred: Any, 
         # where the dtype itself cannot hold the answer, nothing is compared
         v_allowed = np.where(np.isfinite(low.value), v_allowed, np.inf)
         g_allowed = np.where(np.isfinite(low.grad), g_allowed, np.inf)
-    kink = np.broadcast_to(np.expand_dims(ev.kink, axis), ev.grad.shape)
+    if reference in _overlap.NAMES:
+        kink = _overlap.kink_to_grad(reference, ev.kink, np.shape(y_pred), params)
+    else:
+        kink = np.broadcast_to(np.expand_dims(ev.kink, axis), ev.grad.shape)
     if not reduced:
         out = Budget(ev.value, v_allowed, ev.grad, g_allowed, ~kink, int(ev.kink.sum()), dtype)
     else:
         out = _reduced(reference, params, y_true, y_pred, ev, v_allowed, g_allowed, kink,
-                       sample_weight, reduction, dtype)
+                       sample_weight, reduction, dtype, n_terms)
     narrow = input_dtype or dtype
     if unit_roundoff(narrow) > unit_roundoff(dtype):
         # the gradient flows back through the cast to the narrower input dtype
@@ -197,10 +204,12 @@ def budget(reference: str, params: Mapping[str, Any], y_true: Any, y_pred: Any, 
 def _reduced(reference: str, params: Mapping[str, Any], y_true: np.ndarray,
              y_pred: np.ndarray, ev: R.Evaluation, v_allowed: np.ndarray,
              g_allowed: np.ndarray, kink: np.ndarray, sample_weight: Any, reduction: str,
-             dtype: str) -> Budget:
+             dtype: str, n_terms: int) -> Budget:
     """The budget of Keras's reduction of the per-sample values (and its gradient)."""
     axis = params.get("axis", -1)
-    mask = None
+    # Circle's Loss masks the rows whose loss is 0 (no positive or no negative)
+    mask = _overlap.reduction_mask(reference, y_true, params) \
+        if reference in _overlap.NAMES else None
     if params.get("ignore_class") is not None:  # Keras masks the ignored labels' samples
         labels = np.asarray(y_true)
         if labels.ndim == np.ndim(y_pred):
@@ -222,9 +231,24 @@ def _reduced(reference: str, params: Mapping[str, Any], y_true: np.ndarray,
     tiny = numerics.tiny(dtype)  # TensorFlow flushes subnormal results to zero on CPU
     value_allowed = (np.sum(np.abs(w) * v_allowed) / divisor + tiny
                      + K * u * (n + 2) * (np.sum(weighted) / divisor + abs(float(value))))
-    factor = np.expand_dims(w / divisor, axis)
+    if reference in _overlap.NAMES:  # the values' shape is not y_pred's without one axis
+        factor = _overlap.to_grad_shape(reference, w / divisor, np.shape(y_pred), params)
+        coupled = _overlap.weighted_evaluation(reference, y_true, y_pred, w / divisor,
+                                               dict(params), numerics.np_dtype(dtype))
+    else:
+        factor, coupled = w / divisor, None
+        if factor.ndim + 1 == ev.grad.ndim:  # per-sample losses: y_pred's shape without axis
+            factor = np.expand_dims(factor, axis)
+        else:  # losses over several axes of y_pred (CTC: (batch,) of (batch, time, classes))
+            factor = factor.reshape(factor.shape + (1,) * (ev.grad.ndim - factor.ndim))
     with np.errstate(invalid="ignore"):  # an infinite reference gradient at weight 0: NaN
-        grad = ev.grad * factor
-        grad_allowed = g_allowed * np.abs(factor) + K * u * np.abs(grad) + tiny
+        if coupled is None:
+            grad = ev.grad * factor
+            grad_allowed = g_allowed * np.abs(factor) + K * u * np.abs(grad) + tiny
+        else:  # coupled rows (Circle): the gradient of the weighted sum, its own budget
+            weighted_ev, weighted_spread = coupled
+            grad = weighted_ev.grad
+            grad_allowed = (allowed(weighted_ev.grad_scale, n_terms, dtype, weighted_spread)
+                            + K * u * np.abs(grad) + tiny)
     return Budget(np.asarray(value), np.asarray(value_allowed), grad, grad_allowed, ~kink,
                   int(ev.kink.sum()), dtype)

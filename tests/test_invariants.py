@@ -8,6 +8,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 tf = pytest.importorskip("tensorflow")
@@ -199,6 +200,99 @@ _PROBABILISTIC_WRONG = [
      "categorical_generalized_cross_entropy", {"q": 0.5}),
 ]
 
+
+# The overlap family's invariants (tversky_half_matches_dice, permutation_equivariant;
+# swap_symmetric and class_matches_function for Dice and Circle).
+
+
+def dice_rows(y_true, y_pred):
+    return K.dice(y_true, y_pred, axis=-1)
+
+
+def tversky_rows(y_true, y_pred):
+    return K.tversky(y_true, y_pred, axis=-1)
+
+
+def tversky_smoothed_by_one(y_true, y_pred):
+    """Tversky(0.5, 0.5) with the common smoothing 1 on both sides instead of Keras's eps:
+    far from Dice on small masks."""
+    y_true = tf.cast(y_true, y_pred.dtype)
+    inter = tf.reduce_sum(y_true * y_pred)
+    den = inter + 0.5 * tf.reduce_sum((1 - y_pred) * y_true) + \
+        0.5 * tf.reduce_sum(y_pred * (1 - y_true))
+    return 1.0 - (inter + 1.0) / (den + 1.0)
+
+
+def circle_removing_the_antidiagonal(y_true, y_pred, gamma=80.0, margin=0.4):
+    """Circle whose positive mask drops pairs (i, n - 1 - i) instead of (i, i): what it
+    drops depends on the rows' order, so a permuted batch gives other values."""
+    labels = tf.reshape(tf.cast(y_true, tf.int32), (-1, 1))
+    d = tf.maximum(1.0 - tf.matmul(y_pred, y_pred, transpose_b=True), 0.0)
+    same = tf.equal(labels, tf.transpose(labels))
+    n = tf.shape(y_pred)[0]
+    pos = same & ~tf.reverse(tf.eye(n, dtype=tf.bool), axis=[1])
+    neg = ~same
+    a = -gamma * tf.maximum((margin + d) * tf.cast(pos, d.dtype), 0.0) * (margin - d)
+    b = gamma * tf.maximum((1 + margin - d) * tf.cast(neg, d.dtype), 0.0) * (1 - margin - d)
+    return tf.math.softplus(tf.reduce_logsumexp(tf.where(pos, a, -np.inf), axis=1)
+                            + tf.reduce_logsumexp(tf.where(neg, b, -np.inf), axis=1))
+
+
+CORRECT += [
+    ("nonneg-dice", "non_negative", (lambda: K.dice,), "dice", {}),
+    ("nonneg-circle", "non_negative", (lambda: K.circle,), "circle", {}),
+    ("swap-dice", "swap_symmetric", (lambda: K.dice,), "dice", {}),
+    ("swap-dice-rows-class", "swap_symmetric", (lambda: K.Dice(axis=-1),), "dice",
+     {"axis": -1}),
+    ("class=fn-dice", "class_matches_function", (lambda: K.Dice(), lambda: K.dice), "dice", {}),
+    ("class=fn-circle", "class_matches_function", (lambda: K.Circle(), lambda: K.circle),
+     "circle", {}),
+    ("tversky=dice", "tversky_half_matches_dice", (lambda: K.tversky, lambda: K.dice),
+     "tversky", {}),
+    ("tversky=dice-rows", "tversky_half_matches_dice", (lambda: tversky_rows, lambda: dice_rows),
+     "tversky", {"axis": -1}),
+    ("perm-circle", "permutation_equivariant", (lambda: K.circle,), "circle", {}),
+    ("perm-circle-class", "permutation_equivariant", (lambda: K.Circle(),), "circle", {}),
+]
+
+OVERLAP_WRONG = [
+    ("tversky!=dice-smoothed-by-one", "tversky_half_matches_dice",
+     (lambda: tversky_smoothed_by_one, lambda: K.dice), "tversky", {}),
+    ("perm-circle-antidiagonal", "permutation_equivariant",
+     (lambda: circle_removing_the_antidiagonal,), "circle", {}),
+]
+
+
+# CTC: a frame's logits shifted by a constant, more trailing zero labels (correct and wrong)
+
+
+def ctc_of_log_sigmoid(y_true, y_pred):
+    """Keras's CTC of log(sigmoid(z)): per-class sigmoid scores where logits were meant."""
+    return K.ctc(y_true, tf.math.log_sigmoid(y_pred))
+
+
+def ctc_padding_counted_as_labels(y_true, y_pred):
+    """tf.nn.ctc_loss with label_length = the row width: the zero padding scored as labels."""
+    y = tf.cast(y_true, tf.int32)
+    n = tf.shape(y)[0]
+    return tf.nn.ctc_loss(y, y_pred, tf.fill([n], tf.shape(y)[1]),
+                          tf.fill([n], tf.shape(y_pred)[1]), logits_time_major=False,
+                          blank_index=0)
+
+
+CORRECT += [
+    ("shift-ctc", "logit_shift_invariant", (lambda: K.ctc,), "ctc", {}),
+    ("pad-ctc-class", "label_padding_invariant", (lambda: K.CTC(),), "ctc", {}),
+    ("class=fn-ctc", "class_matches_function", (lambda: K.CTC(), lambda: K.ctc), "ctc", {}),
+]
+_CTC_WRONG = [
+    ("shift-ctc-log-sigmoid", "logit_shift_invariant", (lambda: ctc_of_log_sigmoid,), "ctc",
+     {}),
+    ("pad-ctc-padding-as-labels", "label_padding_invariant",
+     (lambda: ctc_padding_counted_as_labels,), "ctc", {}),
+]
+
+
 def test_every_invariant_has_a_correct_case():
     assert {case[1] for case in CORRECT} == set(INVARIANTS)
 
@@ -305,6 +399,10 @@ WRONG += [
 ]
 
 WRONG += _PROBABILISTIC_WRONG  # the probabilistic family's (above)
+WRONG += _CTC_WRONG  # CTC's (above)
+
+WRONG += OVERLAP_WRONG
+
 
 def test_every_invariant_has_a_wrong_case():
     assert {case[1] for case in WRONG} == set(INVARIANTS)

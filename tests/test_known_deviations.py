@@ -168,6 +168,17 @@ CASES += [
 ]
 
 
+# ------------------------------------------- probabilistic family (float16 gradients)
+# The reproducers are in tests/test_meta_probabilistic.py; here verify() finds them.
+
+CASES += [
+    ("keras-kl-divergence-float16-gradient-overflow", "kl_divergence",
+     lambda: keras.losses.kl_divergence, {}, "float16", "gradient"),
+    ("keras-poisson-float16-gradient-overflow", "poisson",
+     lambda: keras.losses.poisson, {}, "float16", "gradient"),
+]
+
+
 def _bfloat16_softmax_kernel_rounds_down() -> bool:
     """Does TensorFlow's own (non-XLA) bfloat16 softmax give the correctly rounded
     0.99609 for softmax([8, 0 x 8])[0]? On some CPUs (an AVX2 AMD EPYC, TensorFlow 2.21)

@@ -45,12 +45,19 @@ def _lossverify(*argv: str, python_flags: tuple[str, ...] = ()) -> subprocess.Co
                           capture_output=True, text=True, env=_ENV, timeout=_TIMEOUT)
 
 
+def _as_from_a_terminal() -> None:
+    """In the child, before exec: SIGINT handled by default, as in a user's terminal. A
+    test run started in the background of a non-interactive shell (``cmd &``) inherits
+    SIGINT *ignored*, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(argv: list[str], marker: str, *, stream: str = "stdout"):
     """Run ``python -m lossverify *argv``, press Ctrl-C (SIGINT) as soon as a line of
     ``stream`` contains ``marker``, and return ``(exit code, stdout, stderr)``."""
     proc = subprocess.Popen([sys.executable, "-m", "lossverify", *argv],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_ENV)
+                            env=_ENV, preexec_fn=_as_from_a_terminal)
     lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
     captured: dict[str, list[str]] = {"stdout": [], "stderr": []}
 

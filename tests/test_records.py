@@ -5,10 +5,12 @@ is derived from them, and they agree with the reference functions they name. Num
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
 
 import lossverify.reference as R
+from lossverify import catalogue
 from lossverify import specs as S
 from lossverify.record import ROW_INVARIANTS
 
@@ -113,3 +115,12 @@ def test_adding_a_loss_is_one_record_and_its_reference(monkeypatch):
         assert x.regime == "regression" and x.y_true.shape == x.y_pred.shape
 
     drawn()
+
+
+def test_readme_table_and_deviations_come_from_the_records():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert catalogue.markdown_table() in readme, \
+        "README's 'Losses covered' table is stale: paste lossverify.catalogue.markdown_table()"
+    ids = {d.id for r in RECORDS for d in r.deviations}
+    missing = sorted(i for i in ids if f"| {i} |" not in readme)
+    assert not missing, f"known deviations without a README row: {missing}"

@@ -337,11 +337,16 @@ def test_huge_logits_stay_finite(name):
 
 @pytest.mark.parametrize("name", R.NAMES)
 def test_empty_batch(name):
-    y_true = np.zeros((0,)) if S.SPECS[name].labels == "sparse" else np.zeros((0, 3))
+    sparse = S.SPECS[name].labels == "sparse" or S.SPECS[name].inputs == "embeddings"
+    y_true = np.zeros((0,)) if sparse else np.zeros((0, 3))
     params = {"class_num": 3} if name == "sparse_focal_loss" else {}
-    ev = R.evaluate(name, y_true, np.zeros((0, 3)), **params)
-    assert ev.value.shape == (0,)
-    assert ev.grad.shape == (0, 3)
+    # CTC: label rows (batch, max_label_length) and logits (batch, time, classes)
+    y_pred = np.zeros((0, 4, 3)) if S.SPECS[name].inputs == "ctc" else np.zeros((0, 3))
+    ev = R.evaluate(name, y_true, y_pred, **params)
+    # Dice and Tversky (axis=None) sum over the batch too: one value, 1 - 0 / eps
+    expected = () if name in ("dice", "tversky") else (0,)
+    assert ev.value.shape == expected
+    assert ev.grad.shape == y_pred.shape
 
 
 @pytest.mark.parametrize("reduction", R.REDUCTIONS)

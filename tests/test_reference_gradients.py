@@ -10,14 +10,32 @@ the derivative of ``(1 - p_t) ** gamma`` at ``p_t == 1``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import lossverify.reference as R
+from lossverify.catalogue import (
+    RECORDS,
+    crossentropy,
+    ctc,
+    margin,
+    notes,
+    overlap,
+    probabilistic,
+    regression,
+)
 from lossverify.reference import EVALUATORS, evaluate
+
+FAMILIES = (crossentropy, notes, regression, margin, probabilistic, overlap, ctc)
+#: families whose inputs the builders in this module draw by hand; the others' come from
+#: their record's input kind (``_drawn_case``)
+HAND_BUILT = {r.name for family in (crossentropy, notes, regression, overlap)
+              for r in family.RECORDS}
 
 SETTINGS = settings(max_examples=50, deadline=None, derandomize=True)
 
@@ -319,9 +337,28 @@ def test_sparse_focal_loss(central_difference, data, gamma):
                              gamma=gamma, class_num=n)
 
 
+def _family_tests(family):
+    """The source of the family's own reference test module (``test_reference_<family>.py``)."""
+    path = Path(__file__).with_name(f"test_reference_{family}.py")
+    return path.read_text() if path.exists() else ""
+
+
 def test_every_reference_is_covered():
+    """Each reference's gradient is checked against central differences: here
+    (``test_<name>``), or in its family's own test module, which must use the
+    ``central_difference`` fixture (or its own) and name the reference (unless the family
+    has only that one)."""
     tested = {name[len("test_"):] for name in globals() if name.startswith("test_")}
-    assert set(EVALUATORS) <= tested, sorted(set(EVALUATORS) - tested)
+    missing = []
+    for family in FAMILIES:
+        source = _family_tests(family.__name__.rsplit(".", 1)[-1])
+        for record in family.RECORDS:
+            named = f'"{record.name}"' in source or len(family.RECORDS) == 1
+            own = "central_difference(" in source and named
+            if record.name not in tested and not own:
+                missing.append(record.name)
+    assert not missing, missing
+    assert {r.name for f in FAMILIES for r in f.RECORDS} == set(EVALUATORS)
 
 
 # ----------------------------------------------------------------------------- at the kinks
@@ -410,14 +447,137 @@ def test_focal_loss_at_softmax_one_uses_the_limit_zero(gamma):
 # ----------------------------------------------------------------------------- Evaluation
 
 
+def _drawn_case(data, name):
+    """(y_true, y_pred, params) for a reference whose family has its own test module
+    (margin, probabilistic, ...): a setting from its record's grids and inputs drawn by
+    :func:`lossverify.strategies.loss_inputs` from its input kind, hard regimes included."""
+    from lossverify import strategies as lst
+
+    record = RECORDS[name]
+    params = dict(data.draw(st.sampled_from([*record.default_grid, *record.thorough_grid()]),
+                            label="setting"))
+    x = data.draw(lst.loss_inputs(name, **params), label="inputs")
+    return x.y_true, x.y_pred, params
+
+
+# The overlap family (lossverify.reference.overlap): Dice and Tversky at axis=None sum
+# over the batch too, and Circle couples the rows (pairwise distances), so the central
+# differences here are of the *sum* of the values, one element of y_pred at a time.
+OVERLAP_AXES = (None, -1, 0)
+TVERSKY_WEIGHTS = ((0.5, 0.5), (0.3, 0.7), (1.0, 0.0), (2.0, 0.1))
+CIRCLE_SETTINGS = ((80.0, 0.4, True), (80.0, 0.4, False), (16.0, 0.25, True),
+                   (32.0, -0.2, True), (0.0, 0.4, True))
+
+
+def _assert_sum_gradient_matches(name, y_true, y_pred, **params):
+    """As :func:`_assert_gradient_matches`, for ``sum(values)`` (the Evaluation's grad)."""
+    ev = evaluate(name, y_true, y_pred, **params)
+    fd = np.empty_like(y_pred)
+    for idx in np.ndindex(y_pred.shape):
+        h = H_REL * max(abs(y_pred[idx]), 1.0)
+        up, down = y_pred.copy(), y_pred.copy()
+        up[idx] += h
+        down[idx] -= h
+        fd[idx] = (np.sum(evaluate(name, y_true, up, **params).value)
+                   - np.sum(evaluate(name, y_true, down, **params).value)) / (up[idx] - down[idx])
+    h = H_REL * np.maximum(np.abs(y_pred), 1.0)
+    tol = (2e-4 * (ev.grad_scale + np.abs(ev.grad)) + 1e3 * U64 * np.sum(ev.value_scale) / h
+           + 1e-10)
+    err = np.abs(ev.grad - fd)
+    bad = ~(err <= tol)
+    if bad.any():
+        i = np.unravel_index(np.argmax(np.where(bad, err / tol, -1)), err.shape)
+        raise AssertionError(
+            f"{name}({params}): analytic gradient {ev.grad[i]!r} != central difference "
+            f"{fd[i]!r} at y_pred index {i} (error {err[i]:.3g} > tolerance {tol[i]:.3g})\n"
+            f"y_true={np.asarray(y_true)!r}\ny_pred={y_pred!r}")
+
+
+def _mask_case(data):
+    batch, n = _shape(data, 2, min_classes=1)
+    y_true = _binary_labels(data, batch + (n,))
+    y_pred = _array(data, batch + (n,), P_LO, P_HI, "probabilities")
+    return y_true, y_pred, data.draw(st.sampled_from(OVERLAP_AXES), label="axis")
+
+
+@SETTINGS
+@given(data=st.data())
+def test_dice(data):
+    y_true, y_pred, axis = _mask_case(data)
+    _assert_sum_gradient_matches("dice", y_true, y_pred, axis=axis)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_tversky(data):
+    y_true, y_pred, axis = _mask_case(data)
+    alpha, beta = data.draw(st.sampled_from(TVERSKY_WEIGHTS), label="alpha, beta")
+    _assert_sum_gradient_matches("tversky", y_true, y_pred, alpha=alpha, beta=beta, axis=axis)
+
+
+def _embeddings(data, interior):
+    batch = data.draw(st.integers(1, 5), label="batch")
+    dim = data.draw(st.integers(2, 4), label="dim")
+    e = _array(data, (batch, dim), -1.0, 1.0, "embeddings")
+    norms = np.linalg.norm(e, axis=1, keepdims=True)
+    e = np.where(norms > 0.1, e / np.where(norms > 0.1, norms, 1.0), np.eye(batch, dim))
+    labels = _sparse(data, (batch,), 3)
+    if not interior and batch > 1 and data.draw(st.booleans(), label="duplicate row"):
+        e[1] = e[0]
+    return labels, e
+
+
+def _circle_far_from_kinks(labels, e, margin):
+    """Every distance >= 1e-4 from the points where TF's gradient jumps (central
+    differences would straddle them)."""
+    raw = 1.0 - e @ e.T
+    d, neg = np.maximum(raw, 0.0), labels[:, None] != labels[None, :]
+    return not (np.any(neg & (np.abs(raw) < 1e-4)) or np.any(neg & (np.abs(1 + margin - d) < 1e-4))
+                or (margin < 0 and np.any(~neg & (np.abs(margin + d) < 1e-4))))
+
+
+@SETTINGS
+@given(data=st.data())
+def test_circle(data):
+    labels, e = _embeddings(data, True)
+    gamma, margin, remove = data.draw(st.sampled_from(CIRCLE_SETTINGS), label="setting")
+    assume(_circle_far_from_kinks(labels, e, margin))
+    _assert_sum_gradient_matches("circle", labels, e, gamma=gamma, margin=margin,
+                                 remove_diagonal=remove)
+
+
+def _overlap_any_case(data, name, interior):
+    if name == "circle":
+        labels, e = _embeddings(data, interior)
+        gamma, margin, remove = data.draw(st.sampled_from(CIRCLE_SETTINGS), label="setting")
+        assume(not interior or _circle_far_from_kinks(labels, e, margin))
+        return labels, e, {"gamma": gamma, "margin": margin, "remove_diagonal": remove}
+    y_true, y_pred, axis = _mask_case(data)
+    if not interior:
+        y_pred = data.draw(hnp.arrays(np.float64, y_pred.shape, elements=st.one_of(
+            st.sampled_from([0.0, 1.0, 1e-9]), _floats(0.0, 1.0))), label="y_pred with 0, 1")
+        y_true = np.where(data.draw(hnp.arrays(np.bool_, y_true.shape), label="emptied"), 0.0,
+                          y_true)
+    if name == "dice":
+        return y_true, y_pred, {"axis": axis}
+    alpha, beta = data.draw(st.sampled_from(TVERSKY_WEIGHTS), label="alpha, beta")
+    return y_true, y_pred, {"alpha": alpha, "beta": beta, "axis": axis}
+
+
 def _any_case(data, name, interior):
     """One (y_true, y_pred, params) for reference ``name``, with every parameter drawn.
 
     ``interior``: inputs as in the gradient tests above (away from the clip bounds);
     otherwise probabilities include exact 0 and 1 and logits reach +-60 (saturation).
+    References outside the hand-built families are drawn from their input kind (which
+    mixes interior and hard regimes), and ``interior`` is then ignored.
     """
+    if name not in HAND_BUILT:
+        return _drawn_case(data, name)
     if name in REGRESSION:
         return _regression_any_case(data, name, interior)
+    if name in ("dice", "tversky", "circle"):
+        return _overlap_any_case(data, name, interior)
     from_logits = data.draw(st.booleans(), label="from_logits")
     rank, axis = data.draw(st.sampled_from(LAYOUTS), label="layout")
     batch, n = _shape(data, rank)
@@ -462,12 +622,15 @@ def test_scales_are_positive_and_finite_and_kink_is_a_per_sample_bool(data, name
     interior = data.draw(st.booleans(), label="interior (else with 0, 1, saturation)")
     y_true, y_pred, params = _any_case(data, name, interior)
     ev = evaluate(name, y_true, y_pred, **params)
-    assert ev.kink.dtype == np.bool_ and ev.kink.shape == ev.value.shape
+    # per value, or per row of the class axis where a value spans several (CTC's frames)
+    rows = np.shape(y_pred)[:-1] if params.get("axis", -1) == -1 else None
+    assert ev.kink.dtype == np.bool_ and ev.kink.shape in (ev.value.shape, rows)
     assert ev.value_scale.shape == ev.value.shape
     assert ev.grad.shape == ev.grad_scale.shape == np.shape(y_pred)
     # Regression: focal_loss once called near_bounds(p, lo, np.inf, n), and
     # |p - inf| <= margin * inf is True, so every sample was flagged.
-    assert not (interior and ev.kink.any()), "kink flagged away from the clip bounds"
+    assert not (interior and name in HAND_BUILT and ev.kink.any()), \
+        "kink flagged away from the clip bounds"
     finite = np.isfinite(ev.value)
     vs, v = ev.value_scale[finite], ev.value[finite]
     # Positive, except that an exactly-zero MSE (y_pred == y_true == 0) is computed

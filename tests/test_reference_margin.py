@@ -374,6 +374,20 @@ def test_cosine_kink_flags_only_at_the_floor():
     assert M._eval_cosine_similarity(t, p).kink.tolist() == [True, True, False, False, False]
 
 
+def test_cosine_scales_cover_flushed_subnormals():
+    """TensorFlow reads a subnormal float32 y_true as 0; below the floor it is multiplied
+    by 1e7 twice, so the gradient it makes may be missing entirely: the budget allows
+    that element's whole gradient, and only where an input is subnormal."""
+    from lossverify.tolerance import allowed
+
+    zero = np.float32([[0.0, 0.0]])
+    ev = M._eval_cosine_similarity(np.float32([[3.1e-40, 3.1e-40]]), zero)
+    assert (np.abs(ev.grad) > 1e-27).all()  # far beyond the underflow allowance 2e-31
+    assert (allowed(ev.grad_scale, 2) >= np.abs(ev.grad)).all()
+    normal = M._eval_cosine_similarity(np.float32([[3.1e-30, 3.1e-30]]), zero)
+    assert (allowed(normal.grad_scale, 2) < 1e-5 * np.abs(normal.grad)).all()
+
+
 # ----------------------------------------------------------------------------- semantics
 
 

@@ -277,21 +277,28 @@ def test_gce_gradient_central_differences(data, q, central_difference):
 @settings(SETTINGS, max_examples=20)
 @given(data=st.data())
 def test_gradients_match_tape_on_hard_regimes(data):
-    """Autodiff in float64 on the hard regimes (the kinks' own conventions included)."""
+    """Autodiff in float64 on the hard regimes (the kinks' own conventions included), to
+    a few float64 roundings of the gradient's pieces (``grad_scale``: Poisson's
+    ``1 - y / (p + eps)`` cancels near its minimum)."""
+
+    def close(ev, g, rows=None):
+        tol = 64 * U64 * ev.grad_scale
+        ok = (ev.grad == g) | (np.abs(ev.grad - g) <= tol)
+        if rows is not None:
+            ok |= ~rows
+        assert ok.all(), (ev.grad[~ok], g[~ok])
+
     batch, n = _shape(data)
     y, p = _kl_inputs(data, batch, n)
     ev = P._eval_kl_divergence(y, p)
-    _, g = _tape("kl_divergence", y, p)
-    np.testing.assert_allclose(ev.grad, g, rtol=1e-13, atol=0)
+    close(ev, _tape("kl_divergence", y, p)[1])
     y, p = _poisson_inputs(data, batch, n)
     ev = P._eval_poisson(y, p)
-    _, g = _tape("poisson", y, p)
-    np.testing.assert_allclose(ev.grad, g, rtol=1e-13, atol=1e-300)
+    close(ev, _tape("poisson", y, p)[1])
     labels, p = _gce_inputs(data, batch, n, near_zero=True)
     ev = P._eval_categorical_generalized_cross_entropy(labels, p, 0.3)
     _, g = _tape("categorical_generalized_cross_entropy", labels, p, q=0.3)
-    ok = ~ev.kink[:, None]
-    np.testing.assert_allclose(np.where(ok, ev.grad, 0), np.where(ok, g, 0), rtol=1e-13, atol=0)
+    close(ev, g, rows=~ev.kink[:, None])
 
 
 def test_kl_clip_gradient_convention_at_the_bounds():

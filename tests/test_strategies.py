@@ -22,7 +22,7 @@ TAKES_LOGITS_FLAG = {n for n, k in lst.LABEL_KIND.items() if k in ("binary", "ca
                                                                    "sparse")}
 FAST = settings(max_examples=40, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-FIND = settings(max_examples=3000, deadline=None, database=None,
+FIND = settings(max_examples=3000, deadline=None, database=None, derandomize=True,
                 phases=[Phase.generate], suppress_health_check=list(HealthCheck))
 
 
@@ -32,6 +32,11 @@ def _param_grid() -> list[tuple[str, dict]]:
         kind = lst.LABEL_KIND[name]
         variants: list[dict] = [{}, {"with_sample_weight": True, "rank": 3},
                                 {"rank": 2, "soft_labels": False}]
+        if kind == "embeddings":  # (batch, dim) only
+            variants[1] = {"with_sample_weight": True}
+        if kind == "masks":  # per-sample values, and one per column
+            variants += [{"with_sample_weight": True, "axis": -1},
+                         {"with_sample_weight": True, "axis": 0}]
         if name in TAKES_LOGITS_FLAG:
             variants.append({"from_logits": True})
         if kind.startswith("sparse"):
@@ -63,14 +68,18 @@ def test_loss_inputs_invariants(name: str, params: dict, data: st.DataObject):
     kind = lst.LABEL_KIND[name]
     yp, yt = x.y_pred, x.y_true
     assert yp.dtype == np.float32 and yp.ndim in (2, 3) and np.isfinite(yp).all()
-    if "rank" in params:
+    if "rank" in params and kind != "ctc":  # CTC's logits are rank 3 (see below)
         assert yp.ndim == params["rank"]
     if "class_num" in params:
         assert yp.shape[-1] == params["class_num"]
     assert 1 <= yp.shape[0] <= 16 and x.rows == int(np.prod(yp.shape[:-1]))
 
     # labels of the right kind
-    if kind.startswith("sparse"):
+    if kind == "embeddings":  # Circle: int32 class labels per row
+        assert yt.dtype == np.int32 and yt.shape == yp.shape[:1]
+    elif kind == "ctc":
+        _check_ctc_inputs(x, params)
+    elif kind.startswith("sparse"):
         assert yt.dtype == np.int32 and yt.shape == yp.shape[:-1]
         valid = (yt >= 0) & (yt < yp.shape[-1])
         if params.get("ignore_class") is not None:
@@ -91,8 +100,12 @@ def test_loss_inputs_invariants(name: str, params: dict, data: st.DataObject):
             assert set(np.unique(yt)) <= {0.0, 1.0}
 
     # predictions: probabilities or logits in their regime (real values: margin family)
-    if kind in MARGIN_KINDS:
+    if kind == "ctc":
+        pass  # logits, checked with the labels
+    elif kind in MARGIN_KINDS:
         _check_margin_inputs(x, kind, params)
+    elif kind in OVERLAP_KINDS:
+        _check_overlap_inputs(x, kind, params)
     elif _uses_logits(name, params):
         assert x.regime in lst.LOGIT_REGIMES
         if x.regime == "wide":
@@ -116,10 +129,128 @@ def test_loss_inputs_invariants(name: str, params: dict, data: st.DataObject):
 
     if params.get("with_sample_weight"):
         w = x.sample_weight
-        assert w is not None and w.dtype == np.float32 and w.shape == yp.shape[:-1]
+        # one weight per value: Dice's axis=None (its default) gives one for the batch
+        shape = lst.KINDS[kind].loss_shape(yp.shape, params.get("axis")) \
+            if lst.KINDS[kind].loss_shape is not None else yp.shape[:-1]
+        assert w is not None and w.dtype == np.float32 and w.shape == shape
         assert (w >= 0).all() and np.isfinite(w).all()
     else:
         assert x.sample_weight is None
+
+
+# ------------------------------------------------------------------ overlap family
+
+OVERLAP_KINDS = {"masks": lst.MASK_REGIMES, "embeddings": lst.EMBEDDING_REGIMES}
+
+
+def _check_overlap_inputs(x, kind: str, params: dict) -> None:
+    """Masks: 0/1 labels (soft only in their regime), y_pred in [0, 1]. Embeddings:
+    unit-norm or zero rows."""
+    yp, yt = x.y_pred.astype(np.float64), x.y_true.astype(np.float64)
+    assert x.regime in OVERLAP_KINDS[kind]
+    if kind == "masks":
+        assert ((yp >= 0) & (yp <= 1)).all() and ((yt >= 0) & (yt <= 1)).all()
+        if x.regime != "soft_true":
+            assert set(np.unique(yt)) <= {0.0, 1.0}
+        else:
+            assert params.get("soft_labels", True)
+        if x.regime == "perfect":
+            assert (yp == yt).all(axis=tuple(range(1, yp.ndim))).any()
+        return
+    norms = np.sqrt((yp * yp).sum(-1))
+    assert ((np.abs(norms - 1) < 1e-6) | (norms == 0)).all(), norms
+    if x.regime == "all_equal":
+        assert (yt == yt[0]).all()
+    elif x.regime == "all_different":
+        assert len(np.unique(yt)) == len(yt)
+    elif x.regime == "zeros":
+        assert (norms == 0).any()
+
+
+def _overlap_inputs(name: str, **params):
+    return lst.loss_inputs(name, **params)
+
+
+def _pairs(x):
+    labels = x.y_true
+    return labels[:, None] == labels[None, :], 1.0 - x.y_pred.astype(np.float64) @ \
+        x.y_pred.astype(np.float64).T
+
+
+def _has_negative_duplicate(x) -> bool:
+    same, dist = _pairs(x)
+    return bool((~same & (np.abs(dist) < 1e-6)).any())
+
+
+def _has_positive_and_negative(x) -> bool:
+    same, _ = _pairs(x)
+    np.fill_diagonal(same, False)
+    return bool((same.any(-1) & (~_pairs(x)[0]).any(-1)).any())
+
+
+OCCURS_OVERLAP = {
+    "dice: an all-zero y_true and y_pred row": (
+        _overlap_inputs("dice", axis=-1),
+        lambda x: ((x.y_true == 0) & (x.y_pred == 0)).all(axis=-1).any()),
+    "dice: an empty y_true row under a nonzero prediction": (
+        _overlap_inputs("dice", axis=-1),
+        lambda x: ((x.y_true == 0).all(axis=-1) & (x.y_pred > 0).any(axis=-1)).any()),
+    "dice: a one-pixel mask predicted exactly": (
+        _overlap_inputs("dice", axis=-1),
+        lambda x: x.regime == "one_pixel" and ((x.y_true.sum(-1) == 1)
+                                               & (x.y_pred == x.y_true).all(-1)).any()),
+    "dice: a one-pixel mask missed": (
+        _overlap_inputs("dice", axis=-1),
+        lambda x: ((x.y_true.sum(-1) == 1) & ((x.y_true * x.y_pred).sum(-1) == 0)
+                   & (x.y_pred.sum(-1) > 0)).any()),
+    "dice: a whole batch with no mask at all (axis=None, 1 - 0 / eps)": (
+        _overlap_inputs("dice"), lambda x: (x.y_true == 0).all() and (x.y_pred == 0).all()),
+    "tversky: p within 1e-4 of a nonempty y (1 - r cancels)": (
+        _overlap_inputs("tversky", axis=-1),
+        lambda x: x.regime == "saturated" and x.y_true.sum() > 0
+        and (np.abs(x.y_pred - x.y_true) < 1e-4).all()),
+    "circle: a duplicated row with another label (a kink)": (
+        _overlap_inputs("circle"), _has_negative_duplicate),
+    "circle: every label equal (no negatives) in a batch of 3+": (
+        _overlap_inputs("circle"),
+        lambda x: len(x.y_true) >= 3 and (x.y_true == x.y_true[0]).all()),
+    "circle: every label different (no positives) in a batch of 3+": (
+        _overlap_inputs("circle"),
+        lambda x: len(x.y_true) >= 3 and len(np.unique(x.y_true)) == len(x.y_true)),
+    "circle: a zero row beside a row with a positive and a negative": (
+        _overlap_inputs("circle"),
+        lambda x: (x.y_pred == 0).all(-1).any() and _has_positive_and_negative(x)),
+    "circle: a negative pair beyond the weight clamp (cos < -0.4)": (
+        _overlap_inputs("circle"),
+        lambda x: (~_pairs(x)[0] & (_pairs(x)[1] > 1.4 + 1e-3)).any()),
+    "circle: a negative pair at the clamp (cos = -0.4)": (
+        _overlap_inputs("circle"),
+        lambda x: (~_pairs(x)[0] & (np.abs(_pairs(x)[1] - 1.4) < 1e-6)).any()),
+    "circle: positives clustered (distance < 0.05) in a batch with negatives": (
+        _overlap_inputs("circle"),
+        lambda x: x.regime == "clustered" and _has_positive_and_negative(x)
+        and (_pairs(x)[0] & ~np.eye(len(x.y_true), dtype=bool)
+             & (_pairs(x)[1] < 0.05)).any()),
+}
+
+
+@pytest.mark.parametrize("what", sorted(OCCURS_OVERLAP))
+def test_overlap_regime_occurs(what: str):
+    strategy, condition = OCCURS_OVERLAP[what]
+    find(strategy, condition, settings=FIND)
+
+
+@pytest.mark.parametrize("name", ["dice", "circle"])
+def test_every_overlap_regime_is_drawn(name: str):
+    seen: set[str] = set()
+
+    def collect(x):
+        seen.add(x.regime)
+        return False
+
+    with pytest.raises(Exception, match="No examples"):
+        find(lst.loss_inputs(name), collect, settings=settings(FIND, max_examples=150))
+    assert seen == set(OVERLAP_KINDS[lst.LABEL_KIND[name]])
 
 
 # ------------------------------------------------------------------ margin family
@@ -470,6 +601,92 @@ def test_every_probabilistic_regime_is_drawn(name: str):
     assert seen == set(_PROBABILISTIC_REGIMES[lst.LABEL_KIND[name]])
 
 
+# ------------------------------------------------------------------ CTC
+
+
+def _ctc_needed(row) -> int:
+    labels = [int(c) for c in row if c]
+    return len(labels) + sum(a == b for a, b in zip(labels, labels[1:], strict=False))
+
+
+def _check_ctc_inputs(x, params: dict) -> None:
+    """Label rows (int32, classes 1 .. C - 1, trailing padding, a multiple of 3 wide) that
+    fit their frames, rank-3 float32 logits, losses below TensorFlow's cap."""
+    from lossverify.reference.ctc import ctc
+
+    yp, yt = x.y_pred, x.y_true
+    assert x.regime in lst.CTC_REGIMES
+    assert yp.ndim == 3 and yp.shape[1] == x.notes["time"]
+    if params.get("rank") == 2:
+        assert yp.shape[1] == (lst.CTC_LONG_TIME if x.regime == "long" else lst.CTC_TIME)
+    assert yt.dtype == np.int32 and yt.ndim == 2 and yt.shape[0] == yp.shape[0]
+    assert yt.shape[1] >= 3 and yt.shape[1] % 3 == 0
+    assert ((yt >= 0) & (yt < yp.shape[-1])).all()
+    for row in yt:
+        nonzero = np.flatnonzero(row)
+        assert (nonzero == np.arange(nonzero.size)).all(), f"a 0 before a label: {row}"
+        assert _ctc_needed(row) <= yp.shape[1]
+    if x.regime == "blank_only":
+        assert (yt == 0).all()
+    values = ctc(yt, yp)
+    assert np.isfinite(values).all() and (values < 600).all(), values
+
+
+def _ctc_inputs(**params):
+    return lst.loss_inputs("ctc", **params)
+
+
+def _peak_gap(x) -> float:
+    rows = np.sort(x.y_pred.reshape(-1, x.y_pred.shape[-1]).astype(np.float64), axis=-1)
+    return float((rows[:, -1] - rows[:, -2]).min()) if rows.shape[-1] > 1 else 0.0
+
+
+def _has_adjacent_repeat(x) -> bool:
+    return any(any(a == b for a, b in zip(r[r > 0], r[r > 0][1:], strict=False))
+               for r in x.y_true)
+
+
+OCCURS_CTC = {
+    "a label row and a blank-only row in one batch": (
+        _ctc_inputs(), lambda x: (x.y_true == 0).all(1).any() and (x.y_true != 0).any()),
+    "equal neighbouring labels (a blank needed between)": (
+        _ctc_inputs(), _has_adjacent_repeat),
+    "labels + repeats == frames (one alignment), with a repeat": (
+        _ctc_inputs(), lambda x: x.regime == "single_alignment" and _has_adjacent_repeat(x)
+        and any(_ctc_needed(r) == x.y_pred.shape[1] for r in x.y_true)),
+    "every frame peaked by more than 20": (_ctc_inputs(), lambda x: _peak_gap(x) > 20),
+    "a loss above 100": (
+        _ctc_inputs(), lambda x: x.regime == "large_loss" and (_ctc_loss(x) > 100).any()),
+    "one frame": (_ctc_inputs(), lambda x: x.y_pred.shape[1] == 1),
+    "48 frames and a label of 8 or more": (
+        _ctc_inputs(), lambda x: x.y_pred.shape[1] == 48 and ((x.y_true > 0).sum(1) >= 8).any()),
+}
+
+
+def _ctc_loss(x):
+    from lossverify.reference.ctc import ctc
+
+    return ctc(x.y_true, x.y_pred)
+
+
+@pytest.mark.parametrize("what", sorted(OCCURS_CTC))
+def test_ctc_regime_occurs(what: str):
+    strategy, condition = OCCURS_CTC[what]
+    find(strategy, condition, settings=FIND)
+
+
+def test_every_ctc_regime_is_drawn():
+    seen: set[str] = set()
+
+    def collect(x):
+        seen.add(x.regime)
+        return False
+
+    with pytest.raises(Exception, match="No examples"):
+        find(_ctc_inputs(), collect, settings=settings(FIND, max_examples=150))
+    assert seen == set(lst.CTC_REGIMES)
+
+
 # ------------------------------------------------------------------ bad arguments
 
 @pytest.mark.parametrize(("make", "argument"), [
@@ -501,7 +718,9 @@ NO_TF_SCRIPT = textwrap.dedent('''
         params = {"class_num": 4} if kind == "sparse_logits" else {}
         x = find(lst.loss_inputs(name, **params), lambda x: x.rows > 1, settings=quick)
         value, grad = R.value_and_grad(name, x.y_true, x.y_pred, **params)
-        assert value.shape == x.y_pred.shape[:-1] and np.isfinite(value).all(), name
+        shape = lst.KINDS[kind].loss_shape(x.y_pred.shape, None) \
+            if lst.KINDS[kind].loss_shape is not None else x.y_pred.shape[:-1]
+        assert value.shape == shape and np.isfinite(value).all(), name
         assert grad.shape == x.y_pred.shape, name
         if kind in ("binary", "categorical", "sparse"):
             z = find(lst.loss_inputs(name, from_logits=True), lambda x: True, settings=quick)

@@ -19,7 +19,9 @@ from typing import Any
 
 # The families' public functions (each module's ``__all__``): a reference added to a
 # family module is exported here without another edit.
+from lossverify.reference import ctc as _ctc
 from lossverify.reference import margin as _margin
+from lossverify.reference import overlap as _overlap
 from lossverify.reference import probabilistic as _probabilistic
 from lossverify.reference import regression as _regression
 from lossverify.reference._core import (
@@ -43,7 +45,7 @@ from lossverify.reference.losses import (
 )
 from lossverify.reference.reduction import REDUCTIONS, reduce, sample_weights
 
-_FAMILIES = (_regression, _margin, _probabilistic)
+_FAMILIES = (_regression, _margin, _probabilistic, _overlap, _ctc)
 for _family in _FAMILIES:
     globals().update({_name: getattr(_family, _name) for _name in _family.__all__})
 

@@ -37,7 +37,6 @@ from lossverify.reference import _validate as V
 from lossverify.reference._core import _U32, EPSILON, Evaluation
 
 __all__ = [
-    "NORM_CAP",
     "categorical_hinge",
     "convert_binary_labels_to_hinge",
     "cosine_similarity",
@@ -270,6 +269,19 @@ def _eval_cosine_similarity(y_true: Any, y_pred: Any, axis: Any = -1) -> Evaluat
     # normalisation errors are relative to each factor: sum |t_hat p_hat| (<= 1) bounds
     # the products, the sum and the common scale errors of both rsqrts
     value_scale = sizes[..., 0] + _ABS(value)
+    # TensorFlow's CPU kernels read subnormal inputs as 0, and the norm floor multiplies
+    # them by up to 1e7 twice (t_hat, then the gradient -1e7 t_hat): what such an
+    # element contributes may be missing entirely, not just rounded. Its terms enter
+    # the scales divided by u (n + 1), so the budget allows all of them.
+    tiny = _flush_reach(dtype) / 2
+    gone_t = (yt != 0) & (_ABS(yt) < tiny)
+    gone_p = (yp != 0) & (_ABS(yp) < tiny)
+    if gone_t.any() or gone_p.any():
+        whole = 1.0 / (_margin_u(dtype) * (n + 1))
+        lost = (_ABS(terms) * (gone_t | gone_p)).sum(-1, keepdims=True)
+        grad_scale = grad_scale + whole * r * (_ABS(t_hat) * gone_t + lost * _ABS(p_hat)
+                                               + _ABS(dot * p_hat) * gone_p)
+        value_scale = value_scale + whole * lost[..., 0]
     # the floor is a kink of the gradient (its radial part jumps): within the rounding
     # reach of rsqrt(sum(p**2)) (an n-term sum, the rsqrt) of 1 / eps
     reach = 4.0 * (n + 4) * _margin_u(dtype)

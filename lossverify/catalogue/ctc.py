@@ -1,0 +1,24 @@
+"""The record of Keras's CTC loss (Connectionist Temporal Classification)."""
+
+from __future__ import annotations
+
+from lossverify import deviations as D
+from lossverify.record import ROW_INVARIANTS, LossRecord, keras_pair
+from lossverify.reference.ctc import _eval_ctc
+
+RECORDS = (
+    LossRecord(
+        name="ctc",
+        evaluator=_eval_ctc,
+        inputs="ctc",
+        y_pred="logits",
+        implementations=keras_pair("CTC", "ctc"),
+        invariants=(*ROW_INVARIANTS, "logit_shift_invariant", "label_padding_invariant"),
+        deviations=(D.CTC_LABEL_PREFIX, D.CTC_LOG_ZERO_CAP, D.CTC_EMPTY_LABEL_AXIS,
+                    D.CTC_FLOAT64_IN_FLOAT32),
+        tolerance_notes="log_softmax per frame (a class sum) plus the forward-backward "
+                        "recursions' roundings counted one by one over the T frames "
+                        "(posterior-weighted); Keras computes in float32 for any input "
+                        "dtype.",
+    ),
+)
