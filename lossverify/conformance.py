@@ -2,7 +2,7 @@
 each), their split over processes (``--jobs``), the workers, and the progress display.
 
 A job is small and picklable; workers are spawned processes (TensorFlow is not fork-safe)
-that run their share in plan order and send each result back as it is done. The parent
+that take units of work from a shared queue and send each result back as it is done. The parent
 never imports TensorFlow.
 """
 
@@ -127,10 +127,12 @@ def _quiet_tensorflow() -> None:
     import_tensorflow(quiet=True)
 
 
-#: Relative cost of a job, for splitting a run over ``--jobs`` processes: a Loss class is
-#: checked batch by batch (value, gradient), a function on fused batches, an invariant
-#: on a few batches. Measured on the default run; only the balance depends on them.
-_COST = {"class": 5.0, "function": 3.0, "invariant": 1.0}
+#: Relative cost of a job, to hand the costliest work out first: a Loss class is checked
+#: batch by batch (value, gradient) and draws the setting's batches, a function reuses
+#: them on fused batches, an invariant runs a few batches. Measured on the default run
+#: (a 2-core AMD EPYC, TensorFlow 2.21: about 3, 0.9 and 0.2 s); a record's ``cost``
+#: scales its runs (CTC's TensorFlow kernel, Circle's unfused pairwise batches).
+_COST = {"class": 16.0, "function": 5.0, "invariant": 1.0}
 
 
 def _implementation(job: Job) -> S.Implementation:
@@ -141,31 +143,26 @@ def _implementation(job: Job) -> S.Implementation:
 def job_cost(job: Job) -> float:
     if job.invariant >= 0:
         return _COST["invariant"]
-    return _COST["class" if _implementation(job).kind == "class" else "function"]
+    kind = "class" if _implementation(job).kind == "class" else "function"
+    return _COST[kind] * S.get_spec(job.spec).cost
 
 
-def shares(jobs: list[Job], n: int) -> list[list[int]]:
-    """Split ``jobs`` (by index) over ``n`` processes. The verify jobs of one reference
-    and parameter setting (class and function, every dtype) go to the same process, so
-    they share one set of drawn batches (``search.draw_batches``); each such group, and
-    each invariant, costliest first (ties in plan order), goes to the share with the
-    least estimated cost so far (ties: the lowest index); each share keeps plan order.
-    Fixed by the plan alone, never by timing, so a given ``n`` gives the same bytes run
-    after run."""
+def units(jobs: list[Job]) -> list[list[int]]:
+    """The units of work ``--jobs`` processes take from a shared queue, in the order they
+    are handed out: the verify jobs of one reference and parameter setting (class and
+    function, every dtype) form one unit, so they run in one process and share one set
+    of drawn batches (``search.draw_batches``); each invariant is a unit of its own.
+    Costliest first (ties in plan order), so the last units to finish are small. Each
+    job's result depends on the job alone (seeded draws), not on the process that runs
+    it, so the report is the same bytes however the units fall."""
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, job in enumerate(jobs):
         key = (job.spec, job.params, "runs") if job.invariant < 0 else ("invariant", i)
         groups.setdefault(key, []).append(i)
     members = list(groups.values())
     costs = [sum(job_cost(jobs[i]) for i in m) for m in members]
-    loads = [0.0] * n
-    owner: dict[int, int] = {}
-    for g in sorted(range(len(members)), key=lambda g: (-costs[g], members[g][0])):
-        k = min(range(n), key=lambda k: (loads[k], k))
-        for i in members[g]:
-            owner[i] = k
-        loads[k] += costs[g]
-    return [[i for i in range(len(jobs)) if owner[i] == k] for k in range(n)]
+    return [members[g] for g in sorted(range(len(members)),
+                                       key=lambda g: (-costs[g], members[g][0]))]
 
 
 def results(jobs: list[Job], args: argparse.Namespace, checks: list[str] | None,
@@ -185,28 +182,36 @@ def results(jobs: list[Job], args: argparse.Namespace, checks: list[str] | None,
     from multiprocessing.connection import Connection, wait
 
     ctx = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
-    # Each share in a fresh process of its own, all started at once; this process never
-    # imports TensorFlow. Each result comes back through its share's pipe when done.
-    running: dict[Any, tuple[list[int], Any]] = {}
-    for share in shares(jobs, min(args.jobs, len(jobs))):
+    # Fresh processes, all started at once, take units from one queue as they finish the
+    # last (a fixed split left one process idle for a minute while the other ran CTC);
+    # this process never imports TensorFlow. Each result comes back through its
+    # process's pipe when done.
+    work = units(jobs)
+    n = min(args.jobs, len(work))
+    queue = ctx.SimpleQueue()
+    for unit in work:
+        queue.put([(i, jobs[i]) for i in unit])
+    for _ in range(n):
+        queue.put(None)
+    running: dict[Any, Any] = {}
+    for _ in range(n):
         receive, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_run_share,
-                           args=(send, [(i, jobs[i]) for i in share], args, checks),
-                           daemon=True)
+        proc = ctx.Process(target=_run_units, args=(send, queue, args, checks), daemon=True)
         proc.start()
         send.close()
-        running[receive] = (share, proc)
+        running[receive] = proc
     done: dict[int, Any] = {}
     while running:
         for ready in wait(list(running)):
-            share, proc = running[ready]
+            proc = running[ready]
             try:
                 message = cast(Connection, ready).recv()
             except EOFError:
                 proc.join()
                 raise SystemExit(f"--jobs: a worker process died (exit code "
-                                 f"{proc.exitcode}) running {len(share)} jobs") from None
-            if message is None:  # the share is complete
+                                 f"{proc.exitcode}); {len(jobs) - len(done)} jobs "
+                                 "unfinished") from None
+            if message is None:  # the queue is empty: this process is done
                 del running[ready]
                 proc.join()
                 continue
@@ -217,14 +222,15 @@ def results(jobs: list[Job], args: argparse.Namespace, checks: list[str] | None,
         yield job, done[i]
 
 
-def _run_share(send: Any, share: list[tuple[int, Job]], args: argparse.Namespace,
+def _run_units(send: Any, queue: Any, args: argparse.Namespace,
                checks: list[str] | None) -> None:
-    """One worker process: its jobs in plan order, each result sent as it is done, then
-    None. It then exits at once: TensorFlow's interpreter teardown takes about 2 s,
-    which the parent would otherwise wait for."""
+    """One worker process: units from ``queue`` until its None, each job's result sent as
+    it is done, then None. It then exits at once: TensorFlow's interpreter teardown
+    takes about 2 s, which the parent would otherwise wait for."""
     _quiet_tensorflow()
-    for i, job in share:
-        send.send((i, _run_job(job, args, checks)))
+    while (unit := queue.get()) is not None:
+        for i, job in unit:
+            send.send((i, _run_job(job, args, checks)))
     send.send(None)
     send.close()
     sys.stdout.flush()

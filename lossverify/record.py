@@ -181,7 +181,8 @@ class LossRecord:
     categorical), for the pitfall detectors. ``invariants`` lists the single-loss
     invariants the mathematics gives for it. ``batch_coupled``: a sample's loss depends
     on the other samples of the batch (pairwise losses): batches are then never fused,
-    padded or split.
+    padded or split. ``cost``: how long a run takes against a typical one (only the order
+    in which a conformance run hands out its work depends on it).
     """
 
     name: str
@@ -197,6 +198,7 @@ class LossRecord:
     y_pred: str = "probabilities"
     batch_coupled: bool = False
     tolerance_notes: str = ""
+    cost: float = 1.0
 
     @property
     def parameters(self) -> dict[str, Any]:

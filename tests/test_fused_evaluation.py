@@ -147,18 +147,22 @@ def test_fused_and_alone_evaluation_agree(loss):
         assert f.worst_ratio == pytest.approx(a.worst_ratio, abs=0.05), name
 
 
-def test_shares_cover_every_job_once_and_balance_the_cost():
+def test_units_cover_every_job_once_costliest_first():
     import argparse
 
     parser = argparse.ArgumentParser()
     verify_cli.register(parser.add_subparsers())
     jobs = conformance.plan(parser.parse_args(["verify"]), ["float32"])
-    shares = conformance.shares(jobs, 2)
-    assert sorted(i for s in shares for i in s) == list(range(len(jobs)))
-    assert all(s == sorted(s) for s in shares)  # plan order within a share
-    assert conformance.shares(jobs, 2) == shares  # fixed by the plan alone
-    loads = [sum(conformance.job_cost(jobs[i]) for i in s) for s in shares]
-    assert abs(loads[0] - loads[1]) <= max(conformance._COST.values())
+    units = conformance.units(jobs)
+    assert sorted(i for u in units for i in u) == list(range(len(jobs)))
+    assert all(u == sorted(u) for u in units)  # plan order within a unit
+    # a setting's class and function runs share a unit (and so their drawn batches)
+    for u in units:
+        assert len({(jobs[i].spec, jobs[i].params, jobs[i].invariant >= 0) for i in u}) == 1
+        assert len(u) == 1 or all(jobs[i].invariant < 0 for i in u)
+    costs = [sum(conformance.job_cost(jobs[i]) for i in u) for u in units]
+    assert costs == sorted(costs, reverse=True)
+    assert jobs[units[0][0]].spec == "ctc"  # the record's cost puts it first
 
 
 _DRAW_HASH = """

@@ -244,9 +244,49 @@ def test_xla_half_precision_deviation_is_classified(dev_id, params, dtype, y_tru
     assert session.outcomes(x32, xla_budget=False)["xla"].ok
 
 
+#: CTC's deviations (reproducers in tests/test_reference_ctc.py): too narrow for a short
+#: search (an interior 0 label, an impossible label, a (batch, 0) label axis) or, for
+#: float64, found on any draw: each reproducer goes through verify's value check and its
+#: classification directly.
+_CTC_Z = [[[0.5, -0.2, 0.1], [0.0, 0.3, -0.4], [0.2, 0.2, 0.2], [-0.1, 0.4, 0.0]]]
+CTC_CASES = [
+    ("tf-ctc-reads-label-prefix", "float32", [[0, 2]], _CTC_Z),
+    ("tf-ctc-log-zero-cap", "float32", [[1, 1, 1]], np.zeros((1, 4, 3))),
+    ("tf-ctc-empty-label-axis", "float32", np.zeros((1, 0)), np.zeros((1, 3, 2))),
+    ("keras-ctc-float64-computed-in-float32", "float64", [[1]],
+     np.random.default_rng(0).normal(size=(1, 5, 3))),
+]
+
+
+@pytest.mark.parametrize(("dev_id", "dtype", "y_true", "y_pred"), CTC_CASES,
+                         ids=[c[0] for c in CTC_CASES])
+def test_ctc_deviation_is_classified(dev_id, dtype, y_true, y_pred):
+    from lossverify import checks as C
+    from lossverify import strategies as lst
+    from lossverify.session import Session
+
+    def loss(y, z):
+        return keras.losses.ctc(y, z)
+
+    loss.__wrapped__ = keras.losses.ctc
+    x = lst.LossInputs(np.array(y_true, np.int32), np.array(y_pred, dtype))
+    spec = S.get_spec("ctc")
+    for strict, expected in ((False, dev_id), (True, None)):
+        session = Session(loss, spec, {}, ("value",), C.DEFAULT_TIME_LIMIT, strict, dtype)
+        outcome = session.outcomes(x)["value"]
+        assert not outcome.ok, dev_id
+        assert session.deviation_for("value", x, outcome) == expected
+    # a user's own loss with the same symptom is not covered
+    own = Session(lambda y, z: keras.losses.ctc(y, z) * 1.0, spec, {}, ("value",),
+                  C.DEFAULT_TIME_LIMIT, False, dtype)
+    outcome = own.outcomes(x)["value"]
+    assert not outcome.ok and own.deviation_for("value", x, outcome) is None
+
+
 def test_every_deviation_has_a_case():
     listed = {d.id for spec in S.SPECS.values() for d in spec.deviations}
     assert listed == {c[0] for c in CASES} | {c[0] for c in XLA_CASES} | {
+        c[0] for c in CTC_CASES} | {
         "keras-binary-focal-graph-nan"}
 
 
