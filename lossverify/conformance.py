@@ -183,7 +183,7 @@ def results(jobs: list[Job], args: argparse.Namespace, checks: list[str] | None,
 
     ctx = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
     # Fresh processes, all started at once, take units from one queue as they finish the
-    # last (a fixed split left one process idle for a minute while the other ran CTC);
+    # last (a fixed split by estimated cost cannot know how long each unit really takes);
     # this process never imports TensorFlow. Each result comes back through its
     # process's pipe when done.
     work = units(jobs)

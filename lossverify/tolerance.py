@@ -163,11 +163,13 @@ def budget(reference: str, params: Mapping[str, Any], y_true: Any, y_pred: Any, 
     the values the implementation sees (rounded to ``dtype``).
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    rounded_to = 0.0
     if y_pred.dtype.kind == "V":  # bfloat16 (ml_dtypes): the references take float32
-        y_pred = y_pred.astype(np.float32)
+        y_pred, rounded_to = y_pred.astype(np.float32), unit_roundoff("bfloat16")
     if y_true.dtype.kind == "V":
         y_true = y_true.astype(np.float32)
-    ev, low, v_spread, g_spread = spread(reference, params, y_true, y_pred, dtype)
+    with _overlap.inputs_rounded_to(rounded_to):  # Circle's kink reach (its distances)
+        ev, low, v_spread, g_spread = spread(reference, params, y_true, y_pred, dtype)
     axis = params.get("axis", -1)
     if reference in _overlap.NAMES:  # sums over other axes than a class axis (Dice: all)
         n_terms = _overlap.reduction_terms(reference, np.shape(y_pred), params)

@@ -283,10 +283,52 @@ def test_ctc_deviation_is_classified(dev_id, dtype, y_true, y_pred):
     assert not outcome.ok and own.deviation_for("value", x, outcome) is None
 
 
+def test_reproducer_xla_float16_kl_division_gradient_underflow():
+    def grad(jit):
+        @tf.function(jit_compile=jit, autograph=False)
+        def g(y, p):
+            with tf.GradientTape() as tape:
+                tape.watch(p)
+                total = tf.reduce_sum(keras.losses.kl_divergence(y, p))
+            return tape.gradient(total, p)
+
+        return float(g(tf.constant([[0.000488]], tf.float16),
+                       tf.constant([[0.000319]], tf.float16))[0, 0])
+
+    assert grad(False) == pytest.approx(-1.5299, rel=2e-3)
+    assert grad(True) == pytest.approx(-1.306, rel=2e-3), "upstream fixed?"
+
+
+def test_xla_float16_kl_division_deviation_is_classified():
+    """The 4-dtype main job's counterexample: -inf where the division overflows (that
+    deviation's symptom) and 15% off where p * p is subnormal, in one batch."""
+    from lossverify import checks as C
+    from lossverify import strategies as lst
+    from lossverify.session import Session
+
+    def loss(y, p):
+        return keras.losses.kl_divergence(y, p)
+
+    loss.__wrapped__ = keras.losses.kl_divergence
+    x = lst.LossInputs(np.array([[0.12494, 0.000488] + [0.12494] * 7], np.float16),
+                       np.array([[0.99756] + [0.00031924] * 8], np.float16))
+    spec = S.get_spec("kl_divergence")
+    for strict, expected in ((False, "xla-float16-kl-division-gradient-underflow"),
+                             (True, None)):
+        session = Session(loss, spec, {}, ("xla",), C.DEFAULT_TIME_LIMIT, strict, "float16")
+        outcome = session.outcomes(x, xla_budget=False)["xla"]
+        assert not outcome.ok
+        assert session.deviation_for("xla", x, outcome) == expected
+    # p above 2**-7: no subnormal square, and the same batch passes under XLA
+    x = x.replace(y_pred=np.array([[0.9] + [0.0125] * 8], np.float16))
+    session = Session(loss, spec, {}, ("xla",), C.DEFAULT_TIME_LIMIT, True, "float16")
+    assert session.outcomes(x, xla_budget=False)["xla"].ok
+
+
 def test_every_deviation_has_a_case():
     listed = {d.id for spec in S.SPECS.values() for d in spec.deviations}
     assert listed == {c[0] for c in CASES} | {c[0] for c in XLA_CASES} | {
-        c[0] for c in CTC_CASES} | {
+        c[0] for c in CTC_CASES} | {"xla-float16-kl-division-gradient-underflow"} | {
         "keras-binary-focal-graph-nan"}
 
 

@@ -324,3 +324,18 @@ def test_circle_class_reduces_over_the_rows_with_loss_above_zero():
 def test_batch_coupled_losses_are_never_fused():
     for name in NAMES:
         assert S.SPECS[name].batch_coupled, name
+
+
+def test_circle_bfloat16_kink_reach_is_bfloat16s():
+    """The 4-dtype main job's counterexample: identical bfloat16 rows with other labels sit
+    on Circle's kink (distance 1 - e.e = 0, here -2e-4 in float32 arithmetic); the budget
+    must flag them though the references receive bfloat16 inputs as float32."""
+    from lossverify import tolerance
+    from lossverify.numerics import np_dtype
+
+    e = np.full((5, 5), 0.447265625).astype(np_dtype("bfloat16"))
+    labels = np.array([0, 1, 1, 1, 1], np.int32)
+    b = tolerance.budget("circle", {}, labels, e, dtype="bfloat16")
+    assert b.kink_rows == 5 and not b.grad_rows.any()
+    b32 = tolerance.budget("circle", {}, labels, e.astype(np.float32), dtype="float32")
+    assert b32.kink_rows == 0  # float32 inputs: -2e-4 is far beyond float32's reach

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import lossverify.reference as R
 from lossverify.reference import computing_in
 from lossverify.reference.ctc import _eval_ctc, ctc
 from lossverify.reference.ctc import ctc_label_sequences as label_sequences
@@ -431,3 +432,16 @@ def test_reproducer_empty_label_axis_double_counts(tf_keras):
     assert got == pytest.approx(2 * np.log(2), abs=1e-6), "upstream fixed?"
     assert keras.losses.ctc(np.zeros((1, 1), np.int32), z).numpy()[0] == pytest.approx(
         3 * np.log(2), abs=1e-6)
+
+
+def test_a_bfloat16_yardstick_evaluates():
+    """The tolerance model evaluates references in the implementation's compute dtype;
+    NumPy's einsum has no bfloat16 loops (the 4-dtype main job crashed on it)."""
+    import ml_dtypes
+
+    z = np.random.default_rng(0).normal(size=(2, 4, 3)).astype(np.float32)
+    exact = _eval_ctc([[1], [2]], z)
+    with R.computing_in(ml_dtypes.bfloat16):
+        low = _eval_ctc([[1], [2]], z)
+    assert low.value.dtype == low.grad.dtype == ml_dtypes.bfloat16
+    np.testing.assert_allclose(np.float64(low.value), exact.value, rtol=2e-2)

@@ -151,6 +151,13 @@ def _log_softmax_terms(z: np.ndarray):
     return lsm, p, size
 
 
+def _einsum(subscripts: str, a: np.ndarray, b: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """``np.einsum`` with the result in ``dt``; NumPy's einsum has no bfloat16 loops, so a
+    bfloat16 evaluation (a tolerance yardstick) sums in float32 and rounds once."""
+    work = dt if np.dtype(dt).type in (np.float16, np.float32, np.float64) else np.float32
+    return np.einsum(subscripts, a.astype(work), b.astype(work)).astype(dt)
+
+
 @V.quiet
 def _eval_ctc(y_true: Any, y_pred: Any) -> Evaluation:
     yp = check_ctc_logits(y_pred)
@@ -214,7 +221,7 @@ def _eval_ctc(y_true: Any, y_pred: Any) -> Evaluation:
         log_gamma = alpha + beta - emit - log_p[:, None, None]
         gamma = np.where(np.isfinite(log_gamma), np.exp(log_gamma), dt.type(0))
         onehot = ext[:, :, None] == np.arange(n_classes)[None, None, :]  # (b, s, k)
-        occ = np.einsum("bts,bsk->btk", gamma, onehot.astype(dt)).astype(dt)
+        occ = _einsum("bts,bsk->btk", gamma, onehot, dt)
         p_hat, _ = faithful(p, softmax_roundings(yp))
         grad = (p_hat - occ).astype(dt)
 

@@ -50,8 +50,9 @@ gradient of a weighted sum of Circle values, which does not factor row by row).
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,22 @@ __all__ = [
 
 _ABS = np.abs
 _U32 = _core._U32
+#: The unit roundoff of the precision y_pred was rounded to before it reached this module
+#: as float32 (bfloat16, which NumPy cannot hold natively): see :func:`inputs_rounded_to`.
+_INPUT_U = {"u": 0.0}
+
+
+@contextlib.contextmanager
+def inputs_rounded_to(u: float) -> Iterator[None]:
+    """Within the block, Circle's kink reach assumes inputs (and so the implementation's
+    distances) in a precision with unit roundoff ``u`` (bfloat16's 2**-8, passed here as
+    float32 arrays), not just the arrays' own dtype."""
+    previous = _INPUT_U["u"]
+    _INPUT_U["u"] = float(u)
+    try:
+        yield
+    finally:
+        _INPUT_U["u"] = previous
 
 #: The losses of this module.
 NAMES = ("dice", "tversky", "circle")
@@ -570,6 +587,7 @@ def _circle(y_true: Any, y_pred: Any, ref_labels: Any, ref_embeddings: Any,
     # rounding reach of the distance: a dim-term dot product, in y_pred's dtype when that
     # is narrower than float32 (float16: 8192 times float32's)
     u_in = max(float(np.finfo(source).eps) / 2, _U32) if source.kind == "f" else _U32
+    u_in = max(u_in, _INPUT_U["u"])
     reach = 4.0 * (q.shape[1] + 2) * u_in * (1.0 + mm + dot_size)
     raw64 = raw.astype(f)
     near = neg & (_ABS(raw64) <= reach)
