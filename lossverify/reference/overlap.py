@@ -138,19 +138,10 @@ def check_axis_param(value: Any) -> Any:
     return value
 
 
-def _check_real(value: Any, name: str) -> float:
-    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, got {value!r}")
-    v = float(value)
-    if not np.isfinite(v):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    return v
-
-
 def check_tversky_weight(value: Any, name: str) -> float:
     """``alpha`` or ``beta`` of Tversky: a finite number >= 0 (Keras does not check;
     a negative weight can make the denominator vanish)."""
-    v = _check_real(value, name)
+    v = V._check_real_scalar(value, name)
     if v < 0:
         raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
     return v
@@ -158,15 +149,13 @@ def check_tversky_weight(value: Any, name: str) -> float:
 
 def check_margin(value: Any) -> float:
     """Circle's ``margin``: any finite number (the paper uses 0.25; Keras defaults 0.4)."""
-    return _check_real(value, "margin")
+    return V._check_real_scalar(value, "margin")
 
 
 def check_circle_gamma(value: Any) -> float:
-    """Circle's ``gamma``: a finite number >= 0 (the paper's scale; Keras defaults 80)."""
-    v = _check_real(value, "gamma")
-    if v < 0:
-        raise ValueError(f"gamma: expected a number >= 0, got {value!r}")
-    return v
+    """Circle's ``gamma``: a finite number >= 0 (the paper's scale; Keras defaults 80),
+    checked as the focal losses' ``gamma`` is."""
+    return V.check_gamma(value)
 
 
 def _as_circle_labels(x: Any, name: str, n: int) -> np.ndarray:
