@@ -22,6 +22,8 @@ import pytest  # noqa: E402
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
+from family_meta import keras_jobs  # noqa: E402
+
 import lossverify  # noqa: E402
 from lossverify import adversary as A  # noqa: E402
 from lossverify import specs as S  # noqa: E402
@@ -210,16 +212,10 @@ def test_correct_formula_passes_20_seeds(reference):
     _verify_seeds(FORMULAS[reference], reference, {}, range(20))
 
 
-def _keras_jobs():
-    for name in NAMES:
-        spec = S.SPECS[name]
-        for params in spec.default_grid:
-            for impl in spec.implementations:
-                yield pytest.param(name, impl, dict(params), id=f"{impl.label}-{params}")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("reference", "impl", "params"), list(_keras_jobs()))
+@pytest.mark.parametrize(("reference", "impl", "params"), list(keras_jobs(NAMES)))
 def test_keras_passes_20_seeds(reference, impl, params):
     _verify_seeds(S.build_implementation(impl, params), reference, params, range(20))
 

@@ -20,6 +20,8 @@ import pytest  # noqa: E402
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
+from family_meta import keras_jobs  # noqa: E402
+
 import lossverify  # noqa: E402
 import lossverify.reference as R  # noqa: E402
 import lossverify.strategies  # noqa: E402
@@ -160,13 +162,6 @@ BY_HAND = [
 ]
 
 
-def _keras_jobs():
-    for name in FAMILY:
-        spec = S.SPECS[name]
-        for params in spec.default_grid:
-            for impl in spec.implementations:
-                yield pytest.param(name, impl, dict(params),
-                                   id=f"{impl.label}-{params}")
 
 
 def _verify_seeds(loss, name, params, seeds, max_examples=5):
@@ -180,7 +175,7 @@ def _verify_seeds(loss, name, params, seeds, max_examples=5):
         "\n\n".join(failures)
 
 
-@pytest.mark.parametrize(("name", "impl", "params"), list(_keras_jobs()))
+@pytest.mark.parametrize(("name", "impl", "params"), list(keras_jobs(FAMILY)))
 def test_keras_passes_on_the_default_grid(name, impl, params):
     _verify_seeds(S.build_implementation(impl, params), name, params, [0])
 
@@ -200,7 +195,7 @@ def test_keras_function_passes_under_the_rounding_adversary(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "impl", "params"), list(_keras_jobs()))
+@pytest.mark.parametrize(("name", "impl", "params"), list(keras_jobs(FAMILY)))
 def test_keras_passes_on_the_default_grid_20_seeds(name, impl, params):
     _verify_seeds(S.build_implementation(impl, params), name, params, list(SEEDS))
 
@@ -219,7 +214,7 @@ def test_correct_formula_passes_under_the_rounding_adversary_20_seeds(factory, n
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "impl", "params"), list(_keras_jobs()))
+@pytest.mark.parametrize(("name", "impl", "params"), list(keras_jobs(FAMILY)))
 def test_keras_passes_under_the_rounding_adversary_20_seeds(name, impl, params):
     loss = S.build_implementation(impl, params)
     result = A.rounding_sweep(loss, name, params, seeds=SEEDS, draws=5)

@@ -26,6 +26,8 @@ import pytest  # noqa: E402
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
+from family_meta import assert_seeds_pass, keras_jobs  # noqa: E402
+
 import lossverify  # noqa: E402
 from lossverify import adversary as A  # noqa: E402
 from lossverify import deviations as D  # noqa: E402
@@ -237,15 +239,6 @@ FORMULAS = [
 ]
 
 
-def _assert_seeds_pass(make_loss, reference, params, seeds, checks=CHECKS):
-    failures = []
-    for seed in seeds:
-        report = lossverify.verify(make_loss(seed), reference, max_examples=5, seed=seed,
-                                   checks=checks, **params)
-        if not report.ok:
-            failures.append(str(report))
-    assert not failures, f"{len(failures)} of {len(seeds)} seeds failed:\n\n" + \
-        "\n\n".join(failures)
 
 
 def test_correct_formulas_pass_20_seeds():
@@ -271,36 +264,30 @@ def test_keras_function_passes_under_the_rounding_adversary(name):
 @pytest.mark.parametrize(("loss", "reference", "params"), FORMULAS,
                          ids=[f[0].__name__ for f in FORMULAS])
 def test_correct_formula_passes_every_seed(loss, reference, params):
-    _assert_seeds_pass(lambda seed: loss, reference, params, SEEDS)
+    assert_seeds_pass(lambda seed: loss, reference, params, SEEDS, CHECKS)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("loss", "reference", "params"), FORMULAS,
                          ids=[f[0].__name__ for f in FORMULAS])
 def test_correct_formula_passes_under_the_rounding_adversary_20_seeds(loss, reference, params):
-    _assert_seeds_pass(lambda seed: A.rounded(loss, seed), reference, params, SEEDS)
+    assert_seeds_pass(lambda seed: A.rounded(loss, seed), reference, params, SEEDS, CHECKS)
 
 
-def _keras_jobs():
-    for name in NAMES:
-        spec = S.SPECS[name]
-        for params in spec.default_grid:
-            for impl in spec.implementations:
-                yield pytest.param(name, impl, dict(params),
-                                   id=f"{impl.label}-{params or 'defaults'}")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "impl", "params"), list(_keras_jobs()))
+@pytest.mark.parametrize(("name", "impl", "params"), list(keras_jobs(NAMES)))
 def test_keras_passes_every_seed(name, impl, params):
-    _assert_seeds_pass(lambda seed: S.build_implementation(impl, params), name, params, SEEDS)
+    assert_seeds_pass(lambda seed: S.build_implementation(impl, params), name, params, SEEDS,
+                      CHECKS)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "impl", "params"), list(_keras_jobs()))
+@pytest.mark.parametrize(("name", "impl", "params"), list(keras_jobs(NAMES)))
 def test_keras_passes_under_the_rounding_adversary_20_seeds(name, impl, params):
-    _assert_seeds_pass(lambda seed: A.rounded(S.build_implementation(impl, params), seed),
-                       name, params, SEEDS)
+    assert_seeds_pass(lambda seed: A.rounded(S.build_implementation(impl, params), seed),
+                      name, params, SEEDS, CHECKS)
 
 
 # ----------------------------------------------------------------------- known deviation

@@ -109,6 +109,19 @@ def _y_pred(data, shape, from_logits, logit=LOGIT):
 # ----------------------------------------------------------------------------- the check
 
 
+def _assert_within(name, params, grad, fd, tol, y_true, y_pred):
+    """The analytic gradient within ``tol`` of the central difference ``fd``; else the
+    element furthest beyond its tolerance, with the inputs."""
+    err = np.abs(grad - fd)
+    bad = ~(err <= tol)
+    if bad.any():
+        i = np.unravel_index(np.argmax(np.where(bad, err / tol, -1)), err.shape)
+        raise AssertionError(
+            f"{name}({params}): analytic gradient {grad[i]!r} != central difference "
+            f"{fd[i]!r} at y_pred index {i} (error {err[i]:.3g} > tolerance {tol[i]:.3g})\n"
+            f"y_true={np.asarray(y_true)!r}\ny_pred={y_pred!r}")
+
+
 def _assert_gradient_matches(central_difference, name, y_true, y_pred, class_axis=-1,
                              **params):
     """The analytic gradient agrees with central differences of the per-sample values.
@@ -132,14 +145,7 @@ def _assert_gradient_matches(central_difference, name, y_true, y_pred, class_axi
     h = H_REL * np.maximum(np.abs(y_pred), 1.0)
     value_scale = np.expand_dims(ev.value_scale, class_axis) if ev.value.ndim else ev.value_scale
     tol = 2e-4 * (ev.grad_scale + np.abs(ev.grad)) + 1e3 * U64 * value_scale / h + 1e-10
-    err = np.abs(ev.grad - fd)
-    bad = ~(err <= tol)
-    if bad.any():
-        i = np.unravel_index(np.argmax(np.where(bad, err / tol, -1)), err.shape)
-        raise AssertionError(
-            f"{name}({params}): analytic gradient {ev.grad[i]!r} != central difference "
-            f"{fd[i]!r} at y_pred index {i} (error {err[i]:.3g} > tolerance {tol[i]:.3g})\n"
-            f"y_true={np.asarray(y_true)!r}\ny_pred={y_pred!r}")
+    _assert_within(name, params, ev.grad, fd, tol, y_true, y_pred)
 
 
 # ----------------------------------------------------------------------------- per loss
@@ -483,14 +489,7 @@ def _assert_sum_gradient_matches(name, y_true, y_pred, **params):
     h = H_REL * np.maximum(np.abs(y_pred), 1.0)
     tol = (2e-4 * (ev.grad_scale + np.abs(ev.grad)) + 1e3 * U64 * np.sum(ev.value_scale) / h
            + 1e-10)
-    err = np.abs(ev.grad - fd)
-    bad = ~(err <= tol)
-    if bad.any():
-        i = np.unravel_index(np.argmax(np.where(bad, err / tol, -1)), err.shape)
-        raise AssertionError(
-            f"{name}({params}): analytic gradient {ev.grad[i]!r} != central difference "
-            f"{fd[i]!r} at y_pred index {i} (error {err[i]:.3g} > tolerance {tol[i]:.3g})\n"
-            f"y_true={np.asarray(y_true)!r}\ny_pred={y_pred!r}")
+    _assert_within(name, params, ev.grad, fd, tol, y_true, y_pred)
 
 
 def _mask_case(data):
