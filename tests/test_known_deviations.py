@@ -283,20 +283,29 @@ def test_ctc_deviation_is_classified(dev_id, dtype, y_true, y_pred):
     assert not outcome.ok and own.deviation_for("value", x, outcome) is None
 
 
+def _xla_float16_kl_gradient(jit):
+    @tf.function(jit_compile=jit, autograph=False)
+    def g(y, p):
+        with tf.GradientTape() as tape:
+            tape.watch(p)
+            total = tf.reduce_sum(keras.losses.kl_divergence(y, p))
+        return tape.gradient(total, p)
+
+    return float(g(tf.constant([[0.000488]], tf.float16),
+                   tf.constant([[0.000319]], tf.float16))[0, 0])
+
+
+def _xla_float16_kl_loses_digits() -> bool:
+    """Does this CPU's XLA give the float16 KL gradient at p = 0.000319 more than 5% off
+    the exact -1.5299 (-1.306 on an AVX2 AMD EPYC, TensorFlow 2.21)?"""
+    return abs(_xla_float16_kl_gradient(True) / -1.5299 - 1) > 0.05
+
+
 def test_reproducer_xla_float16_kl_division_gradient_underflow():
-    def grad(jit):
-        @tf.function(jit_compile=jit, autograph=False)
-        def g(y, p):
-            with tf.GradientTape() as tape:
-                tape.watch(p)
-                total = tf.reduce_sum(keras.losses.kl_divergence(y, p))
-            return tape.gradient(total, p)
-
-        return float(g(tf.constant([[0.000488]], tf.float16),
-                       tf.constant([[0.000319]], tf.float16))[0, 0])
-
-    assert grad(False) == pytest.approx(-1.5299, rel=2e-3)
-    assert grad(True) == pytest.approx(-1.306, rel=2e-3), "upstream fixed?"
+    assert _xla_float16_kl_gradient(False) == pytest.approx(-1.5299, rel=2e-3)
+    if not _xla_float16_kl_loses_digits():
+        pytest.skip("precondition not met on this CPU: XLA's float16 KL gradient is within "
+                    "5% of the exact value (upstream fixed, or no subnormal p * p here)")
 
 
 def test_xla_float16_kl_division_deviation_is_classified():
@@ -309,6 +318,9 @@ def test_xla_float16_kl_division_deviation_is_classified():
     def loss(y, p):
         return keras.losses.kl_divergence(y, p)
 
+    if not _xla_float16_kl_loses_digits():
+        pytest.skip("precondition not met on this CPU: XLA's float16 KL gradient is within "
+                    "5% of the exact value")
     loss.__wrapped__ = keras.losses.kl_divergence
     x = lst.LossInputs(np.array([[0.12494, 0.000488] + [0.12494] * 7], np.float16),
                        np.array([[0.99756] + [0.00031924] * 8], np.float16))
