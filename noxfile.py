@@ -124,10 +124,26 @@ FRAMEWORKS_ENV = {"LOSSVERIFY_TORCH_COMPILE": "aot_eager",
                   "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
+#: torch and the torchvision built against it (torchvision's compiled operators must
+#: match torch's build: PyPI's torchvision beside another torch fails to import
+#: ``torchvision.ops``, "operator torchvision::nms does not exist")
+TORCH_WITH_VISION = ("torch==2.14.1", "torchvision==0.29.1")
+
+
 def _install_torch(session: nox.Session) -> None:
-    """PyTorch's CPU wheel: from its own index; where that is unreachable, a CPU wheel
-    pip's find-links provide (then its dependencies from the index); else whatever pip
-    finds."""
+    """torch with its matched torchvision (the matrix checks torchvision's
+    ``sigmoid_focal_loss``): the CPU builds from PyTorch's index; where that is
+    unreachable, the pair from pip's indexes (on this machine a CUDA build from local
+    disk, which runs on the CPU). Failing both, PyTorch alone as before (the torchvision
+    rows are then skipped, saying so): its CPU wheel from its own index, else a CPU wheel
+    pip's find-links provide, else whatever pip finds."""
+    for source in (("--index-url", TORCH_CPU_INDEX, "--retries", "0", "--timeout", "15"),
+                   ()):
+        try:
+            session.install(*TORCH_WITH_VISION, *source)
+            return
+        except nox.command.CommandFailed:
+            pass
     try:
         session.install("torch", "--index-url", TORCH_CPU_INDEX, "--retries", "0",
                         "--timeout", "15")

@@ -4,6 +4,12 @@ each), their split over processes (``--jobs``), the workers, and the progress di
 A job is small and picklable; workers are spawned processes (TensorFlow is not fork-safe)
 that take units of work from a shared queue and send each result back as it is done. The parent
 never imports TensorFlow.
+
+The conformance matrix (``--frameworks``) adds rows in other frameworks, derived from the
+records (:func:`lossverify.specs.matrix_rows`): PyTorch and JAX counterparts, run in
+processes that import neither TensorFlow nor Keras, and Keras 3's functions on the JAX
+and PyTorch backends, each backend in worker processes of its own started with
+``KERAS_BACKEND`` set (Keras fixes its backend at import, once per process).
 """
 
 from __future__ import annotations
@@ -42,9 +48,52 @@ class Job:
     label: str = ""
     dtype: str = "float32"
     invariant: int = -1
+    #: a matrix framework (``lossverify.specs.MATRIX_FRAMEWORKS``); "tensorflow": the
+    #: records' implementations and the invariants, as before
+    framework: str = "tensorflow"
+
+
+def _frameworks(args: argparse.Namespace) -> list[str]:
+    return list(getattr(args, "frameworks", None) or ["tensorflow"])
+
+
+def _installed(package: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(package) is not None
+
+
+def _rows(frameworks: list[str], only: list[str]) -> Iterator[S.MatrixRow]:
+    for framework in frameworks:
+        if framework != "tensorflow":
+            yield from S.matrix_rows(framework, only)
+
+
+def missing_packages(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """``(row label, package)`` for matrix rows left out because the package that holds
+    the implementation (torchvision, optax) is not installed."""
+    return [(row.label, row.counterpart.package) for row in _rows(_frameworks(args), args.only)
+            if row.counterpart is not None and not _installed(row.counterpart.package)]
+
+
+def matrix_jobs(frameworks: list[str], only: list[str], dtypes: list[str]) -> list[Job]:
+    """The matrix's jobs outside TensorFlow: a row's settings times ``dtypes`` (rows whose
+    package is not installed left out: :func:`missing_packages` names them)."""
+    return [Job(row.spec, params, row.label, dtype, framework=row.framework)
+            for row in _rows(frameworks, only)
+            if row.counterpart is None or _installed(row.counterpart.package)
+            for params in row.settings for dtype in dtypes]
 
 
 def plan(args: argparse.Namespace, dtypes: list[str]) -> list[Job]:
+    frameworks = _frameworks(args)
+    jobs: list[Job] = []
+    if "tensorflow" in frameworks:
+        jobs += _tensorflow_jobs(args, dtypes)
+    return jobs + matrix_jobs(frameworks, args.only, dtypes)
+
+
+def _tensorflow_jobs(args: argparse.Namespace, dtypes: list[str]) -> list[Job]:
     from lossverify import invariants as I
 
     jobs: list[Job] = []
@@ -78,13 +127,17 @@ class Crashed:
     crashed: bool = True
     examples: int = 0
     checks: dict[str, Any] | None = None
+    #: a matrix job's reference and row labels ({} for the TensorFlow run's jobs)
+    reference: str = ""
+    row: dict[str, str] | None = None
 
     def __str__(self) -> str:
         return f"lossverify crashed on {self.label} {self.params}: {self.error}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "form": self.form, "params": self.params,
-                "dtype": self.dtype, "ok": False, "crashed": self.error}
+                "dtype": self.dtype, "ok": False, "crashed": self.error,
+                **({"reference": self.reference, "matrix": self.row} if self.row else {})}
 
 
 def _run_job(job: Job, args: argparse.Namespace, checks: list[str] | None) -> Any:
@@ -95,7 +148,9 @@ def _run_job(job: Job, args: argparse.Namespace, checks: list[str] | None) -> An
         kind = "invariant" if job.invariant >= 0 else "verify"
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
         crashed = Crashed(job.label or f"{job.spec} {kind} #{job.invariant}", kind,
-                          dict(job.params), job.dtype, error, checks={})
+                          dict(job.params), job.dtype, error, checks={}, reference=job.spec,
+                          row=None if job.framework == "tensorflow"
+                          else {"framework": job.framework})
         return crashed.label, crashed
 
 
@@ -104,6 +159,8 @@ def _run_job_unguarded(job: Job, args: argparse.Namespace, checks: list[str] | N
     from lossverify import invariants as I
 
     params = dict(job.params)
+    if job.framework != "tensorflow":
+        return _run_matrix_job(job, args, checks)
     if job.invariant >= 0:
         label, invariant, impls, ref, inv_params = I.conformance_cases(job.spec,
                                                                        params)[job.invariant]
@@ -119,6 +176,61 @@ def _run_job_unguarded(job: Job, args: argparse.Namespace, checks: list[str] | N
                                min_rows=args.min_rows, **params)
     report.label = impl.label
     return impl.label, report
+
+
+def matrix_row(job: Job) -> S.MatrixRow:
+    """The matrix row a framework job checks."""
+    return next(r for r in S.matrix_rows(job.framework, [job.spec]) if r.label == job.label)
+
+
+def _package_version(package: str) -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _run_matrix_job(job: Job, args: argparse.Namespace, checks: list[str] | None) -> Any:
+    """A matrix row at one setting and dtype: the counterpart called with its declared
+    conventions (loss parameters, output, layout, domain) and named as the implementation
+    its known deviations belong to; a Keras function on this process's backend."""
+    import importlib
+
+    import lossverify
+
+    params = dict(job.params)
+    row = matrix_row(job)
+    common = {"max_examples": args.max_examples, "seed": args.seed, "checks": checks,
+              "strict": args.strict, "dtype": job.dtype, "min_rows": args.min_rows}
+    counterpart = row.counterpart
+    if counterpart is not None:
+        module, _, attr = counterpart.target.partition(":")
+        loss = getattr(importlib.import_module(module), attr)
+        report = lossverify.verify(
+            loss, job.spec, framework=counterpart.framework,
+            call={"layout": counterpart.layout},
+            loss_params=dict(counterpart.loss_params(params)) or None,
+            output=counterpart.output_for(params), domain=dict(counterpart.domain) or None,
+            implementation=counterpart.label, **common, **params)
+        version = report.framework.label if report.framework is not None else ""
+        if counterpart.package not in ("torch", "jax"):
+            version = f"{counterpart.package} {_package_version(counterpart.package)}, " \
+                      f"{version}"
+    else:
+        assert row.implementation is not None
+        backend = S.KERAS_BACKENDS[job.framework]
+        if os.environ.get("KERAS_BACKEND") != backend:
+            raise RuntimeError(f"a {job.framework} job in a process whose KERAS_BACKEND is "
+                               f"{os.environ.get('KERAS_BACKEND')!r}")
+        loss = S.build_implementation(row.implementation, params)
+        report = lossverify.verify(loss, job.spec, framework="keras", **common, **params)
+        version = report.framework.label if report.framework is not None else ""
+    report.label = row.label
+    report.row = {"framework": job.framework, "version": version,
+                  "convention": row.convention}
+    return row.label, report
 
 
 def _quiet_tensorflow() -> None:
@@ -141,6 +253,8 @@ def _implementation(job: Job) -> S.Implementation:
 
 
 def job_cost(job: Job) -> float:
+    if job.framework != "tensorflow":
+        return _COST["function"] * S.get_spec(job.spec).cost
     if job.invariant >= 0:
         return _COST["invariant"]
     kind = "class" if _implementation(job).kind == "class" else "function"
@@ -157,7 +271,9 @@ def units(jobs: list[Job]) -> list[list[int]]:
     it, so the report is the same bytes however the units fall."""
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, job in enumerate(jobs):
-        key = (job.spec, job.params, "runs") if job.invariant < 0 else ("invariant", i)
+        key = (job.spec, job.params, job.framework, job.label) if job.framework != \
+            "tensorflow" else (job.spec, job.params, "runs") if job.invariant < 0 \
+            else ("invariant", i)
         groups.setdefault(key, []).append(i)
     members = list(groups.values())
     costs = [sum(job_cost(jobs[i]) for i in m) for m in members]
@@ -165,18 +281,47 @@ def units(jobs: list[Job]) -> list[list[int]]:
                                        key=lambda g: (-costs[g], members[g][0]))]
 
 
+#: the process a framework's jobs run in: TensorFlow's (imported up front), one that
+#: imports no framework until a job does (torch and JAX rows), or one per Keras backend
+def _process_kind(framework: str) -> str:
+    if framework == "tensorflow":
+        return "tensorflow"
+    return framework if framework in S.KERAS_BACKENDS else "frameworks"
+
+
 def results(jobs: list[Job], args: argparse.Namespace, checks: list[str] | None,
              on_result: Callable[[Job, Any], None] = lambda job, result: None
              ) -> Iterator[tuple[Job, Any]]:
     """Job results in plan order, computed here or across ``--jobs`` processes.
     ``on_result`` sees each result as soon as it exists (the progress display), in the
-    order the processes finish them."""
-    if args.jobs <= 1 or len(jobs) <= 1:
-        _quiet_tensorflow()
-        for job in jobs:
+    order the processes finish them. Jobs of different process kinds
+    (:func:`_process_kind`) never share a process; Keras-on-a-backend jobs always run in
+    processes of their own, started with ``KERAS_BACKEND`` set."""
+    kinds: dict[str, list[int]] = {}
+    for i, job in enumerate(jobs):
+        kinds.setdefault(_process_kind(job.framework), []).append(i)
+    done: dict[int, Any] = {}
+    for kind, members in kinds.items():
+        subset = [jobs[i] for i in members]
+        env = {"KERAS_BACKEND": S.KERAS_BACKENDS[kind]} if kind in S.KERAS_BACKENDS else {}
+        for k, result in _results_of(subset, args, checks, on_result, env,
+                                     kind == "tensorflow"):
+            done[members[k]] = result
+    for i, job in enumerate(jobs):
+        yield job, done[i]
+
+
+def _results_of(jobs: list[Job], args: argparse.Namespace, checks: list[str] | None,
+                on_result: Callable[[Job, Any], None], env: dict[str, str],
+                tensorflow: bool) -> Iterator[tuple[int, Any]]:
+    """``(index, result)`` for ``jobs`` of one process kind, in the order they finish."""
+    if not env and (args.jobs <= 1 or len(jobs) <= 1):
+        if tensorflow:
+            _quiet_tensorflow()
+        for i, job in enumerate(jobs):
             result = _run_job(job, args, checks)
             on_result(job, result)
-            yield job, result
+            yield i, result
         return
     import multiprocessing
     from multiprocessing.connection import Connection, wait
@@ -194,13 +339,23 @@ def results(jobs: list[Job], args: argparse.Namespace, checks: list[str] | None,
     for _ in range(n):
         queue.put(None)
     running: dict[Any, Any] = {}
-    for _ in range(n):
-        receive, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_run_units, args=(send, queue, args, checks), daemon=True)
-        proc.start()
-        send.close()
-        running[receive] = proc
-    done: dict[int, Any] = {}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)  # a spawned process starts with this process's environment
+    try:
+        for _ in range(n):
+            receive, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_run_units, args=(send, queue, args, checks,
+                                                        tensorflow), daemon=True)
+            proc.start()
+            send.close()
+            running[receive] = proc
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    finished = 0
     while running:
         for ready in wait(list(running)):
             proc = running[ready]
@@ -209,25 +364,26 @@ def results(jobs: list[Job], args: argparse.Namespace, checks: list[str] | None,
             except EOFError:
                 proc.join()
                 raise SystemExit(f"--jobs: a worker process died (exit code "
-                                 f"{proc.exitcode}); {len(jobs) - len(done)} jobs "
+                                 f"{proc.exitcode}); {len(jobs) - finished} jobs "
                                  "unfinished") from None
             if message is None:  # the queue is empty: this process is done
                 del running[ready]
                 proc.join()
                 continue
             i, result = message
-            done[i] = result
+            finished += 1
             on_result(jobs[i], result)
-    for i, job in enumerate(jobs):
-        yield job, done[i]
+            yield i, result
 
 
 def _run_units(send: Any, queue: Any, args: argparse.Namespace,
-               checks: list[str] | None) -> None:
+               checks: list[str] | None, tensorflow: bool = True) -> None:
     """One worker process: units from ``queue`` until its None, each job's result sent as
     it is done, then None. It then exits at once: TensorFlow's interpreter teardown
-    takes about 2 s, which the parent would otherwise wait for."""
-    _quiet_tensorflow()
+    takes about 2 s, which the parent would otherwise wait for. ``tensorflow``: import
+    it first (a matrix worker for other frameworks never does)."""
+    if tensorflow:
+        _quiet_tensorflow()
     while (unit := queue.get()) is not None:
         for i, job in unit:
             send.send((i, _run_job(job, args, checks)))

@@ -689,3 +689,86 @@ CTC_FLOAT64_IN_FLOAT32 = KnownDeviation(
     implementations=("keras.losses.ctc",),
     symptom="error",
 )
+
+
+# ------------------------------------------------------- the matrix's other frameworks
+
+
+def _gamma_strictly_between_zero_and_one(params: Mapping[str, Any]) -> bool:
+    return 0.0 < float(params.get("gamma", 2.0)) < 1.0
+
+
+def _sigmoid_saturates_in_its_dtype_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Where ``p_t`` is (or within 4 units in the last place is) exactly 1 in the dtype
+    the loss computes in: float64 for float64 inputs (``sigmoid(z)`` reaches 1 for ``z``
+    beyond about 37 there), else as :func:`_sigmoid_saturates_at` (float32, about 17)."""
+    if np.asarray(x.y_pred).dtype != np.float64:
+        return _sigmoid_saturates_at(x, params)
+    y = np.asarray(x.y_true, np.float64)
+    z = np.asarray(x.y_pred, np.float64)
+    with np.errstate(over="ignore"):
+        p = 1.0 / (1.0 + np.exp(-z))
+    p_t = y * p + (1.0 - y) * (1.0 - p)
+    return ((y == 0) | (y == 1)) & _near_one(p_t, np.float64, 4)
+
+
+TORCHVISION_FOCAL_NAN_GRAD = KnownDeviation(
+    id="torchvision-focal-nan-grad",
+    checks=("gradient", "graph"),
+    summary="torchvision.ops.sigmoid_focal_loss forms p_t = p y + (1 - p)(1 - y) from "
+            "p = sigmoid(z) and weights by (1 - p_t)**gamma. Where the sigmoid rounds to "
+            "exactly 1 (y = 1, z beyond about 17 in float32) and 0 < gamma < 1, the power's "
+            "gradient gamma * 0**(gamma - 1) is inf, and the chain multiplies it by "
+            "dp/dz = 0: a NaN gradient where the exact one is tiny (the value is right). "
+            "optax.sigmoid_focal_loss, which forms log(1 - p_t) with logsumexp, does not "
+            "show it.",
+    reproducer="z = torch.tensor([[21.]], requires_grad=True); torchvision.ops."
+               "sigmoid_focal_loss(z, torch.tensor([[1.]]), gamma=0.5, reduction='none')"
+               ".sum().backward(); z.grad == [[nan]] (exact -7.8e-15)",
+    applies=_gamma_strictly_between_zero_and_one,
+    at=_sigmoid_saturates_in_its_dtype_at,
+    implementations=("torchvision.ops.sigmoid_focal_loss",),
+)
+
+
+def _torchvision_one_minus_pt_inexact_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Where torchvision's ``1 - p_t``, formed as it forms it in the input's dtype
+    (``p = sigmoid(z)``, ``p_t = p y + (1 - p)(1 - y)``, then ``1 - p_t``), is more than
+    4 units in the last place of that dtype off the exact ``y sigmoid(-z) + (1 - y)
+    sigmoid(z)`` (computed without cancellation, in a wider type)."""
+    dt = np.asarray(x.y_pred).dtype
+    dt = np.dtype(np.float64) if dt == np.float64 else np.dtype(np.float32)
+    wide = np.longdouble if dt == np.float64 else np.float64
+    z = np.asarray(x.y_pred, dt)
+    y = np.asarray(x.y_true, dt)
+    one = dt.type(1)
+    with np.errstate(over="ignore"):
+        p = (one / (one + np.exp(-z))).astype(dt)
+        zw, yw = z.astype(wide), y.astype(wide)
+        exact = yw / (1 + np.exp(zw)) + (1 - yw) / (1 + np.exp(-zw))
+    formed = (one - (p * y + (one - p) * (one - y))).astype(wide)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        off = np.abs(formed - exact) > 4 * np.finfo(dt).eps * np.abs(exact)
+    return np.asarray(off, bool)
+
+
+TORCHVISION_FOCAL_CANCELLATION = KnownDeviation(
+    id="torchvision-focal-one-minus-pt-cancellation",
+    checks=("value", "gradient", "graph"),
+    summary="torchvision.ops.sigmoid_focal_loss forms 1 - p_t by cancellation from a "
+            "rounded p = sigmoid(z): where 1 - p_t is small (y = 0 with z well below 0, "
+            "y = 1 well above) it keeps only the bits of 1 - p that survived rounding, so "
+            "the focal factor (1 - p_t)**gamma and its gradient are off by up to "
+            "2**-24 / (1 - p_t) relative in float32: 8e-5 at y = 0, z = -7, 34% at "
+            "z = -15 (gamma = 0.5), and 0 (the loss and gradient vanish) below z = -17. Forming "
+            "1 - p_t = y sigmoid(-z) + (1 - y) sigmoid(z) directly, or in log space as "
+            "optax.sigmoid_focal_loss does, avoids it.",
+    reproducer="z = torch.tensor([-7., -15.], requires_grad=True); torchvision.ops."
+               "sigmoid_focal_loss(z, torch.zeros(2), alpha=-1, gamma=0.5, "
+               "reduction='none').sum().backward(); z.grad == [4.12385e-05, 1.670e-10], "
+               "exact [4.124198e-05, 2.538e-10]",
+    applies=lambda params: True,
+    at=_torchvision_one_minus_pt_inexact_at,
+    implementations=("torchvision.ops.sigmoid_focal_loss",),
+    symptom="error",
+)

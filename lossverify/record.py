@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Implementation", "KnownDeviation", "LossRecord", "Param", "Relation",
-           "build_implementation", "identify", "keras_pair"]
+__all__ = ["MATRIX_FRAMEWORKS", "Counterpart", "Implementation", "KnownDeviation",
+           "LossRecord", "Param", "Relation", "build_implementation", "identify",
+           "keras_pair"]
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,66 @@ class Implementation:
         return self.target.partition(":")[2]
 
 
+#: The conformance matrix's frameworks (``lossverify verify --frameworks``): Keras on
+#: TensorFlow (the records' implementations, the default run), the PyTorch and JAX
+#: counterparts, and Keras 3's own losses on the JAX and PyTorch backends.
+MATRIX_FRAMEWORKS = ("tensorflow", "torch", "jax", "keras-jax", "keras-torch")
+
+
+def _always(params: Mapping[str, Any]) -> bool:
+    return True
+
+
+def _no_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class Counterpart:
+    """Another framework's implementation of the reference, a row of the conformance
+    matrix: ``target`` (``"module:attr"``) is the framework's own loss, called as
+    :func:`lossverify.verify` calls a loss of that ``framework`` (``"torch"`` or
+    ``"jax"``).
+
+    Its documented conventions are declared, never failed: ``loss_params(params)`` gives
+    the loss's own parameters for a reference setting (``reduction="none"``, torchvision's
+    ``alpha=-1`` for no balancing, ``eps=1e-7``), ``output`` how its result relates to
+    the reference's per-sample loss (per element, a constant factor: optax's 0.5 in
+    ``l2_loss``; a mapping of :class:`lossverify.Output`'s fields, or a function of the
+    setting), ``layout`` where its class axis is, ``domain`` the inputs on which its
+    convention and the reference's coincide (a mapping of :class:`lossverify.Domain`'s
+    fields; the README's matrix names what is left out). ``convention`` says all of that
+    in words, for the matrix's convention column. ``when`` selects the reference
+    settings it implements; ``settings`` adds settings the matrix checks it at beyond
+    the record's default grid. Known deviations name it by ``label``.
+    """
+
+    label: str
+    framework: str
+    target: str
+    convention: str = ""
+    when: Callable[[Mapping[str, Any]], bool] = _always
+    settings: tuple[Mapping[str, Any], ...] = ()
+    loss_params: Callable[[Mapping[str, Any]], Mapping[str, Any]] = _no_params
+    output: Mapping[str, Any] | Callable[[Mapping[str, Any]], Mapping[str, Any]] = \
+        field(default_factory=dict)
+    layout: str = "channels_last"
+    domain: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.framework not in ("torch", "jax"):
+            raise ValueError(f"framework: expected 'torch' or 'jax', got {self.framework!r}")
+
+    def output_for(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        out = self.output(params) if callable(self.output) else self.output
+        return dict(out)
+
+    @property
+    def package(self) -> str:
+        """The distribution whose version labels the row (``torchvision``, ``optax``)."""
+        return self.target.split(".")[0].split(":")[0]
+
+
 def keras_pair(cls: str, fn: str, drop: tuple[str, ...] = ()) -> tuple[Implementation, ...]:
     """Keras's class ``keras.losses.<cls>`` and function ``keras.losses.<fn>``."""
     return (Implementation(f"keras.losses.{cls}", "class", f"keras.losses:{cls}", "class",
@@ -182,7 +243,9 @@ class LossRecord:
     invariants the mathematics gives for it. ``batch_coupled``: a sample's loss depends
     on the other samples of the batch (pairwise losses): batches are then never fused,
     padded or split. ``cost``: how long a run takes against a typical one (only the order
-    in which a conformance run hands out its work depends on it).
+    in which a conformance run hands out its work depends on it). ``counterparts``: the
+    PyTorch and JAX implementations of the same loss, the conformance matrix's rows
+    (:class:`Counterpart`).
     """
 
     name: str
@@ -190,6 +253,7 @@ class LossRecord:
     inputs: str
     implementations: tuple[Implementation, ...]
     params: tuple[Param, ...] = ()
+    counterparts: tuple[Counterpart, ...] = ()
     default_grid: tuple[Mapping[str, Any], ...] = ({},)
     relations: tuple[Relation, ...] = ()
     deviations: tuple[KnownDeviation, ...] = ()

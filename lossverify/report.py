@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["SCHEMA_VERSION", "markdown_report", "markdown_table", "print_table",
-           "run_row", "invariant_row", "to_strict_json", "totals", "totals_line"]
+           "run_row", "invariant_row", "matrix_rows", "MATRIX_HEAD", "to_strict_json", "totals", "totals_line"]
 
 #: 2: non-finite numbers are strings (version 1 wrote the non-JSON ``Infinity``); runs
 #: carry ``loss_params``, ``domain`` and ``output``.
@@ -26,6 +26,8 @@ SCHEMA_VERSION = 2
 RUN_HEAD = ["loss", "form", "parameters", "dtype", "examples", "worst err", "err/allowed",
             "check", "verdict"]
 INVARIANT_HEAD = ["losses", "invariant", "parameters", "examples", "err/allowed", "verdict"]
+MATRIX_HEAD = ["reference", "implementation", "framework", "convention", "settings x dtypes",
+               "err/allowed", "verdict", "known deviations"]
 
 
 def format_params(params: dict[str, Any]) -> str:
@@ -56,6 +58,55 @@ def run_row(label: str, report: Any) -> list[str]:
         params += f"; inputs: {domain.describe()}"
     return [label, report.form, params, report.dtype, str(examples),
             f"{worst.worst_abs:.2e}", _ratio(worst.worst_ratio), worst.name, verdict]
+
+
+def _verdict(report: Any) -> str:
+    if getattr(report, "crashed", False):
+        return "CRASHED"
+    verdicts = {c.verdict for c in report.checks.values()}
+    return "FAIL" if "FAIL" in verdicts else (
+        "known-deviation" if "known-deviation" in verdicts else "ok")
+
+
+def matrix_rows(reports: Sequence[Any]) -> list[list[str]]:
+    """The conformance matrix: one row per reference, implementation and framework (its
+    settings and dtypes together), in run order. The verdict is the worst of its runs
+    (FAIL naming the failed checks with their settings); known deviations are counted
+    in examples."""
+    groups: dict[tuple[str, str, str], list[Any]] = {}
+    for r in reports:
+        key = (r.reference, r.label or r.loss, r.row.get("framework", ""))
+        groups.setdefault(key, []).append(r)
+    rows = []
+    order = ("CRASHED", "FAIL", "known-deviation", "ok")
+    for (reference, label, _), runs in groups.items():
+        verdicts = [_verdict(r) for r in runs]
+        verdict = min(verdicts, key=order.index)
+        failed = sorted({f"{c.name} at {format_params(r.params)} {r.dtype}"
+                         for r in runs if not getattr(r, "crashed", False)
+                         for c in r.checks.values() if c.failures})
+        crashed = [r.error for r in runs if getattr(r, "crashed", False)]
+        if failed:
+            verdict += " (" + "; ".join(failed) + ")"
+        if crashed:
+            verdict += f" ({crashed[0]})"
+        deviations: dict[str, int] = {}
+        for r in runs:
+            for c in (getattr(r, "checks", None) or {}).values():
+                for dev_id, count in c.deviations.items():
+                    deviations[dev_id] = deviations.get(dev_id, 0) + count
+        ratios = [c.worst_ratio for r in runs if not getattr(r, "crashed", False)
+                  for c in r.checks.values() if not c.not_run_reason]
+        first = runs[0]
+        dtypes = sorted({r.dtype for r in runs})
+        settings = len({format_params(r.params) for r in runs})
+        rows.append([f"`{reference}`", f"`{label}`", first.row.get("version") or
+                     first.row.get("framework", ""), first.row.get("convention") or "-",
+                     f"{settings} x {','.join(dtypes)}",
+                     _ratio(max(ratios)) if ratios else "-", verdict,
+                     ", ".join(f"`{k}` ({v})" for k, v in sorted(deviations.items()))
+                     or "-"])
+    return rows
 
 
 def invariant_row(label: str, report: Any) -> list[str]:
@@ -155,8 +206,13 @@ def markdown_report(*, environment_line: str, title: str, totals: str,
     """The whole Markdown report: the totals, the tables, then every failure with its
     message, counterexample and reproduce lines, and the known deviations met.
     ``cli_lines`` maps a run's index to the command line that repeats it."""
-    parts = [environment_line + "\n", f"# {title}\n", f"**{totals}**\n",
-             markdown_table([run_row(label, r) for label, r in runs])]
+    tf_runs = [(label, r) for label, r in runs if not getattr(r, "row", None)]
+    matrix = [r for _, r in runs if getattr(r, "row", None)]
+    parts = [environment_line + "\n", f"# {title}\n", f"**{totals}**\n"]
+    if tf_runs or not matrix:
+        parts.append(markdown_table([run_row(label, r) for label, r in tf_runs]))
+    if matrix:
+        parts += ["## Conformance matrix\n", markdown_table(matrix_rows(matrix), MATRIX_HEAD)]
     if invariants:
         count = f" ({invariant_examples} examples each)" if invariant_examples else ""
         parts += [f"## Invariants{count}\n",

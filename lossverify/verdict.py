@@ -130,6 +130,8 @@ class VerifyReport:
     framework: Framework | None = None
     #: what the run showed about the framework's modes (torch.compile's graph breaks)
     notes: list[str] = field(default_factory=list)
+    #: a conformance-matrix row's labels (framework, version, convention); {} elsewhere
+    row: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -213,6 +215,7 @@ class VerifyReport:
             "framework": None if self.framework is None else self.framework.label,
             "framework_detail": None if self.framework is None
             else self.framework.describe(), "notes": list(self.notes),
+            **({"matrix": dict(self.row)} if self.row else {}),
             "checks": {name: {
                 "examples": c.examples, "rows": c.rows, "failures": c.failures,
                 "skipped_rows": c.skipped_rows, "not_run": c.not_run, "worst_abs": c.worst_abs,

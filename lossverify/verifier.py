@@ -143,7 +143,8 @@ def verify(loss: Callable, reference: str, *, max_examples: int = 100, seed: int
                                     spec.parameters):
         warnings.warn(f"{loss_name(loss)} vs reference {reference}: {note}",
                       K.LossverifyWarning, stacklevel=2)
-    labels = [impl.label for impl in spec.implementations]
+    labels = [impl.label for impl in spec.implementations] + \
+        [c.label for c in spec.counterparts]
     if implementation is not None and implementation not in labels:
         raise ValueError(f"implementation: expected one of {labels} (the implementations "
                          f"{reference!r} lists) or None, got {implementation!r}")

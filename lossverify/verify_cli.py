@@ -119,6 +119,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="sweep every parameter combination the references accept")
     conf.add_argument("--invariant-examples", type=int, default=None, metavar="N",
                       help="examples per invariant (default max-examples / 4; 0 skips them)")
+    conf.add_argument("--frameworks", default=None, metavar="LIST",
+                      help="the conformance matrix: a comma-separated subset of "
+                           + ",".join(S.MATRIX_FRAMEWORKS) + " (default tensorflow: Keras "
+                           "on TensorFlow and the notes' losses, with the invariants). torch "
+                           "and jax run each reference's PyTorch (torch.nn.functional, "
+                           "torchvision) and JAX (optax) counterparts, keras-jax and "
+                           "keras-torch Keras 3's functions on those backends; none of them "
+                           "imports TensorFlow")
     conf.add_argument("--jobs", type=int, default=DEFAULT_JOBS, metavar="N",
                       help=f"spread the runs over N processes (default {DEFAULT_JOBS}, "
                            "whatever the machine): same draws, verdicts and counterexamples "
@@ -208,6 +216,14 @@ def check_args(args: argparse.Namespace) -> Settings:
                          f"{args.invariant_examples}")
     settings = Settings(dtypes=_parse_list(args.dtypes, "--dtypes", DTYPES) or [],
                         checks=_parse_list(args.checks, "--checks", CHECKS))
+    frameworks = _parse_list(getattr(args, "frameworks", None), "--frameworks",
+                             S.MATRIX_FRAMEWORKS)
+    if frameworks is not None:
+        if args.loss or args.reference:
+            raise UsageError("--frameworks: applies to the conformance run; a loss of your "
+                             "own runs in its own framework")
+        _check_frameworks_installed(frameworks)
+        args.frameworks = frameworks  # the conformance plan reads the parsed list
     user_only = {"--param": args.param, "--loss-param": args.loss_param,
                  "--hard-labels": args.hard_labels, "--probabilities": args.probabilities,
                  "--logits": args.logits, "--per-element": args.per_element,
@@ -251,6 +267,22 @@ def check_args(args: argparse.Namespace) -> Settings:
     except ValueError as exc:
         raise UsageError(f"--scale: {str(exc).partition(': ')[2]}") from None
     return settings
+
+
+#: what each matrix framework needs installed, and the extra that installs it
+_NEEDS = {"tensorflow": (("tensorflow", "tf"),), "torch": (("torch", "torch"),),
+          "jax": (("jax", "jax"), ("optax", "jax")),
+          "keras-jax": (("keras", "tf"), ("jax", "jax")),
+          "keras-torch": (("keras", "tf"), ("torch", "torch"))}
+
+
+def _check_frameworks_installed(frameworks: list[str]) -> None:
+    """Each chosen framework's packages are installed (found, not imported)."""
+    for framework in frameworks:
+        for module, extra in _NEEDS[framework]:
+            if importlib.util.find_spec(module) is None:
+                raise UsageError(f"--frameworks: {framework} needs {module}, which is not "
+                                 f"installed (pip install 'lossverify[{extra}]')")
 
 
 def find_module(target: str) -> tuple[str, str]:
@@ -368,6 +400,8 @@ def _conformance_runs(args: argparse.Namespace, settings: Settings, header: str
     from lossverify import conformance as CF
 
     print(header, flush=True)
+    for label, package in CF.missing_packages(args):
+        _warn(f"{label} is not checked: {package} is not installed")
     jobs = CF.plan(args, settings.dtypes)
     progress = CF.Progress(len(jobs), not args.no_progress)
 
@@ -389,7 +423,13 @@ def _conformance_runs(args: argparse.Namespace, settings: Settings, header: str
             print(report, file=sys.stderr)
         elif not args.quiet and not report.ok:
             print(report, file=sys.stderr)
-    R.print_table([R.run_row(label, r) for label, r in runs])
+    tf_runs = [(label, r) for label, r in runs if not getattr(r, "row", None)]
+    matrix = [r for _, r in runs if getattr(r, "row", None)]
+    if tf_runs:
+        R.print_table([R.run_row(label, r) for label, r in tf_runs])
+    if matrix:
+        print()
+        R.print_table(R.matrix_rows(matrix), R.MATRIX_HEAD)
     if invariants:
         print()
         R.print_table([R.invariant_row(label, r) for label, r in invariants],

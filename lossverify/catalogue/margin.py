@@ -4,8 +4,9 @@ hinge and cosine similarity (references in :mod:`lossverify.reference.margin`)."
 from __future__ import annotations
 
 from lossverify import deviations as D
+from lossverify.catalogue import counterparts as CP
 from lossverify.catalogue import params as P
-from lossverify.record import LossRecord, keras_pair
+from lossverify.record import Counterpart, LossRecord, keras_pair
 from lossverify.reference import margin as M
 
 RECORDS = (
@@ -52,6 +53,18 @@ RECORDS = (
         invariants=("batch_permutation", "batch_split", "magnitude_at_most_one",
                     "odd_in_y_pred"),
         deviations=(D.XLA_RSQRT_GRAD, D.KERAS_NORMALIZE_F16),
+        counterparts=(
+            Counterpart(f"{CP.F}.cosine_similarity", "torch", f"{CP.F}:cosine_similarity",
+                        "the similarity, not its negative (scale=-1); eps=1e-7, Keras's "
+                        "floor of each norm (torch's default 1e-8)",
+                        when=CP.last_axis, loss_params=lambda p: {"dim": -1, "eps": 1e-7},
+                        output={"scale": -1.0}),
+            Counterpart("optax.cosine_similarity", "jax", "optax:cosine_similarity",
+                        "the similarity, not its negative (scale=-1); epsilon=1e-14 floors "
+                        "the squared norm where Keras floors the norm at 1e-7",
+                        when=CP.last_axis, loss_params=lambda p: {"epsilon": 1e-14},
+                        output={"scale": -1.0}),
+        ),
         tolerance_notes="x * min(rsqrt(sum x**2), 1e7): the norm floor 1e-7 is a kink of "
                         "the gradient; below it the loss is linear in y_pred.",
     ),

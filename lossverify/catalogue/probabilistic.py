@@ -4,7 +4,8 @@ cross-entropy (:mod:`lossverify.reference.probabilistic`)."""
 from __future__ import annotations
 
 from lossverify import deviations as D
-from lossverify.record import LossRecord, Param, Relation, keras_pair
+from lossverify.catalogue import counterparts as CP
+from lossverify.record import Counterpart, LossRecord, Param, Relation, keras_pair
 from lossverify.reference import probabilistic as R
 
 #: q of the generalized cross-entropy: Keras's default, a small q (cross-entropy-like,
@@ -37,6 +38,14 @@ RECORDS = (
         # not non_negative: p - y log(p + eps) < 0 for y log(p) > p (counts above e)
         invariants=("batch_permutation", "batch_split"),
         deviations=(D.POISSON_F16_GRAD_OVERFLOW,),
+        counterparts=(
+            Counterpart(f"{CP.F}.poisson_nll_loss", "torch", f"{CP.F}:poisson_nll_loss",
+                        f"log_input=False; eps=1e-7, Keras's (torch's default 1e-8); "
+                        f"{CP.NONE}; {CP.MEAN}",
+                        loss_params=lambda p: {"log_input": False, "eps": 1e-7,
+                                               "reduction": "none"},
+                        output={"per_element": "mean"}),
+        ),
         tolerance_notes="log(p + eps) with eps in y_pred's dtype; 1 - y / (p + eps) "
                         "cancels near the minimum p = y - eps (budget 1 + |y / (p + eps)|).",
     ),

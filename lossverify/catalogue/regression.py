@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from lossverify import deviations as D
+from lossverify.catalogue import counterparts as CP
 from lossverify.record import (
     ROW_INVARIANTS,
+    Counterpart,
     Implementation,
     LossRecord,
     Param,
@@ -30,6 +32,14 @@ RECORDS: tuple[LossRecord, ...] = (
                            "function"),
         ),
         deviations=(D.REDUCE_MEAN_F16,),
+        counterparts=(
+            Counterpart(f"{CP.F}.mse_loss", "torch", f"{CP.F}:mse_loss",
+                        f"{CP.NONE}; {CP.MEAN}", loss_params=CP.reduction_none,
+                        output={"per_element": "mean"}),
+            Counterpart("optax.l2_loss", "jax", "optax:l2_loss",
+                        f"{CP.MEAN}; optax's 0.5 factor (scale=0.5)",
+                        output={"per_element": "mean", "scale": 0.5}),
+        ),
         tolerance_notes="cancellation in y_pred - y_true: budget includes |g| (|p| + |y|).",
     ),
 )
@@ -49,6 +59,11 @@ RECORDS = (
         y_pred="real",
         implementations=keras_pair("MeanAbsoluteError", "mean_absolute_error"),
         invariants=_SYMMETRIC,
+        counterparts=(
+            Counterpart(f"{CP.F}.l1_loss", "torch", f"{CP.F}:l1_loss",
+                        f"{CP.NONE}; {CP.MEAN}", loss_params=CP.reduction_none,
+                        output={"per_element": "mean"}),
+        ),
         tolerance_notes="the gradient is sign(e) / n exactly; ties e == 0 are kinks "
                         "(TensorFlow: sign(0) = 0; a subnormal e is flushed to 0 on CPU).",
     ),
@@ -87,6 +102,23 @@ RECORDS = (
         invariants=_SYMMETRIC,
         relations=(Relation("huber_matches_half_mse", "mean_squared_error",
                             at={"delta": 4096.0}),),
+        counterparts=(
+            Counterpart(f"{CP.F}.huber_loss", "torch", f"{CP.F}:huber_loss",
+                        f"{CP.NONE}; {CP.MEAN}",
+                        loss_params=lambda p: {"reduction": "none",
+                                               "delta": p.get("delta", 1.0)},
+                        output={"per_element": "mean"}),
+            Counterpart(f"{CP.F}.smooth_l1_loss", "torch", f"{CP.F}:smooth_l1_loss",
+                        f"{CP.NONE}; {CP.MEAN}; beta=delta, and smooth L1 is Huber / delta "
+                        "(scale=1/delta)",
+                        loss_params=lambda p: {"reduction": "none",
+                                               "beta": p.get("delta", 1.0)},
+                        output=lambda p: {"per_element": "mean",
+                                          "scale": 1.0 / p.get("delta", 1.0)}),
+            Counterpart("optax.huber_loss", "jax", "optax:huber_loss", CP.MEAN,
+                        loss_params=lambda p: {"delta": p.get("delta", 1.0)},
+                        output={"per_element": "mean"}),
+        ),
         tolerance_notes="delta rounded to y_pred's dtype; |e| == delta is quadratic, but "
                         "both branches give the same value and gradient there (no kink).",
     ),
@@ -98,6 +130,10 @@ RECORDS = (
         implementations=keras_pair("LogCosh", "log_cosh"),
         invariants=_SYMMETRIC,
         deviations=(D.LOG_COSH_FLOAT32_LOG2,),
+        counterparts=(
+            Counterpart("optax.log_cosh", "jax", "optax:log_cosh", CP.MEAN,
+                        output={"per_element": "mean"}),
+        ),
         tolerance_notes="Keras's x + softplus(-2x) - log 2 cancels to x**2 / 2 for small "
                         "|x|: the value is accurate to about u absolute there; the gradient "
                         "1 - 2 sigmoid(-2x) to u absolute.",
