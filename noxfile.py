@@ -10,7 +10,8 @@
     typecheck  mypy on the typed package
     notf       lossverify.reference, the tolerance model and the strategies without TensorFlow
     frameworks PyTorch, JAX/optax and Keras-on-JAX/PyTorch losses without TensorFlow:
-               close_to_reference, and verify() in each framework
+               close_to_reference, verify() in each framework, and the conformance
+               matrix (lossverify verify --frameworks torch,jax,keras-jax,keras-torch)
     compat     the conformance report under the oldest Keras-3 TensorFlow and the newest
 """
 
@@ -157,12 +158,17 @@ def _install_torch(session: nox.Session) -> None:
     session.install("torch")
 
 
+#: the conformance matrix's frameworks beside TensorFlow
+MATRIX = "torch,jax,keras-jax,keras-torch"
+
+
 @nox.session
 def frameworks(session: nox.Session) -> None:
     """PyTorch, JAX/optax and Keras-on-JAX/PyTorch losses, with no TensorFlow installed:
     against the references through the NumPy-only tolerance API
-    (``lossverify.close_to_reference``), and through ``verify()`` with each framework's
-    executor (tests/test_*_verify.py; the Keras file once per backend)."""
+    (``lossverify.close_to_reference``), through ``verify()`` with each framework's
+    executor (tests/test_*_verify.py; the Keras file once per backend), then the
+    conformance matrix (skipped when arguments select tests)."""
     session.install("-e", ".[strategies]", "pytest>=8")
     _install_torch(session)
     session.install("jax", "optax", "keras")
@@ -175,12 +181,19 @@ def frameworks(session: nox.Session) -> None:
     marks = () if "-m" in session.posargs else ("-m", "not slow")
     session.run("pytest", "-p", "no:cacheprovider", *marks, "tests/test_closeness.py",
                 "tests/test_torch_closeness.py", "tests/test_jax_closeness.py",
-                "tests/test_torch_verify.py", "tests/test_jax_verify.py", *session.posargs,
-                env=env)
+                "tests/test_torch_verify.py", "tests/test_jax_verify.py",
+                "tests/test_matrix.py", *session.posargs, env=env)
     for backend in ("jax", "torch"):
         session.run("pytest", "-p", "no:cacheprovider", *marks,
                     "tests/test_keras_backends_verify.py", *session.posargs,
                     env={**env, "KERAS_BACKEND": backend})
+    if session.posargs:  # arguments select tests: no matrix run
+        return
+    # The conformance matrix (README, "Conformance matrix across frameworks"): each
+    # reference's PyTorch and JAX counterparts and Keras 3 on JAX and PyTorch, no
+    # TensorFlow in any process; a FAIL row fails the session.
+    session.run("lossverify", "verify", "--frameworks", MATRIX, "--jobs", "2", "--quiet",
+                "--json", f"{OUT}/matrix.json", "--markdown", f"{OUT}/matrix.md", env=env)
 
 
 @nox.session

@@ -15,6 +15,7 @@ and PyTorch backends, each backend in worker processes of its own started with
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -193,44 +194,76 @@ def _package_version(package: str) -> str:
 
 
 def _run_matrix_job(job: Job, args: argparse.Namespace, checks: list[str] | None) -> Any:
-    """A matrix row at one setting and dtype: the counterpart called with its declared
-    conventions (loss parameters, output, layout, domain) and named as the implementation
-    its known deviations belong to; a Keras function on this process's backend."""
+    """A matrix row at one setting and dtype (:func:`verify_row`)."""
+    row = matrix_row(job)
+    report = verify_row(row, dict(job.params), dtype=job.dtype,
+                        max_examples=args.max_examples, seed=args.seed, checks=checks,
+                        strict=args.strict, min_rows=args.min_rows)
+    return row.label, report
+
+
+def _has_signature(fn: Any) -> bool:
+    import inspect
+
+    try:
+        inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def verify_row(row: S.MatrixRow, params: dict[str, Any], **options: Any) -> Any:
+    """:func:`lossverify.verify` for a matrix row at reference parameters ``params``:
+    a counterpart called with its declared conventions (loss parameters, output, layout,
+    domain) and named as the implementation its known deviations belong to; a Keras
+    function on this process's backend (``KERAS_BACKEND`` must name the row's).
+    ``options`` go to ``verify`` (dtype, max_examples, seed, ...). The report carries
+    the row's labels (``report.row``: framework, version, convention)."""
     import importlib
+    import warnings
 
     import lossverify
+    from lossverify.contract import LossverifyWarning
 
-    params = dict(job.params)
-    row = matrix_row(job)
-    common = {"max_examples": args.max_examples, "seed": args.seed, "checks": checks,
-              "strict": args.strict, "dtype": job.dtype, "min_rows": args.min_rows}
     counterpart = row.counterpart
     if counterpart is not None:
         module, _, attr = counterpart.target.partition(":")
         loss = getattr(importlib.import_module(module), attr)
-        report = lossverify.verify(
-            loss, job.spec, framework=counterpart.framework,
-            call={"layout": counterpart.layout},
-            loss_params=dict(counterpart.loss_params(params)) or None,
-            output=counterpart.output_for(params), domain=dict(counterpart.domain) or None,
-            implementation=counterpart.label, **common, **params)
+        loss_params = dict(counterpart.loss_params(params))
+        if loss_params and not _has_signature(loss):
+            # a builtin (torch's cosine_similarity): its parameters cannot be checked by
+            # name, so they are bound here, as a user would (functools.partial)
+            loss, loss_params = functools.partial(loss, **loss_params), {}
+        with warnings.catch_warnings():
+            # the loss's parameters are the record's declared mapping of the reference's
+            # (torchvision's alpha=-1 for no balancing), not a user's one-sided setting
+            warnings.simplefilter("ignore", LossverifyWarning)
+            report = lossverify.verify(
+                loss, row.spec, framework=counterpart.framework,
+                call={"layout": counterpart.layout},
+                loss_params=loss_params or None,
+                output=counterpart.output_for(params),
+                domain=dict(counterpart.domain) or None,
+                implementation=counterpart.label, **options, **params)
         version = report.framework.label if report.framework is not None else ""
         if counterpart.package not in ("torch", "jax"):
             version = f"{counterpart.package} {_package_version(counterpart.package)}, " \
                       f"{version}"
     else:
-        assert row.implementation is not None
-        backend = S.KERAS_BACKENDS[job.framework]
+        if row.implementation is None:
+            raise ValueError(f"row: {row.label} has neither a counterpart nor an "
+                             "implementation")
+        backend = S.KERAS_BACKENDS[row.framework]
         if os.environ.get("KERAS_BACKEND") != backend:
-            raise RuntimeError(f"a {job.framework} job in a process whose KERAS_BACKEND is "
+            raise RuntimeError(f"a {row.framework} row in a process whose KERAS_BACKEND is "
                                f"{os.environ.get('KERAS_BACKEND')!r}")
         loss = S.build_implementation(row.implementation, params)
-        report = lossverify.verify(loss, job.spec, framework="keras", **common, **params)
+        report = lossverify.verify(loss, row.spec, framework="keras", **options, **params)
         version = report.framework.label if report.framework is not None else ""
     report.label = row.label
-    report.row = {"framework": job.framework, "version": version,
+    report.row = {"framework": row.framework, "version": version,
                   "convention": row.convention}
-    return row.label, report
+    return report
 
 
 def _quiet_tensorflow() -> None:

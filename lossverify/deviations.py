@@ -728,7 +728,12 @@ TORCHVISION_FOCAL_NAN_GRAD = KnownDeviation(
     applies=_gamma_strictly_between_zero_and_one,
     at=_sigmoid_saturates_in_its_dtype_at,
     implementations=("torchvision.ops.sigmoid_focal_loss",),
+    frameworks=("torch",),
 )
+
+
+def _any_setting(params: Mapping[str, Any]) -> bool:
+    return True
 
 
 def _torchvision_one_minus_pt_inexact_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
@@ -739,13 +744,13 @@ def _torchvision_one_minus_pt_inexact_at(x: Any, params: Mapping[str, Any]) -> n
     dt = np.asarray(x.y_pred).dtype
     dt = np.dtype(np.float64) if dt == np.float64 else np.dtype(np.float32)
     wide = np.longdouble if dt == np.float64 else np.float64
-    z = np.asarray(x.y_pred, dt)
-    y = np.asarray(x.y_true, dt)
+    z: np.ndarray = np.asarray(x.y_pred).astype(dt)
+    y: np.ndarray = np.asarray(x.y_true).astype(dt)
     one = dt.type(1)
     with np.errstate(over="ignore"):
-        p = (one / (one + np.exp(-z))).astype(dt)
+        p = (one / (one + np.exp(np.negative(z)))).astype(dt)
         zw, yw = z.astype(wide), y.astype(wide)
-        exact = yw / (1 + np.exp(zw)) + (1 - yw) / (1 + np.exp(-zw))
+        exact = yw / (1 + np.exp(zw)) + (1 - yw) / (1 + np.exp(np.negative(zw)))
     formed = (one - (p * y + (one - p) * (one - y))).astype(wide)
     with np.errstate(divide="ignore", invalid="ignore"):
         off = np.abs(formed - exact) > 4 * np.finfo(dt).eps * np.abs(exact)
@@ -767,8 +772,40 @@ TORCHVISION_FOCAL_CANCELLATION = KnownDeviation(
                "sigmoid_focal_loss(z, torch.zeros(2), alpha=-1, gamma=0.5, "
                "reduction='none').sum().backward(); z.grad == [4.12385e-05, 1.670e-10], "
                "exact [4.124198e-05, 2.538e-10]",
-    applies=lambda params: True,
+    applies=_any_setting,
     at=_torchvision_one_minus_pt_inexact_at,
     implementations=("torchvision.ops.sigmoid_focal_loss",),
     symptom="error",
+    frameworks=("torch",),
+)
+
+
+def _norm_below_floor_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Every element of a sample whose ``y_pred`` norm over the last axis is below the
+    floor 1e-7 or within 4 units in the last place of it (float32, or the input's
+    dtype if wider): where the norm is clamped."""
+    dt = np.float64 if np.asarray(x.y_pred).dtype == np.float64 else np.float32
+    p = np.asarray(x.y_pred, np.float64)
+    norm = np.sqrt(np.sum(p * p, axis=-1, keepdims=True))
+    floor = 1e-7 * (1 + 4 * np.finfo(dt).eps)
+    return np.broadcast_to(norm <= floor, p.shape)
+
+
+TORCH_COSINE_CLAMPED_GRAD = KnownDeviation(
+    id="torch-cosine-similarity-clamped-norm-gradient",
+    checks=("gradient", "graph"),
+    summary="torch.nn.functional.cosine_similarity clamps each norm at eps in place "
+            "without autograd (at::NoGradGuard): below eps its value is x1 . x2 / (eps "
+            "||x2||), as documented, but its gradient is that of x1 / ||x1|| with the "
+            "clamped denominator, not the derivative of its value: off by up to the whole "
+            "gradient where ||y_pred|| < eps.",
+    reproducer="x = torch.tensor([[3e-8, 4e-8]], requires_grad=True); F.cosine_similarity("
+               "x, torch.tensor([[1., 0.]]), eps=1e-7).sum().backward(); x.grad == "
+               "[[8.2e6, -2.4e6]], the derivative of the value 0.3 (= 3e-8 / 1e-7) is "
+               "[[1e7, 0]]",
+    applies=_any_setting,
+    at=_norm_below_floor_at,
+    implementations=("torch.nn.functional.cosine_similarity",),
+    symptom="error",
+    frameworks=("torch",),
 )

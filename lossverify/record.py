@@ -83,9 +83,12 @@ class KnownDeviation:
     shape) where its precondition holds for a drawn input (a
     :class:`~lossverify.inputs.LossInputs`), and ``symptom`` says what goes wrong
     there: ``"nonfinite"`` (NaN or Inf where the reference is finite) or ``"error"`` (any
-    error beyond the budget). A failing comparison of one of ``checks`` is reported as
-    this deviation only if *every* failing element lies where the precondition holds
-    and shows the symptom (:meth:`explains`); anything else in the same batch is judged
+    error beyond the budget). ``frameworks``: the executor families (``"tensorflow"``,
+    ``"torch"``, ``"jax"``) it was shown in; Keras 3's losses run on each, and a
+    deviation shown on TensorFlow does not excuse Keras on JAX until shown there. A
+    failing comparison of one of ``checks`` is reported as this deviation only if
+    *every* failing element lies where the precondition holds and shows the symptom
+    (:meth:`explains`); anything else in the same batch is judged
     as usual. Any other loss's failure that looks like it is a FAIL that names it.
     """
 
@@ -97,6 +100,7 @@ class KnownDeviation:
     at: Callable[[Any, Mapping[str, Any]], np.ndarray]
     implementations: tuple[str, ...] = ()
     symptom: str = "nonfinite"
+    frameworks: tuple[str, ...] = ("tensorflow",)
 
     def matches(self, x: Any, params: Mapping[str, Any]) -> bool:
         """Does the precondition hold anywhere in ``x``?"""

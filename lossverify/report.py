@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["SCHEMA_VERSION", "markdown_report", "markdown_table", "print_table",
-           "run_row", "invariant_row", "matrix_rows", "MATRIX_HEAD", "to_strict_json", "totals", "totals_line"]
+           "run_row", "invariant_row", "matrix_rows", "MATRIX_HEAD", "to_strict_json",
+           "totals", "totals_line"]
 
 #: 2: non-finite numbers are strings (version 1 wrote the non-JSON ``Infinity``); runs
 #: carry ``loss_params``, ``domain`` and ``output``.
@@ -27,7 +28,7 @@ RUN_HEAD = ["loss", "form", "parameters", "dtype", "examples", "worst err", "err
             "check", "verdict"]
 INVARIANT_HEAD = ["losses", "invariant", "parameters", "examples", "err/allowed", "verdict"]
 MATRIX_HEAD = ["reference", "implementation", "framework", "convention", "settings x dtypes",
-               "err/allowed", "verdict", "known deviations"]
+               "worst err/allowed", "verdict", "known deviations (examples)"]
 
 
 def format_params(params: dict[str, Any]) -> str:
@@ -68,11 +69,15 @@ def _verdict(report: Any) -> str:
         "known-deviation" if "known-deviation" in verdicts else "ok")
 
 
+def _matrix_ratio(value: float) -> str:
+    return "inf" if value == math.inf else f"{value:.3g}"
+
+
 def matrix_rows(reports: Sequence[Any]) -> list[list[str]]:
     """The conformance matrix: one row per reference, implementation and framework (its
     settings and dtypes together), in run order. The verdict is the worst of its runs
     (FAIL naming the failed checks with their settings); known deviations are counted
-    in examples."""
+    in examples; the worst error / allowed includes the elements they explain."""
     groups: dict[tuple[str, str, str], list[Any]] = {}
     for r in reports:
         key = (r.reference, r.label or r.loss, r.row.get("framework", ""))
@@ -103,7 +108,7 @@ def matrix_rows(reports: Sequence[Any]) -> list[list[str]]:
         rows.append([f"`{reference}`", f"`{label}`", first.row.get("version") or
                      first.row.get("framework", ""), first.row.get("convention") or "-",
                      f"{settings} x {','.join(dtypes)}",
-                     _ratio(max(ratios)) if ratios else "-", verdict,
+                     _matrix_ratio(max(ratios)) if ratios else "-", verdict,
                      ", ".join(f"`{k}` ({v})" for k, v in sorted(deviations.items()))
                      or "-"])
     return rows

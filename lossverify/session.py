@@ -67,7 +67,11 @@ class Session(FusedEvaluation):
         # loss's failure that resembles one is a failure that names it.
         self.implementation = implementation or identify(spec, loss, framework)
         applicable = spec.deviations_for(params)
-        self.deviations = [d for d in applicable if self.implementation in d.implementations]
+        # ... and to the frameworks they were shown in: a Keras deviation shown on
+        # TensorFlow does not excuse Keras on JAX or PyTorch until shown there too
+        family = framework.name if framework is not None else "tensorflow"
+        self.deviations = [d for d in applicable if self.implementation in d.implementations
+                           and family in d.frameworks]
         self.resemblances = [d for d in applicable if d not in self.deviations]
 
     def xla_strategy(self, seed: int) -> st.SearchStrategy:
