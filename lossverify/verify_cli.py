@@ -45,6 +45,12 @@ of its spec (--thorough: every combination the reference accepts), then the inva
 (class = function, sparse = dense, batch permutation, ...) are checked. A table is
 printed; --json, --markdown and --plot write the report.
 
+With --frameworks torch,jax,keras-jax,keras-torch: the conformance matrix across
+frameworks instead (or beside it, with tensorflow in the list): each reference's PyTorch
+and JAX/optax counterparts, called with their documented conventions (reduction='none',
+optax's 0.5, ...), and Keras 3's functions on the JAX and PyTorch backends, each row
+labelled with its framework and version. No TensorFlow is imported for them.
+
 With --loss MODULE:ATTR --reference NAME: one loss of your own.
   --param KEY=VALUE       a parameter of the reference
   --loss-param KEY=VALUE  a parameter of your loss: a class is constructed with it, a
@@ -61,6 +67,7 @@ EPILOG = "references: " + ", ".join(sorted(S.SPECS)) + """
 
 examples:
   lossverify verify --json out.json --markdown out.md --plot out.png
+  lossverify verify --frameworks torch,jax,keras-jax,keras-torch --markdown matrix.md
   lossverify verify --loss lossverify.notes_losses:FocalLoss --reference focal_loss \\
       --param gamma=0.5 --loss-param gamma=0.5
   lossverify verify --loss mymodule:per_element_mse --reference mean_squared_error \\

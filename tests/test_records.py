@@ -36,9 +36,14 @@ def test_record_is_complete(record):
     for relation in record.relations:
         assert relation.other in S.SPECS, relation
         assert relation.other != record.name
+    labels = {i.label for i in record.implementations} | \
+        {c.label for c in record.counterparts}
     for deviation in record.deviations:
-        labels = {i.label for i in record.implementations}
         assert set(deviation.implementations) & labels, (deviation.id, labels)
+        assert set(deviation.frameworks) <= {"tensorflow", "torch", "jax"}, deviation.id
+    for counterpart in record.counterparts:
+        for params in (*record.default_grid, *counterpart.settings):
+            record.check_params(params)
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.name)
