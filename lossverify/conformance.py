@@ -185,8 +185,12 @@ def matrix_row(job: Job) -> S.MatrixRow:
 
 
 def _package_version(package: str) -> str:
+    """The imported module's own version (it names the build), else the metadata's."""
     import importlib.metadata
 
+    own = getattr(sys.modules.get(package), "__version__", None)
+    if isinstance(own, str):
+        return str(own)
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:

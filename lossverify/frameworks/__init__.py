@@ -231,6 +231,11 @@ def _family(framework: str, backend: str | None) -> str:
 
 
 def _version(framework: str) -> str:
+    """The imported module's own version where it has one (it names the build:
+    ``2.14.1+cu130``, which the distribution's metadata may not), else the metadata's."""
+    own = getattr(sys.modules.get(framework), "__version__", None)
+    if isinstance(own, str):
+        return str(own)
     try:
         return importlib.metadata.version(_DISTRIBUTIONS[framework])
     except importlib.metadata.PackageNotFoundError:
