@@ -12,6 +12,7 @@ symptom in the same batch failing."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -338,10 +339,24 @@ def test_xla_float16_kl_division_deviation_is_classified():
 
 
 def test_every_deviation_has_a_case():
-    listed = {d.id for spec in S.SPECS.values() for d in spec.deviations}
+    deviations = {d.id: d for spec in S.SPECS.values() for d in spec.deviations}
+    listed = {i for i, d in deviations.items() if "tensorflow" in d.frameworks}
     assert listed == {c[0] for c in CASES} | {c[0] for c in XLA_CASES} | {
         c[0] for c in CTC_CASES} | {"xla-float16-kl-division-gradient-underflow"} | {
         "keras-binary-focal-graph-nan"}
+    # the other frameworks' deviations are reproduced in their own framework, in
+    # tests/test_matrix.py (skipped where that framework is not installed)
+    matrix = (Path(__file__).parent / "test_matrix.py").read_text()
+    others = {i for i in deviations if i not in listed}
+    assert others and all(f"D.{_const(i)}" in matrix for i in others), others
+
+
+def _const(dev_id: str) -> str:
+    """The deviations module's name for ``dev_id``."""
+    from lossverify import deviations as Dv
+
+    return next(name for name, value in vars(Dv).items()
+                if getattr(value, "id", None) == dev_id)
 
 
 def test_graph_nan_is_classified_on_its_reproducer():
