@@ -22,6 +22,7 @@ with the reason instead of crashing the verifier.
 
 from __future__ import annotations
 
+import queue
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -67,7 +68,10 @@ class Runner(Protocol):
 
     xla_shapes: set[tuple[int, ...]]
 
-    def run(self, mode: str, x: Any) -> ModeResult: ...
+    def run(self, mode: str, x: Any, with_grad: bool = True) -> ModeResult:
+        """The loss in ``mode`` on ``x``; ``with_grad=False``: the value is all the
+        caller needs (an executor may skip the gradient; TensorFlow's eager mode does)."""
+        ...
 
 
 def is_keras_loss(loss: Any) -> bool:
@@ -144,8 +148,19 @@ class Executor:
             return value, grad, tf.constant(False)
         return value, grad, tf.constant(True)
 
-    def run(self, mode: str, x: Any) -> ModeResult:
-        fn = self._value_and_grad if mode == "eager" else self._function(mode, x)
+    def _value_only(self, y_true, y_pred, sample_weight=None):
+        """Eagerly, without a tape: the per-batch value of a reduced loss (its gradient
+        is checked on fused batches) costs a third of a call with one."""
+        tf = self._tf
+        if self.reduced and sample_weight is not None:
+            value = self.loss(y_true, y_pred, sample_weight=sample_weight)
+        else:
+            value = self.loss(y_true, y_pred)
+        return tf.convert_to_tensor(value), None, None
+
+    def run(self, mode: str, x: Any, with_grad: bool = True) -> ModeResult:
+        fn = (self._value_and_grad if with_grad else self._value_only) if mode == "eager" \
+            else self._function(mode, x)
         if mode == "xla":
             self.xla_shapes.add(x.y_pred.shape)
         tf = self._tf
@@ -163,10 +178,7 @@ class Executor:
                 kind = type(exc).__name__
                 box["error"] = f"raised {kind}: {_first_line(exc).removeprefix(kind + ': ')}"
 
-        worker = threading.Thread(target=target, daemon=True)
-        worker.start()
-        worker.join(self.time_limit)
-        if worker.is_alive():
+        if not _within(target, self.time_limit):
             return ModeResult(error=f"timed out: no result after {self.time_limit:g} s")
         mutated = [n for n, a, b in zip(names, args, before, strict=False)
                    if np.asarray(a).tobytes() != b]
@@ -175,21 +187,63 @@ class Executor:
                                     "(the tensor's contents changed during the call)")
         if "error" in box:
             return ModeResult(error=box["error"])
-        value, grad, connected = box["out"]
+        value, gradient, connected = box["out"]
         if not value.dtype.is_floating:
             return ModeResult(error=f"returned dtype {value.dtype.name}, expected a float dtype")
-        result = ModeResult(np.asarray(value.numpy(), np.float64), np.asarray(grad.numpy(),
-                                                                              np.float64))
+        result = ModeResult(np.asarray(value.numpy(), np.float64),
+                            None if gradient is None else np.asarray(gradient.numpy(),
+                                                                     np.float64))
         if self.adapt is not None:
             assert result.value is not None
             result.value, result.grad, problem = self.adapt(result.value, result.grad,
                                                             x.y_pred.shape)
             if problem:
                 return ModeResult(error=problem)
-        if not bool(connected.numpy()):
+        if connected is not None and not bool(connected.numpy()):
             result.error = "the result is not differentiable with respect to y_pred " \
                            "(GradientTape returned None)"
         return result
+
+
+class _Worker:
+    """A daemon thread that runs the loss's calls one after another, so a call that hangs
+    can be abandoned after its time limit. One per calling thread, kept between calls:
+    starting a thread per call cost more than a small batch's eager call."""
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = \
+            queue.SimpleQueue()
+        threading.Thread(target=self._serve, daemon=True, name="lossverify-call").start()
+
+    def _serve(self) -> None:
+        while True:
+            task, done = self._tasks.get()
+            try:
+                task()
+            except BaseException:  # the task records its own errors; the worker goes on
+                pass
+            finally:
+                done.set()
+
+    def run(self, task: Callable[[], None], limit: float) -> bool:
+        done = threading.Event()
+        self._tasks.put((task, done))
+        return done.wait(limit)
+
+
+_WORKERS = threading.local()
+
+
+def _within(task: Callable[[], None], limit: float) -> bool:
+    """Run ``task`` in this thread's worker; False if it has not returned after
+    ``limit`` seconds (that worker is left to it, and the next call gets a new one)."""
+    worker = getattr(_WORKERS, "worker", None)
+    if worker is None:
+        worker = _WORKERS.worker = _Worker()
+    if worker.run(task, limit):
+        return True
+    _WORKERS.worker = None
+    return False
 
 
 #: XLA compiles once per concrete shape (~0.1 s each on CPU). A batch checked under XLA on
@@ -344,10 +398,15 @@ class Check:
     ``modes`` are the executor modes whose results it needs, in the order they run; the
     last is the mode it judges (:attr:`mode`). ``compare(results, expected, rows)`` turns
     those results and the reference's budget into an :class:`Outcome`. A check of more
-    than one mode compares a compiled mode with the reference (:attr:`compares_modes`):
-    for a reduced ``keras.losses.Loss`` it runs on fused batches, while the others compare
-    each batch with the reference on its own. ``own_batches``: the check draws batches of
-    its own (all of one shape, so one XLA compile serves the run), padded when run alone.
+    than one mode compares a compiled mode with the reference (:attr:`compares_modes`).
+    ``needs_grad``: whether it reads the gradient (a check that does not lets the
+    executor skip it). ``per_batch``: for a reduced ``keras.losses.Loss``, which returns
+    one number per call, the check judges each drawn batch in a call of its own (the
+    value: a fused call's mean would dilute one batch's error); the others judge fused
+    batches, since the gradient has a row per sample (each row ``weight / batch size``
+    times the per-sample gradient, compared element by element). ``own_batches``: the
+    check draws batches of its own (all of one shape, so one XLA compile serves the
+    run), padded when run alone.
     """
 
     name: str
@@ -355,6 +414,8 @@ class Check:
     compare: Callable[[Mapping[str, ModeResult], Expected, int], Outcome]
     own_batches: bool = False
     summary: str = ""
+    needs_grad: bool = True
+    per_batch: bool = False
 
     @property
     def mode(self) -> str:
@@ -370,7 +431,8 @@ class Check:
 
 
 VALUE = Check("value", ("eager",), lambda r, e, rows: check_value(r["eager"], e, rows),
-              summary="the eager result against the reference")
+              summary="the eager result against the reference", needs_grad=False,
+              per_batch=True)
 GRADIENT = Check("gradient", ("eager",),
                  lambda r, e, rows: check_gradient(r["eager"], e, rows),
                  summary="GradientTape's gradient against the analytic gradient")

@@ -166,9 +166,15 @@ def _run_job_unguarded(job: Job, args: argparse.Namespace, checks: list[str] | N
         label, invariant, impls, ref, inv_params = I.conformance_cases(job.spec,
                                                                        params)[job.invariant]
         losses = tuple(S.build_implementation(impl, p) for impl, p in impls)
+        drawn = _setting_draws(job, args, ref, invariant, inv_params)
         report = I.check_invariant(invariant, *losses, reference=ref,
                                    max_examples=_invariant_examples(args), seed=args.seed,
-                                   **inv_params)
+                                   drawn=drawn, **inv_params)
+        if drawn is not None:
+            report.drawn_from = (
+                f"lossverify.search.draw_batches(lossverify.session.raw_strategy({ref!r}, "
+                f"{inv_params!r}), {args.max_examples}, {args.seed}, 'float32', "
+                f"{args.min_rows}, prepare=lambda d: d)")
         return label, report
     impl = _implementation(job)
     loss = S.build_implementation(impl, params)
@@ -270,6 +276,23 @@ def verify_row(row: S.MatrixRow, params: dict[str, Any], **options: Any) -> Any:
     return report
 
 
+def _setting_draws(job: Job, args: argparse.Namespace, reference: str, invariant: str,
+                   params: dict[str, Any]) -> list[Any] | None:
+    """The raw batches the setting's verify runs draw (kept in this process: the
+    invariant shares their unit), for an invariant on the same reference and parameters;
+    None for one on other parameters (a relation's) or hard labels (sparse vs dense),
+    which draws its own."""
+    from lossverify import search
+    from lossverify.session import draws_key, raw_strategy
+
+    if reference != job.spec or params != dict(job.params) or \
+            invariant == "sparse_matches_dense":
+        return None
+    return search.draw_batches(raw_strategy(reference, params), args.max_examples,
+                               args.seed, "float32", args.min_rows, prepare=lambda d: d,
+                               key=draws_key("main", reference, params))
+
+
 def _quiet_tensorflow() -> None:
     from lossverify._tf import import_tensorflow
 
@@ -300,17 +323,16 @@ def job_cost(job: Job) -> float:
 
 def units(jobs: list[Job]) -> list[list[int]]:
     """The units of work ``--jobs`` processes take from a shared queue, in the order they
-    are handed out: the verify jobs of one reference and parameter setting (class and
-    function, every dtype) form one unit, so they run in one process and share one set
-    of drawn batches (``search.draw_batches``); each invariant is a unit of its own.
+    are handed out: the jobs of one reference and parameter setting (class and function
+    runs, every dtype, then its invariants) form one unit, so they run in one process
+    and share one set of drawn batches (``search.draw_batches``).
     Costliest first (ties in plan order), so the last units to finish are small. Each
     job's result depends on the job alone (seeded draws), not on the process that runs
     it, so the report is the same bytes however the units fall."""
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, job in enumerate(jobs):
         key = (job.spec, job.params, job.framework, job.label) if job.framework != \
-            "tensorflow" else (job.spec, job.params, "runs") if job.invariant < 0 \
-            else ("invariant", i)
+            "tensorflow" else (job.spec, job.params)
         groups.setdefault(key, []).append(i)
     members = list(groups.values())
     costs = [sum(job_cost(jobs[i]) for i in m) for m in members]

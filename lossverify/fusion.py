@@ -55,9 +55,10 @@ class FusedEvaluation:
         Batches whose shapes agree except along the batch axis are concatenated along it
         (a fused group) and evaluated in one call per mode: a function's per-sample
         results are sliced back to their batches and compared batch by batch; a
-        ``keras.losses.Loss`` is reduced, so its value and gradient are checked batch by
-        batch and only its graph and XLA runs (which compare modes, not the reference)
-        take the fused batch. Single-row batches (where ``squeeze`` bugs live, unless
+        ``keras.losses.Loss`` is reduced, so its value (one number per call) is checked
+        batch by batch, in eager calls without a gradient tape, and its gradient (a row
+        per sample), graph and XLA runs take the fused batch (see :class:`C.Check`'s
+        ``per_batch``). Single-row batches (where ``squeeze`` bugs live, unless
         ``fuse_single_rows``) and batches whose class axis is not last are evaluated
         alone. A batch that fails in a fused call is evaluated alone again: its own
         failure is what is reported, and if it passes alone, the loss of a row depends
@@ -74,7 +75,7 @@ class FusedEvaluation:
                 fused.setdefault(key, []).append(x)
         groups = list(fused.values())
         if self.reduced:
-            per_draw = tuple(c for c in checks if not C.CHECK[c].compares_modes)
+            per_draw = tuple(c for c in checks if C.CHECK[c].per_batch)
             if per_draw:
                 for x in (x for g in groups for x in g):
                     self._record(x, self.outcomes(x, per_draw), reports)
@@ -96,8 +97,7 @@ class FusedEvaluation:
 
     def _evaluate_group(self, group: list[lst.LossInputs], checks: tuple[str, ...],
                         reports: dict[str, CheckReport]) -> None:
-        modes = tuple(c for c in checks if C.CHECK[c].compares_modes)
-        wanted = modes if self.reduced else checks
+        wanted = tuple(c for c in checks if not (self.reduced and C.CHECK[c].per_batch))
         if not wanted:
             return
         fx = lst.LossInputs.concatenate(group)

@@ -67,7 +67,7 @@ calibrated to make a test pass.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,13 +142,16 @@ class InvariantReport:
     worst_ratio: float
     message: str = ""
     counterexample: str = ""
+    #: the expression that draws the batches given as ``drawn`` (the conformance run's)
+    drawn_from: str = ""
 
     def reproduce_line(self) -> str:
         args = "".join(f", {k}={v!r}" for k, v in self.params.items())
         losses = ", ".join(f"loss{i + 1}" for i in range(len(self.losses)))
+        drawn = f", drawn={self.drawn_from}" if self.drawn_from else ""
         return (f"lossverify.invariants.check_invariant({self.invariant!r}, {losses}, "
                 f"reference={self.reference!r}, max_examples={self.max_examples}, "
-                f"seed={self.seed}{args})")
+                f"seed={self.seed}{drawn}{args})")
 
     def __str__(self) -> str:
         head = (f"lossverify invariant {self.invariant}: {' vs '.join(self.losses)} "
@@ -648,11 +651,18 @@ def _validate(invariant: str, losses: tuple[Callable, ...], reference: str,
 
 def check_invariant(invariant: str, *losses: Callable, reference: str,
                     max_examples: int = 100, seed: int | None = None,
+                    drawn: Sequence[tuple[lst.LossInputs, bool]] | None = None,
                     **params: Any) -> InvariantReport:
     """Check one metamorphic relation (see the module docstring) on ``max_examples``
     batches drawn for ``reference`` with ``params``; on failure, shrink to a minimal
     counterexample. ``params`` are the reference's parameters the losses were built
-    with (``gamma=0.0``, ``from_logits=True``, ...). Deterministic for a given seed."""
+    with (``gamma=0.0``, ``from_logits=True``, ...). Deterministic for a given seed.
+
+    ``drawn``: batches already drawn for this reference and setting, as ``verify()``'s
+    search phase draws them (``(batch, whether a Loss uses its sample weight)``, see
+    :func:`lossverify.session.raw_strategy`): the relation runs on the first
+    ``max_examples`` of them (the conformance run's draws, drawn once per setting), and
+    Hypothesis draws only to shrink a violation."""
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
         raise ValueError(f"max_examples: expected a positive int, got {max_examples!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -668,8 +678,8 @@ def check_invariant(invariant: str, *losses: Callable, reference: str,
                          st.integers(0, 2**32 - 1))
     state: dict[str, Any] = {"examples": 0, "worst": 0.0}
 
-    def test(drawn: tuple[lst.LossInputs, bool, int]) -> None:
-        x, drop_weight, draw_int = drawn
+    def test(case: tuple[lst.LossInputs, bool, int]) -> None:
+        x, drop_weight, draw_int = case
         if drop_weight:
             x = x.without_weight()
         if "message" not in state:
@@ -682,12 +692,29 @@ def check_invariant(invariant: str, *losses: Callable, reference: str,
         if "message" not in state:
             state["worst"] = max(state["worst"], ratio)
 
-    try:
-        run_hypothesis(test, strategy, max_examples, seed,
-                        (Phase.explicit, Phase.generate, Phase.shrink))
-    except Exception:  # the violation, or Hypothesis's report of a flaky one
-        if "message" not in state:
-            raise
+    found: dict[str, Any] = {}
+    if drawn is not None:
+        rng = np.random.default_rng(seed)
+        for x, use_weight in drawn[:max_examples]:
+            try:
+                test((x, not (weighted and use_weight), int(rng.integers(2**32))))
+            except _Violation:
+                # Hypothesis's own search shrinks it below; where that search misses
+                # it, this batch is the counterexample
+                found = {k: state.pop(k) for k in ("message", "example")}
+                found["examples"] = state["examples"]
+                break
+    if drawn is None or found:
+        try:
+            run_hypothesis(test, strategy, max_examples, seed,
+                            (Phase.explicit, Phase.generate, Phase.shrink))
+        except Exception:  # the violation, or Hypothesis's report of a flaky one
+            if "message" not in state:
+                raise
+        if found:  # the examples were the given batches
+            state["examples"] = found.pop("examples")
+            for key, value in found.items():
+                state.setdefault(key, value)
     failed = "message" in state
     return InvariantReport(
         invariant=invariant, losses=tuple(loss_name(loss) for loss in losses),

@@ -58,10 +58,7 @@ class Session(FusedEvaluation):
         # a Loss keeps it on half the batches, and every dtype rounds them its own way.
         # So a conformance run draws them once for all of a setting's runs (see
         # search.draw_batches's ``key``).
-        self.raw_strategy = st.tuples(
-            lst.loss_inputs(spec.name, with_sample_weight=True,
-                            soft_labels=not self.domain.hard_labels, **params),
-            st.booleans())
+        self.raw_strategy = raw_strategy(spec.name, params, self.domain.hard_labels)
         # Known deviations belong to the implementations that have them: the loss is
         # recognised as one of the spec's (or named by ``implementation``); any other
         # loss's failure that resembles one is a failure that names it.
@@ -78,12 +75,17 @@ class Session(FusedEvaluation):
         """The xla check's raw batches (see :meth:`finish`): all of one shape but the
         batch size (rank 2, a class count picked from the seed, the spec and the
         parameters; sample weights always for a ``Loss``), so one XLA compile serves the
-        whole run. XLA compiles once per concrete shape (~0.1 s each on CPU), far more
-        than it takes to run."""
+        whole run. XLA compiles once per concrete shape (0.2 to 5 s each on CPU), far
+        more than it takes to run. A batch-coupled loss's batches cannot be padded to a
+        common size (repeated rows would change the others' losses): its batch size is
+        picked from the seed too."""
         lowest = lst.KINDS[self.spec.inputs].min_classes
         tag = zlib.crc32(f"{self.spec.name}{sorted(self.params.items())!r}".encode())
-        classes = int(np.random.default_rng([seed, tag]).integers(lowest, 13))
+        rng = np.random.default_rng([seed, tag])
+        classes = int(rng.integers(lowest, 13))
         params = {"class_num": classes, **self.params}
+        if self.spec.batch_coupled:
+            params["batch"] = int(rng.integers(2, 2 * lst.DEFAULT_MAX_BATCH + 1))
         return st.tuples(lst.loss_inputs(self.spec.name, with_sample_weight=True, rank=2,
                                          max_batch=3 * lst.DEFAULT_MAX_BATCH,
                                          soft_labels=not self.domain.hard_labels, **params),
@@ -98,8 +100,7 @@ class Session(FusedEvaluation):
     def draws_key(self, which: str) -> tuple[Any, ...]:
         """What the raw draws of ``which`` ("main", "xla") depend on besides the seed and
         the counts: runs with the same key draw the same raw batches."""
-        return (which, self.spec.name, tuple(sorted(self.params.items(), key=str)),
-                self.domain.hard_labels)
+        return draws_key(which, self.spec.name, self.params, self.domain.hard_labels)
 
     def prepare_raw(self, drawn: tuple[lst.LossInputs, bool]) -> lst.LossInputs:
         """A raw draw finished and prepared: what the checks run on."""
@@ -122,7 +123,8 @@ class Session(FusedEvaluation):
         wanted = (only,) if isinstance(only, str) else (only or self.chosen)
         x = self.prepare(x)
         here = tuple(c for c in wanted if not C.CHECK[c].own_batches)
-        results = {m: self.executor.run(m, x) for m in C.modes_for(here)}
+        grad = any(C.CHECK[c].needs_grad for c in here)
+        results = {m: self.executor.run(m, x, grad) for m in C.modes_for(here)}
         out: dict[str, C.Outcome | None] = dict(C.compare_all(here, results,
                                                               self._expected(x), x.rows))
         for name in wanted:
@@ -174,6 +176,23 @@ class Session(FusedEvaluation):
         note = (f" [resembles the known upstream deviation {dev.id} of {owners}; it is "
                 f"attached to those implementations only, and this loss is not one of them]")
         return dataclasses.replace(outcome, message=outcome.message + note)
+
+
+def raw_strategy(reference: str, params: Mapping[str, Any], hard_labels: bool = False
+                 ) -> st.SearchStrategy:
+    """The search phase's raw draws for ``reference`` with ``params``: a batch with a
+    sample weight, and whether a ``Loss`` uses it (see :meth:`Session.finish`)."""
+    return st.tuples(lst.loss_inputs(reference, with_sample_weight=True,
+                                     soft_labels=not hard_labels, **params),
+                     st.booleans())
+
+
+def draws_key(which: str, reference: str, params: Mapping[str, Any],
+              hard_labels: bool = False) -> tuple[Any, ...]:
+    """The key :func:`lossverify.search.draw_batches` keeps raw draws under: every run of
+    one reference and setting (class, function, any dtype, and the conformance run's
+    invariants) draws the same raw batches."""
+    return (which, reference, tuple(sorted(params.items(), key=str)), hard_labels)
 
 
 def explaining(deviations: Iterable[S.KnownDeviation], check: str, x: Any,

@@ -902,14 +902,14 @@ def loss_inputs(draw: st.DrawFn, reference: str, *, from_logits: bool = False,
                 max_classes: int = 12,
                 rank: int | None = None, class_num: int | None = None,
                 ignore_class: int | None = None, soft_labels: bool = True,
-                axis: Any = None, **params: Any) -> LossInputs:
+                axis: Any = None, batch: int | None = None, **params: Any) -> LossInputs:
     """A labelled batch of inputs for reference ``reference`` with these parameters.
 
     ``from_logits`` draws logits instead of probabilities; the notes' focal losses
     always get logits (they apply softmax themselves). ``class_num`` fixes the number
-    of classes; ``rank`` fixes the rank (2 or 3). Other keyword arguments (``gamma``,
-    ``alpha``, ...) are passed to the input kind's drawer, so a spec's parameters can be
-    passed straight through.
+    of classes, ``batch`` the batch size; ``rank`` fixes the rank (2 or 3). Other
+    keyword arguments (``gamma``, ``alpha``, ...) are passed to the input kind's drawer,
+    so a spec's parameters can be passed straight through.
     """
     try:
         kind = KINDS[RECORDS[reference].inputs]
@@ -919,8 +919,8 @@ def loss_inputs(draw: st.DrawFn, reference: str, *, from_logits: bool = False,
     if axis is None:  # the record's default: a class axis, last; Dice's None (every axis)
         axis = RECORDS[reference].parameters.get("axis", -1)
     max_extra = 0 if kind.rank2_only or rank == 2 else 1
-    shape = draw(batch_shapes(1, max_batch, kind.min_classes, max_classes, max_extra),
-                 label="shape")
+    shape = draw(batch_shapes(batch or 1, batch or max_batch, kind.min_classes, max_classes,
+                              max_extra), label="shape")
     if rank == 3 and len(shape) == 2:
         shape = (shape[0], 1, shape[1])
     if class_num is not None:

@@ -51,10 +51,10 @@ def test_single_row_batches_are_still_checked_alone(monkeypatch):
     batch_one_calls = []
     run = C.Executor.run
 
-    def recording(self, mode, x):
+    def recording(self, mode, x, *grad):
         if mode == "eager" and x.y_pred.shape[0] == 1:
             batch_one_calls.append(x.y_pred.shape)
-        return run(self, mode, x)
+        return run(self, mode, x, *grad)
 
     monkeypatch.setattr(C.Executor, "run", recording)
     report = lossverify.verify(cce_squeezed, "categorical_crossentropy", checks=("value",),
@@ -102,14 +102,69 @@ def test_graph_failure_of_a_class_is_attributed_to_single_batches():
     assert graph.examples == 20, str(report)
 
 
+class CCEGradientOffForConfidentRows(keras.losses.Loss):
+    """The exact value; a gradient 1% too large in rows whose top probability is above
+    one half (``v - stop_gradient(v)`` is exactly 0, its gradient is ``v``'s)."""
+
+    def call(self, y_true, y_pred):
+        v = keras.losses.categorical_crossentropy(y_true, y_pred)
+        confident = tf.cast(tf.reduce_max(y_pred, axis=-1) > 0.5, v.dtype)
+        return v + 0.01 * confident * (v - tf.stop_gradient(v))
+
+
+def _recording_calls(monkeypatch) -> list[tuple[str, int, bool]]:
+    calls: list[tuple[str, int, bool]] = []
+    run = C.Executor.run
+
+    def recording(self, mode, x, grad=True):
+        calls.append((mode, x.y_pred.shape[0], grad))
+        return run(self, mode, x, grad)
+
+    monkeypatch.setattr(C.Executor, "run", recording)
+    return calls
+
+
+def test_a_class_value_runs_per_batch_without_a_tape_and_its_gradient_fused(monkeypatch):
+    """A Loss returns one number per call, so its value is checked batch by batch; those
+    eager calls skip the gradient tape, and the gradient (a row per sample) is checked
+    on the fused calls the graph check makes anyway."""
+    calls = _recording_calls(monkeypatch)
+    report = lossverify.verify(keras.losses.CategoricalCrossentropy(),
+                               "categorical_crossentropy", checks=("value", "gradient"),
+                               max_examples=40, seed=0)
+    assert report.ok, str(report)
+    assert report.checks["value"].examples == report.checks["gradient"].examples == 40
+    assert report.checks["value"].rows == report.checks["gradient"].rows >= 200
+    taped = [c for c in calls if c[0] == "eager" and c[2]]
+    untaped = [c for c in calls if c[0] == "eager" and not c[2]]
+    assert len(untaped) >= 30, calls  # the value of every drawn batch of 2+ rows
+    # one taped call per fused group and per single-row batch, not one per drawn batch
+    assert len(taped) < 30, calls
+
+
+def test_a_class_gradient_wrong_in_some_rows_fails_on_its_own_batch(monkeypatch):
+    report = lossverify.verify(CCEGradientOffForConfidentRows(), "categorical_crossentropy",
+                               checks=("value", "gradient"), max_examples=40, seed=0)
+    assert report.checks["value"].ok, str(report)
+    gradient = report.checks["gradient"]
+    assert gradient.failures > 0, str(report)
+    assert gradient.message.startswith("gradient "), str(report)
+    assert gradient.examples == 40, str(report)
+    # the fused call's failure is re-run batch by batch: the counterexample is one drawn
+    # batch (shrunk), not the fused call
+    shown = gradient.counterexample
+    assert "regime='fused'" not in shown and "in one call" not in gradient.message, shown
+    assert "y_pred=np.array(" in shown, shown
+
+
 def test_counts_stay_per_drawn_batch_and_xla_compiles_once(monkeypatch):
     shapes: list[tuple[int, ...]] = []
     run = C.Executor.run
 
-    def counting(self, mode, x):
+    def counting(self, mode, x, *grad):
         if mode == "xla":
             shapes.append(x.y_pred.shape)
-        return run(self, mode, x)
+        return run(self, mode, x, *grad)
 
     monkeypatch.setattr(C.Executor, "run", counting)
     report = lossverify.verify(keras.losses.categorical_crossentropy,
@@ -156,10 +211,12 @@ def test_units_cover_every_job_once_costliest_first():
     units = conformance.units(jobs)
     assert sorted(i for u in units for i in u) == list(range(len(jobs)))
     assert all(u == sorted(u) for u in units)  # plan order within a unit
-    # a setting's class and function runs share a unit (and so their drawn batches)
+    # a setting's class and function runs, then its invariants, share a unit (and so
+    # their drawn batches)
     for u in units:
-        assert len({(jobs[i].spec, jobs[i].params, jobs[i].invariant >= 0) for i in u}) == 1
-        assert len(u) == 1 or all(jobs[i].invariant < 0 for i in u)
+        assert len({(jobs[i].spec, jobs[i].params) for i in u}) == 1
+        kinds = [jobs[i].invariant >= 0 for i in u]
+        assert kinds == sorted(kinds) and not kinds[0], kinds
     costs = [sum(conformance.job_cost(jobs[i]) for i in u) for u in units]
     assert costs == sorted(costs, reverse=True)
     assert jobs[units[0][0]].spec == "ctc"  # the record's cost puts it first

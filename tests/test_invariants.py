@@ -456,3 +456,62 @@ def test_violation_report_is_deterministic():
 def test_bad_arguments_are_refused_naming_them(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         check_invariant(*args, **kwargs)
+
+
+# ------------------------------------------------ on batches drawn for the verify runs
+
+
+def _setting_draws(reference, params):
+    from lossverify.search import draw_batches
+    from lossverify.session import raw_strategy
+
+    return draw_batches(raw_strategy(reference, params), 40, 0, "float32", 200,
+                        prepare=lambda d: d)
+
+
+@pytest.mark.parametrize(("invariant", "factories", "reference", "params"),
+                         [c[1:] for c in WRONG if c[1] != "sparse_matches_dense"],
+                         ids=[c[0] for c in WRONG if c[1] != "sparse_matches_dense"])
+def test_wrong_loss_violates_the_invariant_on_the_settings_draws(invariant, factories,
+                                                                 reference, params):
+    """The conformance run's path: the relation runs on the batches the setting's verify
+    runs drew, and a violation among them is shrunk by Hypothesis's own search."""
+    drawn = _setting_draws(reference, params)
+    report = check_invariant(invariant, *(f() for f in factories), reference=reference,
+                             max_examples=len(drawn), seed=0, drawn=drawn, **params)
+    text = str(report)
+    assert not report.ok, text
+    assert "minimal counterexample" in text and report.counterexample, text
+    assert report.examples <= len(drawn), text
+
+
+def test_on_the_settings_draws_hypothesis_draws_nothing_for_a_correct_loss(monkeypatch):
+    from lossverify import invariants
+
+    drawn = _setting_draws("categorical_crossentropy", {})
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("Hypothesis drew batches of its own")
+
+    monkeypatch.setattr(invariants, "run_hypothesis", no_search)
+    report = check_invariant("batch_split", K.CategoricalCrossentropy(),
+                             reference="categorical_crossentropy", max_examples=10, seed=0,
+                             drawn=drawn)
+    assert report.ok and report.examples == 10, str(report)
+
+
+def test_a_violation_on_the_settings_draws_stands_where_the_search_misses_it(monkeypatch):
+    """Hypothesis's own draws differ from the setting's: where its search finds nothing
+    to shrink, the drawn batch that violated the relation is the counterexample."""
+    from lossverify import invariants
+
+    drawn = _setting_draws("categorical_crossentropy", {})
+    monkeypatch.setattr(invariants, "run_hypothesis", lambda *args, **kwargs: None)
+    report = check_invariant("non_negative", cce_missing_minus,
+                             reference="categorical_crossentropy", max_examples=10, seed=0,
+                             drawn=drawn)
+    assert not report.ok and report.counterexample, str(report)
+    # the first drawn batch with a positive loss violates it: the run stops there
+    shown = [repr(x.without_weight()) for x, _ in drawn[:report.examples]]
+    assert report.counterexample == shown[-1], str(report)
+    assert 1 <= report.examples <= 10, str(report)

@@ -251,3 +251,25 @@ def test_keras_hinge_is_beyond_the_rounding_adversary():
 def test_passes_under_the_rounding_adversary_20_seeds(loss):
     reference, fn = loss
     _sweep(fn, reference, range(20), 5)
+
+
+def test_cosine_class_gradient_where_the_backward_pass_flushes_a_product():
+    """Keras's CosineSimilarity on two equal rows ``[1.18e-38]`` vs ``[2**-23]`` (drawn by
+    the thorough sweep, seed 13): with the reduction's upstream 1/2, the backward pass's
+    ``upstream * t_hat * p`` is subnormal and flushed, the radial term that cancels the
+    gradient (exactly 0) is lost, and TensorFlow gives -4.9e-25. The budget allows the
+    lost term (within the budget's usual safety factor: 1.97e-24 here), not ten times
+    it."""
+    import numpy as np
+
+    from lossverify import checks as C
+    from lossverify.inputs import LossInputs
+
+    x = LossInputs(np.full((2, 1), np.finfo(np.float32).tiny, np.float32),
+                   np.full((2, 1), 2.0**-23, np.float32), None, "flushed product", "")
+    got = C.Executor(keras.losses.CosineSimilarity(), reduced=True).run("eager", x)
+    expected = C.expected_for("cosine_similarity", {}, x, reduced=True)
+    assert np.all(expected.grad == 0) and np.all(got.grad != 0), (got, expected)
+    assert C.check_gradient(got, expected, 2).ok
+    tenfold = C.ModeResult(got.value, 10 * got.grad)
+    assert not C.check_gradient(tenfold, expected, 2).ok

@@ -446,14 +446,14 @@ class ChannelsFirst:
         shapes: set[tuple[int, ...]] = self.inner.xla_shapes
         return shapes
 
-    def run(self, mode: str, x: Any) -> ModeResult:
+    def run(self, mode: str, x: Any, with_grad: bool = True) -> ModeResult:
         rank = x.y_pred.ndim
         moved = x
         if rank > 2:
             y_true = np.moveaxis(x.y_true, -1, 1) if x.y_true.ndim == rank else x.y_true
             moved = x.replace(y_true=np.ascontiguousarray(y_true),
                               y_pred=np.ascontiguousarray(np.moveaxis(x.y_pred, -1, 1)))
-        result: ModeResult = self.inner.run(mode, moved)
+        result: ModeResult = self.inner.run(mode, moved, with_grad)
         if result.value is None:
             return result
         value, grad = result.value, result.grad

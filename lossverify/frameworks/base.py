@@ -102,7 +102,9 @@ class FrameworkExecutor:
 
     # ------------------------------------------------------------------------ the run
 
-    def run(self, mode: str, x: Any) -> ModeResult:
+    def run(self, mode: str, x: Any, with_grad: bool = True) -> ModeResult:
+        """The loss in ``mode`` on ``x``; the gradient is computed whatever
+        ``with_grad`` says (the frameworks' runs are not the default run's bottleneck)."""
         if mode in self.unavailable:
             return ModeResult(error=f"not run: {self.unavailable[mode]}")
         if mode not in self.modes:

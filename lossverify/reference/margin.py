@@ -276,9 +276,16 @@ def _eval_cosine_similarity(y_true: Any, y_pred: Any, axis: Any = -1) -> Evaluat
     tiny = _flush_reach(dtype) / 2
     gone_t = (yt != 0) & (_ABS(yt) < tiny)
     gone_p = (yp != 0) & (_ABS(yp) < tiny)
-    if gone_t.any() or gone_p.any():
+    # The backward pass multiplies the upstream gradient times -t_hat by p (the radial
+    # part of the normalisation's gradient). Where |t_hat p| is tiny, that product is
+    # subnormal under a reduced loss's upstream (weight / batch size: 1/2 for a batch of
+    # two suffices at |t_hat p| = 1.4e-38) and flushed, taking the element's share of
+    # the radial term with it (the whole gradient where that term cancels the other).
+    # Upstreams down to float32's unit roundoff are covered.
+    gone_tp = (terms != 0) & (_ABS(t_hat * yp) < tiny / _U32)
+    if gone_t.any() or gone_p.any() or gone_tp.any():
         whole = 1.0 / (_margin_u(dtype) * (n + 1))
-        lost = (_ABS(terms) * (gone_t | gone_p)).sum(-1, keepdims=True)
+        lost = (_ABS(terms) * (gone_t | gone_p | gone_tp)).sum(-1, keepdims=True)
         grad_scale = grad_scale + whole * r * (_ABS(t_hat) * gone_t + lost * _ABS(p_hat)
                                                + _ABS(dot * p_hat) * gone_p)
         value_scale = value_scale + whole * lost[..., 0]
