@@ -108,10 +108,24 @@ def _tensorflow_jobs(args: argparse.Namespace, dtypes: list[str]) -> list[Job]:
     return jobs
 
 
-def _invariant_examples(args: argparse.Namespace) -> int:
+def _invariant_examples(args: argparse.Namespace, spec: str | None = None) -> int:
+    """An invariant's examples (a quarter of a run's draws unless given), scaled by the
+    record's ``draws`` (see :func:`_examples`)."""
     if args.invariant_examples is None:
-        return max(args.max_examples // 4, 1)
-    return int(args.invariant_examples)
+        n = max(args.max_examples // 4, 1)
+    else:
+        n = int(args.invariant_examples)
+    return n if spec is None or n <= 0 else _scaled(n, spec)
+
+
+def _examples(args: argparse.Namespace, spec: str) -> int:
+    """A verify run's draws for ``spec``: ``--max-examples`` scaled by the record's
+    ``draws`` (CTC's eager calls cost 10 to 40 times a typical loss's), at least one."""
+    return _scaled(args.max_examples, spec)
+
+
+def _scaled(n: int, spec: str) -> int:
+    return max(1, round(n * S.get_spec(spec).draws))
 
 
 @dataclass
@@ -168,17 +182,19 @@ def _run_job_unguarded(job: Job, args: argparse.Namespace, checks: list[str] | N
         losses = tuple(S.build_implementation(impl, p) for impl, p in impls)
         drawn = _setting_draws(job, args, ref, invariant, inv_params)
         report = I.check_invariant(invariant, *losses, reference=ref,
-                                   max_examples=_invariant_examples(args), seed=args.seed,
+                                   max_examples=_invariant_examples(args, job.spec),
+                                   seed=args.seed,
                                    drawn=drawn, **inv_params)
         if drawn is not None:
             report.drawn_from = (
                 f"lossverify.search.draw_batches(lossverify.session.raw_strategy({ref!r}, "
-                f"{inv_params!r}), {args.max_examples}, {args.seed}, 'float32', "
+                f"{inv_params!r}), {_examples(args, ref)}, {args.seed}, 'float32', "
                 f"{args.min_rows}, prepare=lambda d: d)")
         return label, report
     impl = _implementation(job)
     loss = S.build_implementation(impl, params)
-    report = lossverify.verify(loss, job.spec, max_examples=args.max_examples, seed=args.seed,
+    report = lossverify.verify(loss, job.spec, max_examples=_examples(args, job.spec),
+                               seed=args.seed,
                                checks=checks, strict=args.strict, dtype=job.dtype,
                                min_rows=args.min_rows, **params)
     report.label = impl.label
@@ -288,7 +304,7 @@ def _setting_draws(job: Job, args: argparse.Namespace, reference: str, invariant
     if reference != job.spec or params != dict(job.params) or \
             invariant == "sparse_matches_dense":
         return None
-    return search.draw_batches(raw_strategy(reference, params), args.max_examples,
+    return search.draw_batches(raw_strategy(reference, params), _examples(args, reference),
                                args.seed, "float32", args.min_rows, prepare=lambda d: d,
                                key=draws_key("main", reference, params))
 

@@ -247,9 +247,12 @@ class LossRecord:
     invariants the mathematics gives for it. ``batch_coupled``: a sample's loss depends
     on the other samples of the batch (pairwise losses): batches are then never fused,
     padded or split. ``cost``: how long a run takes against a typical one (only the order
-    in which a conformance run hands out its work depends on it). ``counterparts``: the
-    PyTorch and JAX implementations of the same loss, the conformance matrix's rows
-    (:class:`Counterpart`).
+    in which a conformance run hands out its work depends on it). ``draws``: the share
+    of ``--max-examples`` (and of an invariant's examples) a conformance run draws for
+    it: less than 1 for a loss whose every eager call is costly, its runs still topped
+    up to ``--min-rows`` rows (``verify()`` itself draws what it is asked for).
+    ``counterparts``: the PyTorch and JAX implementations of the same loss, the
+    conformance matrix's rows (:class:`Counterpart`).
     """
 
     name: str
@@ -267,6 +270,7 @@ class LossRecord:
     batch_coupled: bool = False
     tolerance_notes: str = ""
     cost: float = 1.0
+    draws: float = 1.0
 
     @property
     def parameters(self) -> dict[str, Any]:
