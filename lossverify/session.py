@@ -51,7 +51,8 @@ class Session(FusedEvaluation):
         self.framework = framework
         self.executor: C.Runner = C.Executor(loss, self.reduced, time_limit, adapt) \
             if framework is None else \
-            framework.executor(loss, self.reduced, time_limit, adapt, spec.batch_coupled)
+            framework.executor(loss, self.reduced, time_limit, adapt, spec.batch_coupled,
+                               per_step=lst.KINDS[spec.inputs].loss_shape is None)
         self.logits = spec.predicts(params) == "logits"
         # Every run of this reference and parameter setting draws the same raw batches
         # (with a sample weight, and whether a Loss uses it): a function drops the weight,

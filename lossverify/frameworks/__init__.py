@@ -287,8 +287,10 @@ class Framework:
 
     def executor(self, loss: Callable, reduced: bool, time_limit: float,
                  adapt: Callable[..., tuple[Any, Any, str | None]] | None,
-                 batch_coupled: bool = False) -> Any:
-        """The executor that runs ``loss`` in this framework (``run(mode, x)``)."""
+                 batch_coupled: bool = False, per_step: bool = True) -> Any:
+        """The executor that runs ``loss`` in this framework (``run(mode, x)``).
+        ``per_step``: the loss's result on rank-3 inputs keeps their time axis (a
+        per-frame loss; CTC's does not: its frames cannot be padded)."""
         inner_adapt = None if self.call.layout == "channels_first" else adapt
         runner: Any
         if self.name == "torch":
@@ -301,7 +303,7 @@ class Framework:
 
             runner = JaxExecutor(loss, reduced, time_limit, inner_adapt, self.pred_first,
                                  pad=not batch_coupled,
-                                 pad_steps=self.call.layout == "channels_last")
+                                 pad_steps=self.call.layout == "channels_last" and per_step)
         else:
             from lossverify import checks as C
 

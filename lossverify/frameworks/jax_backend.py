@@ -108,10 +108,13 @@ class JaxExecutor(FrameworkExecutor):
                 return RawResult(dtype=value.dtype.name, floating=False)
             numbers = np.asarray(value, np.float64)
             grads = None if grad is None else np.asarray(np.asarray(grad), np.float64)
-        if xp is not x:  # the drawn entries' results (a result of another shape than
-            # per sample or per element is left as it is, for the shape check to name)
+        if xp is not x:  # the drawn entries' results: the drawn rows, and the drawn
+            # time steps where the result has that axis (a result of another shape is left
+            # as it is, for the shape check to name)
             index = (slice(0, n), slice(0, t)) if t else (slice(0, n),)
             grads = None if grads is None else grads[index]
-            if numbers.shape[:len(index)] == xp.y_pred.shape[:len(index)]:
-                numbers = numbers[index]
+            if numbers.shape[:1] == xp.y_pred.shape[:1]:
+                numbers = numbers[:n]
+                if t and numbers.shape[1:2] == xp.y_pred.shape[1:2]:
+                    numbers = numbers[:, :t]
         return RawResult(numbers, grads, str(value.dtype), no_gradient=why)
