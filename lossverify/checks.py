@@ -131,15 +131,19 @@ class Executor:
                                               jit_compile=mode == "xla")
         return self._compiled[key]
 
+    def _value(self, y_true, y_pred, sample_weight=None):
+        """The loss's result as a tensor (a reduced loss gets its sample weight)."""
+        if self.reduced and sample_weight is not None:
+            value = self.loss(y_true, y_pred, sample_weight=sample_weight)
+        else:
+            value = self.loss(y_true, y_pred)
+        return self._tf.convert_to_tensor(value)
+
     def _value_and_grad(self, y_true, y_pred, sample_weight=None):
         tf = self._tf
         with tf.GradientTape() as tape:
             tape.watch(y_pred)
-            if self.reduced and sample_weight is not None:
-                value = self.loss(y_true, y_pred, sample_weight=sample_weight)
-            else:
-                value = self.loss(y_true, y_pred)
-            value = tf.convert_to_tensor(value)
+            value = self._value(y_true, y_pred, sample_weight)
             total = tf.reduce_sum(tf.cast(value, tf.float64)) if value.dtype.is_floating \
                 else value
         grad = tape.gradient(total, y_pred)
@@ -151,12 +155,7 @@ class Executor:
     def _value_only(self, y_true, y_pred, sample_weight=None):
         """Eagerly, without a tape: the per-batch value of a reduced loss (its gradient
         is checked on fused batches) costs a third of a call with one."""
-        tf = self._tf
-        if self.reduced and sample_weight is not None:
-            value = self.loss(y_true, y_pred, sample_weight=sample_weight)
-        else:
-            value = self.loss(y_true, y_pred)
-        return tf.convert_to_tensor(value), None, None
+        return self._value(y_true, y_pred, sample_weight), None, None
 
     def run(self, mode: str, x: Any, with_grad: bool = True) -> ModeResult:
         fn = (self._value_and_grad if with_grad else self._value_only) if mode == "eager" \

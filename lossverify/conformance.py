@@ -180,16 +180,12 @@ def _run_job_unguarded(job: Job, args: argparse.Namespace, checks: list[str] | N
         label, invariant, impls, ref, inv_params = I.conformance_cases(job.spec,
                                                                        params)[job.invariant]
         losses = tuple(S.build_implementation(impl, p) for impl, p in impls)
-        drawn = _setting_draws(job, args, ref, invariant, inv_params)
+        drawn, drawn_from = _setting_draws(job, args, ref, invariant, inv_params)
         report = I.check_invariant(invariant, *losses, reference=ref,
                                    max_examples=_invariant_examples(args, job.spec),
                                    seed=args.seed,
                                    drawn=drawn, **inv_params)
-        if drawn is not None:
-            report.drawn_from = (
-                f"lossverify.search.draw_batches(lossverify.session.raw_strategy({ref!r}, "
-                f"{inv_params!r}), {_examples(args, ref)}, {args.seed}, 'float32', "
-                f"{args.min_rows}, prepare=lambda d: d)")
+        report.drawn_from = drawn_from
         return label, report
     impl = _implementation(job)
     loss = S.build_implementation(impl, params)
@@ -293,20 +289,24 @@ def verify_row(row: S.MatrixRow, params: dict[str, Any], **options: Any) -> Any:
 
 
 def _setting_draws(job: Job, args: argparse.Namespace, reference: str, invariant: str,
-                   params: dict[str, Any]) -> list[Any] | None:
+                   params: dict[str, Any]) -> tuple[list[Any] | None, str]:
     """The raw batches the setting's verify runs draw (kept in this process: the
-    invariant shares their unit), for an invariant on the same reference and parameters;
-    None for one on other parameters (a relation's) or hard labels (sparse vs dense),
-    which draws its own."""
+    invariant shares their unit), for an invariant on the same reference and parameters,
+    with the expression that draws them (for the reproduce line); ``(None, "")`` for one
+    on other parameters (a relation's) or hard labels (sparse vs dense), which draws its
+    own."""
     from lossverify import search
     from lossverify.session import draws_key, raw_strategy
 
     if reference != job.spec or params != dict(job.params) or \
             invariant == "sparse_matches_dense":
-        return None
-    return search.draw_batches(raw_strategy(reference, params), _examples(args, reference),
-                               args.seed, "float32", args.min_rows, prepare=lambda d: d,
-                               key=draws_key("main", reference, params))
+        return None, ""
+    counts = (_examples(args, reference), args.seed, "float32", args.min_rows)
+    drawn = search.draw_batches(raw_strategy(reference, params), *counts,
+                                prepare=lambda d: d, key=draws_key("main", reference, params))
+    shown = ", ".join(repr(c) for c in counts)
+    return drawn, (f"lossverify.search.draw_batches(lossverify.session.raw_strategy("
+                   f"{reference!r}, {params!r}), {shown}, prepare=lambda d: d)")
 
 
 def _quiet_tensorflow() -> None:

@@ -47,9 +47,7 @@ def run_row(label: str, report: Any) -> list[str]:
     first = next(iter(report.checks.values()))
     examples = report.checks.get("value", first).examples
     worst = max(report.checks.values(), key=lambda c: c.worst_ratio)
-    verdicts = {c.verdict for c in report.checks.values()}
-    verdict = "FAIL" if "FAIL" in verdicts else (
-        "known-deviation" if "known-deviation" in verdicts else "ok")
+    verdict = _verdict(report)
     failed = [c.name for c in report.checks.values() if c.failures]
     if failed:
         verdict += f" ({','.join(failed)})"
@@ -62,6 +60,7 @@ def run_row(label: str, report: Any) -> list[str]:
 
 
 def _verdict(report: Any) -> str:
+    """A run's verdict: CRASHED, FAIL (any check failed), known-deviation or ok."""
     if getattr(report, "crashed", False):
         return "CRASHED"
     verdicts = {c.verdict for c in report.checks.values()}
