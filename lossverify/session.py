@@ -75,18 +75,20 @@ class Session(FusedEvaluation):
     def xla_strategy(self, seed: int) -> st.SearchStrategy:
         """The xla check's raw batches (see :meth:`finish`): all of one shape but the
         batch size (rank 2, a class count picked from the seed, the spec and the
-        parameters; sample weights always for a ``Loss``), so one XLA compile serves the
-        whole run. XLA compiles once per concrete shape (0.2 to 5 s each on CPU), far
+        parameters, and the input kind's other axes, CTC's frames; sample weights always
+        for a ``Loss``), so one XLA compile serves the whole run. XLA compiles once per concrete shape (0.2 to 5 s each on CPU), far
         more than it takes to run. A batch-coupled loss's batches cannot be padded to a
         common size (repeated rows would change the others' losses): its batch size is
         picked from the seed too."""
-        lowest = lst.KINDS[self.spec.inputs].min_classes
+        kind = lst.KINDS[self.spec.inputs]
         tag = zlib.crc32(f"{self.spec.name}{sorted(self.params.items())!r}".encode())
         rng = np.random.default_rng([seed, tag])
-        classes = int(rng.integers(lowest, 13))
+        classes = int(rng.integers(kind.min_classes, 13))
         params = {"class_num": classes, **self.params}
         if self.spec.batch_coupled:
             params["batch"] = int(rng.integers(2, 2 * lst.DEFAULT_MAX_BATCH + 1))
+        if kind.one_shape is not None:  # CTC's frames
+            params.update(kind.one_shape(rng))
         return st.tuples(lst.loss_inputs(self.spec.name, with_sample_weight=True, rank=2,
                                          max_batch=3 * lst.DEFAULT_MAX_BATCH,
                                          soft_labels=not self.domain.hard_labels, **params),

@@ -223,6 +223,9 @@ class InputKind:
     #: the shape of the per-sample losses (and sample weights) for y_pred's ``shape`` and
     #: the class ``axis``; ``None``: y_pred's shape without the class axis
     loss_shape: Callable[[tuple[int, ...], int], tuple[int, ...]] | None = None
+    #: drawer parameters that fix the rest of a rank-2 request's shape (beyond batch and
+    #: classes) from a generator: the xla check's draws, one XLA compile per run
+    one_shape: Callable[[np.random.Generator], Mapping[str, Any]] | None = None
 
 
 def _regression(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
@@ -778,8 +781,8 @@ def _embeddings(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
 #: neighbours), trailing padding only, losses below ~600 (TensorFlow caps near 707)
 CTC_REGIMES = ("random", "blank_only", "repeats", "single_alignment", "peaked", "large_loss",
                "long")
-#: frames of a rank-2 request (and of the xla check's draws: one shape per run), and of
-#: the "long" regime
+#: frames of a rank-2 request and of the "long" regime; the xla check's draws take one of
+#: the two per run (``time``), so that one XLA compile serves them all
 CTC_TIME, CTC_LONG_TIME = 8, 48
 
 
@@ -830,7 +833,8 @@ def _ctc(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
     """keras.losses.ctc's inputs: int32 label sequences ``(batch, width)`` (classes 1 ..
     C - 1, trailing zero padding, some rows empty) and float32 logits ``(batch, time,
     C)``. A rank-3 request draws its time axis (1 .. 12), a rank-2 one has CTC_TIME
-    frames (one shape per class count, for XLA); ``width`` is a multiple of 3 at least
+    frames, and a ``time`` parameter fixes the frames of every regime (the xla check's
+    draws: one shape per run); ``width`` is a multiple of 3 at least
     the longest label (the xla check tiles y_true's axis 1 to a multiple of 3: a no-op).
     Regimes: random labels; ``blank_only`` rows; ``repeats`` (runs that need blanks);
     ``single_alignment`` (labels + repeats = frames); ``peaked`` logits (a lead of 20 ..
@@ -838,7 +842,9 @@ def _ctc(draw: st.DrawFn, req: Request) -> tuple[Any, ...]:
     favoured by 10 .. 25 against non-empty labels); ``long`` (CTC_LONG_TIME frames)."""
     regime = draw(st.sampled_from(CTC_REGIMES), label="regime")
     batch, n_classes = req.shape[0], req.shape[-1]
-    if regime == "long":
+    if req.params.get("time") is not None:
+        n_time = int(req.params["time"])
+    elif regime == "long":
         n_time = CTC_LONG_TIME
     elif len(req.shape) == 3:
         n_time = draw(st.integers(1, 12), label="time")
@@ -892,7 +898,8 @@ KINDS: dict[str, InputKind] = {
     "sparse_probabilities": InputKind(_sparse_probabilities),
     "masks": InputKind(_masks, min_classes=1, rank2_only=True, loss_shape=_mask_loss_shape),
     "embeddings": InputKind(_embeddings, rank2_only=True),
-    "ctc": InputKind(_ctc, logits=True, loss_shape=lambda shape, axis: (shape[0],)),
+    "ctc": InputKind(_ctc, logits=True, loss_shape=lambda shape, axis: (shape[0],),
+                     one_shape=lambda rng: {"time": int(rng.choice((CTC_TIME, CTC_LONG_TIME)))}),
 }
 
 

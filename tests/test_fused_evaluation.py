@@ -21,6 +21,7 @@ keras = pytest.importorskip("keras")
 import lossverify  # noqa: E402
 from lossverify import checks as C  # noqa: E402
 from lossverify import conformance, verify_cli  # noqa: E402
+from lossverify import specs as S  # noqa: E402
 from lossverify.search import draw_batches  # noqa: E402
 from lossverify.session import Session  # noqa: E402
 
@@ -176,6 +177,22 @@ def test_counts_stay_per_drawn_batch_and_xla_compiles_once(monkeypatch):
     assert report.checks["xla"].examples == 15, str(report)  # 3 * 40 // 8
     assert report.checks["xla"].rows >= 200, str(report)
     assert len(shapes) == 1 and len(shapes[0]) == 2, shapes  # one call, one compile
+
+
+def test_ctc_xla_draws_share_one_shape_per_run_and_seeds_reach_both_frame_counts():
+    """CTC's frames are an axis beyond batch and classes: the xla check's draws fix them
+    per run too (8 or the long regime's 48, picked from the seed), so that one compile
+    serves the run, and both lengths are reached across seeds."""
+    from lossverify import strategies as lst
+    frames = set()
+    for seed in range(6):
+        session = Session(keras.losses.ctc, S.get_spec("ctc"), {}, ("xla",), 60.0, False)
+        draws = draw_batches(session.xla_strategy(seed), 5, seed, "float32", 0,
+                             session.prepare_raw, key=None)
+        shapes = {x.y_pred.shape[1:] for x in draws}
+        assert len(shapes) == 1, (seed, shapes)
+        frames.add(next(iter(shapes))[0])
+    assert frames == {lst.CTC_TIME, lst.CTC_LONG_TIME}, frames
 
 
 @pytest.mark.parametrize("loss", [keras.losses.binary_crossentropy,
