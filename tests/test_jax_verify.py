@@ -64,18 +64,21 @@ def test_padding_keeps_every_row_and_the_results_slice_back():
 def test_a_per_sample_result_of_rank_3_inputs_slices_back_to_its_rows():
     """A loss over the frames (CTC's shape: one value per sample) on a padded batch: the
     drawn rows' values (it returned the padded batch's, "returned shape (128,)"), and
-    its frames are not padded (repeated frames would change each value)."""
+    neither its frames nor its label sequences are padded (repeated frames would change
+    each value; CTC's labels tiled to the frames' length read [1, 0, 1, 0, 1] for [1, 0],
+    keras.losses.ctc on JAX 13.17 for 26.20)."""
     def over_frames(y_true, y_pred):
-        return jnp.sum(y_pred ** 2, axis=(1, 2))
+        return jnp.sum(y_pred ** 2, axis=(1, 2)) + jnp.sum(y_true != 0, axis=1)
 
     fw = frameworks.resolve(over_frames, "jax")
     runner = fw.executor(over_frames, False, 60.0, None, per_step=False)
-    x = LossInputs(np.zeros((3, 2), np.int32),
+    x = LossInputs(np.array([[1, 0], [2, 0], [0, 0]], np.int32),
                    np.arange(30, dtype=np.float32).reshape(3, 5, 2) / 10)
     result = runner.run("eager", x)
     assert result.error is None, result.error
     assert result.value.shape == (3,), result.value.shape
-    np.testing.assert_allclose(result.value, (x.y_pred.astype(np.float64) ** 2).sum((1, 2)),
+    np.testing.assert_allclose(result.value,
+                               (x.y_pred.astype(np.float64) ** 2).sum((1, 2)) + [1, 1, 0],
                                rtol=1e-6)
     np.testing.assert_allclose(result.grad, 2 * x.y_pred, rtol=1e-6)
 

@@ -170,16 +170,15 @@ def padded_shape(shape: tuple[int, ...], steps: bool) -> tuple[int, int]:
     rows = PAD_ROWS
     while rows < shape[0]:
         rows *= 2
-    t = shape[1] if len(shape) == 3 else 0
-    if steps and t:
-        t = PAD_STEPS * -(-t // PAD_STEPS)
-    return rows, t
+    t = shape[1] if steps and len(shape) == 3 else 0
+    return rows, PAD_STEPS * -(-t // PAD_STEPS)
 
 
 def pad(x: Any, rows: int, steps: int = 0) -> Any:
     """``x`` (a :class:`lossverify.inputs.LossInputs`) with its rows repeated up to
     ``rows`` along axis 0 and, given ``steps``, its time steps up to ``steps`` along axis 1
-    (y_true along with it where it has that axis); every original entry is kept first."""
+    (y_true and the weight along with it where their axis 1 has y_pred's time steps);
+    every original entry is kept first."""
     def tile(a: np.ndarray | None, axis: int, size: int) -> np.ndarray | None:
         if a is None or a.ndim <= axis or a.shape[axis] == size:
             return a
@@ -187,7 +186,10 @@ def pad(x: Any, rows: int, steps: int = 0) -> Any:
 
     y_true, y_pred, w = (tile(a, 0, rows) for a in (x.y_true, x.y_pred, x.sample_weight))
     if steps and y_pred is not None and y_pred.ndim == 3:
+        # y_true and the weight along with y_pred where their axis 1 is its time axis
+        # (CTC's y_true is a label sequence of another length: never tiled)
+        t = y_pred.shape[1]
+        y_true, w = (tile(a, 1, steps) if a is not None and a.ndim > 1 and a.shape[1] == t
+                     else a for a in (y_true, w))
         y_pred = tile(y_pred, 1, steps)
-        y_true = tile(y_true, 1, steps)
-        w = tile(w, 1, steps)
     return x.replace(y_true=y_true, y_pred=y_pred, sample_weight=w)
