@@ -263,7 +263,11 @@ def _scales(yp, p, alpha, beta, emit, emit_size, w_alpha, w_beta, w_end, w_start
     has the relative error scale ``E_alpha + E_beta + emit_size + (log p's scale)`` plus
     the rounding of the exponent's sum; a gradient element's scale is the softmax ``p``
     (whose own rounding the budget takes from :func:`~lossverify.reference._core.faithful`)
-    plus ``sum_s gamma (1 + that)``.
+    plus ``sum_s gamma (1 + that)``, plus ``p`` times that sum over every class of the
+    frame: a gradient taken in reverse mode through ``log_softmax`` (``g_k - p_k sum_j
+    g_j``, as JAX's and PyTorch's are) carries the errors of all the frame's occupancies
+    into each class, weighted by ``p_k`` (a class outside the label with ``p`` near 1 has
+    no occupancy of its own, but the frame's total occupancy, 1 up to those errors).
     """
     n_batch, n_time, n_classes = yp.shape
     n_states = ext.shape[1]
@@ -305,7 +309,11 @@ def _scales(yp, p, alpha, beta, emit, emit_size, w_alpha, w_beta, w_end, w_start
            + (_ABS(a0) + _ABS(b0) + _ABS(em0) + lp0[:, None, None] + big_a + big_b + 3.0) / n1)
     onehot = (ext[:, :, None] == np.arange(n_classes)[None, None, :]).astype(f64)
     occ_size = np.einsum("bts,bsk->btk", np.where(reach, gamma * (1.0 + rel), 0.0), onehot)
-    grad_scale = np.asarray(p, f64) + occ_size
+    # d/dz through log_softmax's backward (reverse mode: JAX, PyTorch) is
+    # g_k - p_k sum_j g_j with g = -occupancy: the errors of every class's occupancy
+    # reach class k weighted by p_k, whatever the class's own occupancy
+    p64 = np.asarray(p, f64)
+    grad_scale = p64 + occ_size + p64 * occ_size.sum(axis=-1, keepdims=True)
     return value_scale, grad_scale
 
 
