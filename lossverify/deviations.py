@@ -809,3 +809,153 @@ TORCH_COSINE_CLAMPED_GRAD = KnownDeviation(
     symptom="error",
     frameworks=("torch",),
 )
+
+
+# --------------------------------------------- Keras 3 on the JAX and PyTorch backends
+
+_KERAS_BCE = ("keras.losses.BinaryCrossentropy", "keras.losses.binary_crossentropy")
+_KERAS_SCCE = ("keras.losses.SparseCategoricalCrossentropy",
+               "keras.losses.sparse_categorical_crossentropy")
+
+
+def _clip_bounds_of(x: Any) -> tuple[float, float]:
+    """Keras's ``[eps, 1 - eps]`` in the dtype its backend clips in: y_pred's."""
+    from lossverify.reference._core import clip_bounds
+
+    return clip_bounds(np.asarray(x.y_pred).dtype)
+
+
+def _on_a_clip_bound_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Elements of y_pred exactly on a clip bound (``eps`` or ``1 - eps`` in its dtype)."""
+    lo, hi = _clip_bounds_of(x)
+    p = np.asarray(x.y_pred, np.float64)
+    return (p == lo) | (p == hi)
+
+
+KERAS_CLIP_TIE_GRADIENT = KnownDeviation(
+    id="keras-clip-tie-subgradient",
+    checks=("gradient", "graph"),
+    summary="Keras clips probabilities to [eps, 1 - eps]; at a probability exactly on a "
+            "bound the clip has no derivative (0 on one side, 1 on the other) and each "
+            "backend picks its own: TensorFlow's clip_by_value passes the gradient (the "
+            "reference's choice), jnp.clip (max then min) halves it, torch.clip zeroes it. "
+            "Any of them is a subgradient; only the exact ties differ, and the value is "
+            "the same.",
+    reproducer="KERAS_BACKEND=jax: jax.grad(lambda p: keras.losses.binary_crossentropy("
+               "y, p).sum())(p) with y = [[0.]], p = [[1e-7]] (float32) gives [[0.5]], "
+               "TensorFlow [[1.0]]; KERAS_BACKEND=torch gives [[0.]]",
+    applies=_probabilities,
+    at=_on_a_clip_bound_at,
+    implementations=(*_KERAS_BCE, *_BFCE),
+    symptom="error",
+    frameworks=("jax", "torch"),
+)
+
+
+def _clipped_in_either_order_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Rows where clipping acts (or, within four times a sum's rounding, may act) on
+    y_pred or on y_pred / sum(y_pred): elsewhere clip-then-renormalise and
+    renormalise-then-clip are the same function."""
+    lo, hi = _clip_bounds_of(x)
+    axis = params.get("axis", -1)
+    p = np.asarray(x.y_pred, np.float64)
+    margin = 4.0 * (p.shape[axis] + 2) * 2.0**-24 if p.ndim else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = p / p.sum(axis=axis, keepdims=True)
+    out = np.zeros(p.shape, bool)
+    for a in (p, q):
+        out |= ~((a >= lo * (1 + margin)) & (a <= hi * (1 - margin)))
+    return _rows(out, params)
+
+
+KERAS_SCCE_NORMALISES_FIRST = KnownDeviation(
+    id="keras-sparse-categorical-normalises-before-clip",
+    checks=("value", "gradient", "graph"),
+    summary="keras.losses.sparse_categorical_crossentropy on probabilities divides y_pred "
+            "by its sum and then clips on the JAX and PyTorch backends (as every backend's "
+            "categorical_crossentropy does); on TensorFlow (the reference) it clips first "
+            "and renormalises after (softmax of log(clip(p))). Where the clip acts in "
+            "either order (an element below 1e-7 or above 1 - 1e-7, before or after the "
+            "division) the backends give different values and gradients: an element "
+            "clipped away on TensorFlow still carries 1 / sum(p) of gradient through the "
+            "sum on JAX and PyTorch.",
+    reproducer="KERAS_BACKEND=jax (or torch): keras.losses.sparse_categorical_crossentropy("
+               "[0], [[1.5, 3.]]) == [1.0986] (-log(1.5 / 4.5)), TensorFlow [0.6931] "
+               "(both clipped to 1 - 1e-7); with y_pred [[0.0303, 0.9697, 0.]] the "
+               "gradient at the 0 is 1.0, TensorFlow 0",
+    applies=_probabilities,
+    at=_clipped_in_either_order_at,
+    implementations=_KERAS_SCCE,
+    symptom="error",
+    frameworks=("jax", "torch"),
+)
+
+
+def _from_logits(params: Mapping[str, Any]) -> bool:
+    return bool(params.get("from_logits"))
+
+
+def _rounded_sigmoid_bce_inexact_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
+    """Elements where the cross-entropy terms formed from the rounded, clipped sigmoid
+    (``log(clip(p))`` where the label has weight, ``log(1 - clip(p))`` where its
+    complement has), as the JAX and PyTorch backends form them in y_pred's dtype, are
+    more than 4 units in the last place (of the term, or of 1) off the exact
+    ``-softplus(-z)`` and ``-softplus(z)``."""
+    dt = np.dtype(np.float64) if np.asarray(x.y_pred).dtype == np.float64 \
+        else np.dtype(np.float32)
+    z = np.asarray(x.y_pred).astype(dt)
+    y = np.asarray(x.y_true, np.float64)
+    ls = float(params.get("label_smoothing", 0.0) or 0.0)
+    y = y * (1.0 - ls) + 0.5 * ls if ls else y
+    from lossverify.reference._core import clip_bounds
+
+    lo, hi = clip_bounds(dt)
+    one = dt.type(1)
+    with np.errstate(over="ignore", divide="ignore"):
+        p = np.clip((one / (one + np.exp(np.negative(z)))).astype(dt), lo, hi).astype(dt)
+        formed_pos = np.log(p.astype(np.float64))
+        formed_neg = np.log((one - p).astype(dt).astype(np.float64))
+        z64 = z.astype(np.float64)
+        exact_pos, exact_neg = -np.logaddexp(0.0, -z64), -np.logaddexp(0.0, z64)
+    ulp = 4.0 * float(np.finfo(dt).eps)
+    off_pos = np.abs(formed_pos - exact_pos) > ulp * (np.abs(exact_pos) + 1.0)
+    off_neg = np.abs(formed_neg - exact_neg) > ulp * (np.abs(exact_neg) + 1.0)
+    return np.asarray(((y > 0) & off_pos) | ((y < 1) & off_neg), bool)
+
+
+KERAS_BFCE_LOGITS_ROUNDED_SIGMOID = KnownDeviation(
+    id="keras-binary-focal-from-logits-rounded-sigmoid",
+    checks=("value", "gradient", "graph"),
+    summary="keras.losses.binary_focal_crossentropy(from_logits=True) takes p = sigmoid(z) "
+            "and then the probability cross-entropy, clipped to [1e-7, 1 - 1e-7]. On "
+            "TensorFlow (the reference) the backend recovers the logits from the sigmoid "
+            "op and computes the exact softplus form; on JAX and PyTorch it does not: "
+            "the loss is capped near -log(1e-7) = 16.1 per element where |z| exceeds "
+            "about 16 (with a zero gradient there), and where 1 - p is small (y = 0, z "
+            "beyond a few) log(1 - p) keeps only the bits of 1 - p that survived rounding.",
+    reproducer="KERAS_BACKEND=jax (or torch): keras.losses.binary_focal_crossentropy("
+               "[[0.]], [[21.]], from_logits=True, gamma=1.0) == [15.9424] with gradient "
+               "[[0.]], TensorFlow [21.0] and [[1.0]]",
+    applies=_from_logits,
+    at=_rounded_sigmoid_bce_inexact_at,
+    implementations=_BFCE,
+    symptom="error",
+    frameworks=("jax", "torch"),
+)
+
+KERAS_NORMALIZE_RSQRT_GRAD = dataclasses.replace(
+    XLA_RSQRT_GRAD,
+    id="keras-normalize-rsqrt-gradient-jax-torch",
+    checks=("gradient", "graph"),
+    summary="keras.ops.normalize computes x * min(rsqrt(sum(x**2)), 1e7). On the JAX and "
+            "PyTorch backends rsqrt's derivative is formed as rsqrt(s) / s (JAX) or "
+            "rsqrt(s)**3 (PyTorch): below the norm floor the gradient reaching it is 0, "
+            "and where that derivative overflows (a zero row always; float32 norms below "
+            "~1.4e-13) the product is 0 * inf = NaN, where it underflows (norms above "
+            "~4.4e12) the radial part is lost. TensorFlow's eager and graph gradients are "
+            "right (its XLA has the same flaw: xla-rsqrt-gradient-cubed).",
+    reproducer="KERAS_BACKEND=jax (or torch): the gradient of keras.losses."
+               "cosine_similarity([[1., 2.]], p) at p = [[0., 0.]] or [[1e-14, 0.]] is "
+               "[[nan, nan]]; exact [[-4.47e6, -8.94e6]] (x / 1e-7 below the floor)",
+    frameworks=("jax", "torch"),
+)

@@ -128,3 +128,84 @@ def test_a_result_that_changes_when_compiled_fails_the_graph_check_only():
     report = _verify(mode_dependent, "mean_squared_error", framework="keras")
     assert report.checks["value"].ok and report.checks["gradient"].ok, str(report)
     assert _failed(report, "graph"), str(report)
+
+
+# ------------------------------------------- the backends' known deviations, reproduced
+
+
+def _value_and_grad(fn, y_true, y_pred):
+    """``fn(y_true, y_pred)`` and the gradient of its sum, on this backend (float32)."""
+    import numpy as np
+
+    y_pred = np.asarray(y_pred, np.float32)
+    if BACKEND == "jax":
+        import jax
+
+        value, grad = jax.value_and_grad(lambda p: (lambda v: (v.sum(), v))(
+            fn(y_true, p)), has_aux=True)(y_pred)
+        return np.asarray(value[1]), np.asarray(grad)
+    import torch
+
+    p = torch.tensor(y_pred, requires_grad=True)
+    value = fn(torch.as_tensor(y_true), p)
+    value.sum().backward()
+    return value.detach().numpy(), p.grad.numpy()
+
+
+def _marks(dev, y_true, y_pred, **params):
+    import numpy as np
+
+    from lossverify.inputs import LossInputs
+
+    x = LossInputs(np.asarray(y_true), np.asarray(y_pred, np.float32))
+    return dev.applies(params) and dev.at(x, params).any()
+
+
+def test_clip_tie_gradient_reproduces():
+    from lossverify import deviations as D
+
+    y, p = [[0.0]], [[1e-7]]
+    value, grad = _value_and_grad(keras.losses.binary_crossentropy, y, p)
+    # TensorFlow and the reference pass the clip's gradient at the tie: 1 / (1 - p)
+    assert grad[0, 0] == {"jax": 0.5000000596046448, "torch": 0.0}[BACKEND], grad
+    assert abs(value[0] - 1e-7) < 2e-8  # the value agrees
+    assert _marks(D.KERAS_CLIP_TIE_GRADIENT, y, p)
+
+
+def test_sparse_categorical_normalises_before_clip_reproduces():
+    import numpy as np
+
+    from lossverify import deviations as D
+
+    value, _ = _value_and_grad(keras.losses.sparse_categorical_crossentropy,
+                               np.array([0]), [[1.5, 3.0]])
+    assert abs(value[0] - np.log(3.0)) < 1e-6, value  # TensorFlow: log 2
+    _, grad = _value_and_grad(keras.losses.sparse_categorical_crossentropy,
+                              np.array([0]), [[0.0303, 0.9697, 0.0]])
+    assert abs(grad[0, 2] - 1.0) < 1e-6, grad  # TensorFlow: 0 (clipped away)
+    assert _marks(D.KERAS_SCCE_NORMALISES_FIRST, np.array([0]), [[1.5, 3.0]])
+    assert _marks(D.KERAS_SCCE_NORMALISES_FIRST, np.array([0]), [[0.0303, 0.9697, 0.0]])
+
+
+def test_binary_focal_from_logits_rounded_sigmoid_reproduces():
+    from lossverify import deviations as D
+
+    def focal(y, z):
+        return keras.losses.binary_focal_crossentropy(y, z, from_logits=True, gamma=1.0)
+
+    value, grad = _value_and_grad(focal, [[0.0]], [[21.0]])
+    assert abs(value[0] - 15.942385) < 1e-5 and grad[0, 0] == 0.0, (value, grad)  # TF: 21, 1
+    assert _marks(D.KERAS_BFCE_LOGITS_ROUNDED_SIGMOID, [[0.0]], [[21.0]], from_logits=True)
+
+
+def test_normalize_rsqrt_gradient_reproduces():
+    import numpy as np
+
+    from lossverify import deviations as D
+
+    for p in ([[0.0, 0.0]], [[1e-14, 0.0]]):
+        _, grad = _value_and_grad(keras.losses.cosine_similarity, [[1.0, 2.0]], p)
+        assert np.isnan(grad).all(), (p, grad)  # exact: -[1, 2] / sqrt(5) * 1e7
+        assert _marks(D.KERAS_NORMALIZE_RSQRT_GRAD, [[1.0, 2.0]], p)
+    _, grad = _value_and_grad(keras.losses.cosine_similarity, [[1.0, 2.0]], [[1e-12, 0.0]])
+    np.testing.assert_allclose(grad, [[-4.472136e6, -8.944272e6]], rtol=1e-6)

@@ -160,6 +160,61 @@ def test_torchvision_cancellation_deviation_marks_only_inexact_one_minus_pt():
     assert at(_x([[0.0, 0.0]], [[-7.0, -2.0]], np.float64), {}).tolist() == [[True, False]]
 
 
+_KERAS_BACKENDS = ("jax", "torch")
+
+
+def test_keras_backend_deviations_belong_to_keras_on_jax_and_torch_only():
+    """Shown on Keras's JAX and PyTorch backends (reproducers in
+    tests/test_keras_backends_verify.py): they excuse neither TensorFlow nor a torch or
+    JAX loss of the user's."""
+    for dev in (D.KERAS_CLIP_TIE_GRADIENT, D.KERAS_SCCE_NORMALISES_FIRST,
+                D.KERAS_BFCE_LOGITS_ROUNDED_SIGMOID, D.KERAS_NORMALIZE_RSQRT_GRAD):
+        assert dev.frameworks == _KERAS_BACKENDS, dev.id
+        assert dev.implementations and all(i.startswith("keras.losses.")
+                                           for i in dev.implementations), dev.id
+
+
+def test_clip_tie_deviation_marks_only_exact_ties_of_probabilities():
+    dev = D.KERAS_CLIP_TIE_GRADIENT
+    assert dev.checks == ("gradient", "graph")  # the value is the same on every backend
+    assert dev.applies({}) and not dev.applies({"from_logits": True})
+    eps = float(np.float32(1e-7))
+    marked = dev.at(_x([[0.0] * 5], [[eps, 1 - 1e-7, 2e-7, 0.0, 0.5]]), {})
+    assert marked.tolist() == [[True, True, False, False, False]]
+
+
+def test_sparse_normalise_first_deviation_marks_rows_where_a_clip_acts():
+    dev = D.KERAS_SCCE_NORMALISES_FIRST
+    assert dev.applies({}) and not dev.applies({"from_logits": True})
+    at = dev.at
+    # unnormalised beyond 1 - 1e-7; a zero; a 1; rows inside [eps, 1 - eps] either way,
+    # normalised or not (there both orders are the same function)
+    assert at(_x([0], [[1.5, 3.0]]), {}).tolist() == [[True, True]]
+    rows = at(_x([0, 1, 2, 0], [[0.03, 0.97, 0.0], [0.2, 0.3, 0.5], [0.4, 0.6, 1.0],
+                                [0.4, 0.6, 0.9]]), {})
+    assert rows.any(axis=-1).tolist() == [True, False, True, False]
+
+
+def test_rounded_sigmoid_deviation_marks_clipped_and_cancelled_terms():
+    dev = D.KERAS_BFCE_LOGITS_ROUNDED_SIGMOID
+    assert dev.applies({"from_logits": True}) and not dev.applies({})
+    params = {"from_logits": True}
+    marked = dev.at(_x([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]], [[21.0, 10.0, 0.5, -21.0, -10.0,
+                                                             3.0]]), params)
+    # y = 0: clipped (21) and cancelled (10), not near 0; y = 1: clipped below eps only
+    assert marked.tolist() == [[True, True, False, True, False, False]]
+    # smoothed labels weigh both terms
+    smooth = dev.at(_x([[1.0]], [[10.0]]), {**params, "label_smoothing": 0.1})
+    assert smooth.tolist() == [[True]]
+
+
+def test_normalize_rsqrt_deviation_is_the_xla_ones_precondition_on_other_checks():
+    dev = D.KERAS_NORMALIZE_RSQRT_GRAD
+    assert dev.checks == ("gradient", "graph") and dev.at is D.XLA_RSQRT_GRAD.at
+    marked = dev.at(_x([[1.0, 2.0]] * 3, [[0.0, 0.0], [1e-14, 0.0], [1e-12, 0.0]]), {})
+    assert marked.any(axis=-1).tolist() == [True, True, False]
+
+
 # ------------------------------------------------------- README (NumPy: the static cells)
 
 

@@ -32,7 +32,7 @@ RECORDS = (
         implementations=keras_pair("BinaryCrossentropy", "binary_crossentropy"),
         params=(P.from_logits(), P.label_smoothing(), P.axis()),
         default_grid=({}, {"from_logits": True}, {"label_smoothing": 0.2}),
-        deviations=(D.LOW_PRECISION_CLIP,),
+        deviations=(D.LOW_PRECISION_CLIP, D.KERAS_CLIP_TIE_GRADIENT),
         counterparts=(
             Counterpart(
                 f"{CP.F}.binary_cross_entropy", "torch", f"{CP.F}:binary_cross_entropy",
@@ -91,7 +91,7 @@ RECORDS = (
         relations=(Relation("sparse_matches_dense", "categorical_crossentropy",
                             keep=("from_logits",),
                             when=lambda p: p.get("ignore_class") is None),),
-        deviations=(D.LOW_PRECISION_CLIP,),
+        deviations=(D.LOW_PRECISION_CLIP, D.KERAS_SCCE_NORMALISES_FIRST),
         counterparts=(
             Counterpart(
                 f"{CP.F}.cross_entropy (class indices)", "torch", f"{CP.F}:cross_entropy",
@@ -123,7 +123,8 @@ RECORDS = (
                      keep=_AXIS_SMOOTHING, when=_no_balancing, at={"gamma": 0.0}),
         ),
         deviations=(D.BFCE_NAN, D.BFCE_GRAPH_NAN, D.LOW_PRECISION_CLIP,
-                    D.TORCHVISION_FOCAL_NAN_GRAD, D.TORCHVISION_FOCAL_CANCELLATION),
+                    D.TORCHVISION_FOCAL_NAN_GRAD, D.TORCHVISION_FOCAL_CANCELLATION,
+                    D.KERAS_CLIP_TIE_GRADIENT, D.KERAS_BFCE_LOGITS_ROUNDED_SIGMOID),
         counterparts=(
             Counterpart(
                 "torchvision.ops.sigmoid_focal_loss", "torch",

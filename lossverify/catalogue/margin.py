@@ -52,7 +52,8 @@ RECORDS = (
         params=(P.axis((-1, 0)),),
         invariants=("batch_permutation", "batch_split", "magnitude_at_most_one",
                     "odd_in_y_pred"),
-        deviations=(D.XLA_RSQRT_GRAD, D.KERAS_NORMALIZE_F16, D.TORCH_COSINE_CLAMPED_GRAD),
+        deviations=(D.XLA_RSQRT_GRAD, D.KERAS_NORMALIZE_F16, D.TORCH_COSINE_CLAMPED_GRAD,
+                    D.KERAS_NORMALIZE_RSQRT_GRAD),
         counterparts=(
             Counterpart(f"{CP.F}.cosine_similarity", "torch", f"{CP.F}:cosine_similarity",
                         "the similarity, not its negative (scale=-1); eps=1e-7, Keras's "
