@@ -191,16 +191,11 @@ def frameworks(session: nox.Session) -> None:
         return
     # The conformance matrix (README, "Conformance matrix across frameworks"): each
     # reference's PyTorch and JAX counterparts and Keras 3 on JAX and PyTorch, no
-    # TensorFlow in any process. Exit 1 means "some row failed" (its findings are in
-    # the report and the README); a crash (no fresh report) fails the session.
-    report = Path(OUT, "matrix.json")
-    report.unlink(missing_ok=True)
+    # TensorFlow in any process. Every row passes or is explained by a known deviation
+    # of its implementation: a failed row (exit 1) fails the session, its findings in
+    # the report.
     session.run("lossverify", "verify", "--frameworks", MATRIX, "--jobs", "2", "--quiet",
-                "--json", str(report), "--markdown", f"{OUT}/matrix.md", env=env,
-                success_codes=[0, 1])
-    install_only = session._runner.global_config.install_only  # nox has no public flag
-    if not report.exists() and not install_only:
-        session.error(f"lossverify verify --frameworks crashed: no {report} written")
+                "--json", f"{OUT}/matrix.json", "--markdown", f"{OUT}/matrix.md", env=env)
 
 
 @nox.session
