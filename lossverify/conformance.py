@@ -251,6 +251,9 @@ def verify_row(row: S.MatrixRow, params: dict[str, Any], **options: Any) -> Any:
     if counterpart is not None:
         module, _, attr = counterpart.target.partition(":")
         loss = getattr(importlib.import_module(module), attr)
+        if counterpart.adapter:
+            module, _, attr = counterpart.adapter.partition(":")
+            loss = getattr(importlib.import_module(module), attr)(loss)
         loss_params = dict(counterpart.loss_params(params))
         if loss_params and not _has_signature(loss):
             # a builtin (torch's cosine_similarity): its parameters cannot be checked by

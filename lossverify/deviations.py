@@ -891,10 +891,6 @@ KERAS_SCCE_NORMALISES_FIRST = KnownDeviation(
 )
 
 
-def _from_logits(params: Mapping[str, Any]) -> bool:
-    return bool(params.get("from_logits"))
-
-
 def _rounded_sigmoid_bce_inexact_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
     """Elements where the cross-entropy terms formed from the rounded, clipped sigmoid
     (``log(clip(p))`` where the label has weight, ``log(1 - clip(p))`` where its

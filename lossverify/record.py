@@ -191,8 +191,10 @@ class Counterpart:
     ``l2_loss``; a mapping of :class:`lossverify.Output`'s fields, or a function of the
     setting), ``layout`` where its class axis is, ``domain`` the inputs on which its
     convention and the reference's coincide (a mapping of :class:`lossverify.Domain`'s
-    fields; the README's matrix names what is left out). ``convention`` says all of that
-    in words, for the matrix's convention column. ``when`` selects the reference
+    fields; the README's matrix names what is left out). ``adapter`` (``"module:attr"``,
+    in :mod:`lossverify.frameworks.adapters`) wraps the loss where the conventions differ
+    in more than parameters (CTC's label masks and lengths). ``convention`` says all of
+    that in words, for the matrix's convention column. ``when`` selects the reference
     settings it implements; ``settings`` adds settings the matrix checks it at beyond
     the record's default grid. Known deviations name it by ``label``.
     """
@@ -208,6 +210,7 @@ class Counterpart:
         field(default_factory=dict)
     layout: str = "channels_last"
     domain: Mapping[str, Any] = field(default_factory=dict)
+    adapter: str = ""
 
     def __post_init__(self) -> None:
         if self.framework not in ("torch", "jax"):

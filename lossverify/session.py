@@ -76,10 +76,10 @@ class Session(FusedEvaluation):
         """The xla check's raw batches (see :meth:`finish`): all of one shape but the
         batch size (rank 2, a class count picked from the seed, the spec and the
         parameters, and the input kind's other axes, CTC's frames; sample weights always
-        for a ``Loss``), so one XLA compile serves the whole run. XLA compiles once per concrete shape (0.2 to 5 s each on CPU), far
-        more than it takes to run. A batch-coupled loss's batches cannot be padded to a
-        common size (repeated rows would change the others' losses): its batch size is
-        picked from the seed too."""
+        for a ``Loss``), so one XLA compile serves the whole run. XLA compiles once per
+        concrete shape (0.2 to 5 s each on CPU), far more than it takes to run. A
+        batch-coupled loss's batches cannot be padded to a common size (repeated rows
+        would change the others' losses): its batch size is picked from the seed too."""
         kind = lst.KINDS[self.spec.inputs]
         tag = zlib.crc32(f"{self.spec.name}{sorted(self.params.items())!r}".encode())
         rng = np.random.default_rng([seed, tag])

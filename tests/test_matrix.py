@@ -404,6 +404,73 @@ def test_optax_l2_needs_its_half_and_a_wrong_one_fails():
     assert not report.ok and report.checks["value"].failures
 
 
+#: tf-ctc-reads-label-prefix's input: the label [2] behind a mask 0
+_CTC_Z = np.array([[[.5, -.2, .1], [0., .3, -.4], [.2, .2, .2], [-.1, .4, 0.]]], np.float32)
+
+
+def _ctc_ref(y_true, z):
+    from lossverify import reference
+
+    return reference.evaluate("ctc", y_true, z.astype(np.float64))
+
+
+def _whole_width_torch_ctc(ctc_loss):
+    """Wrong: the label row's whole width as its length (its mask zeros read as blanks)."""
+    import torch
+
+    def loss(y_true, y_pred):
+        labels = torch.as_tensor(y_true).long()
+        lengths = torch.full((labels.shape[0],), labels.shape[1], dtype=torch.long)
+        log_probs = torch.nn.functional.log_softmax(y_pred, dim=-1).transpose(0, 1)
+        frames = torch.full((labels.shape[0],), y_pred.shape[1], dtype=torch.long)
+        return ctc_loss(log_probs, labels, frames, lengths, blank=0, reduction="none")
+
+    return loss
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_ctc_adapters_read_keras_masks_wherever_they_stand(framework):
+    """Keras's labels are the nonzero entries in order (0 is the mask): [[0, 2]] is the
+    label [2], 2.30432 (TensorFlow reads the prefix: tf-ctc-reads-label-prefix)."""
+    from lossverify.frameworks import adapters
+
+    y_true = np.array([[0, 2], [2, 0]], np.int32)
+    z = np.concatenate([_CTC_Z, _CTC_Z])
+    if framework == "torch":
+        torch = pytest.importorskip("torch")
+        got = adapters.torch_ctc(torch.nn.functional.ctc_loss)(
+            torch.as_tensor(y_true), torch.as_tensor(z)).numpy()
+    else:
+        pytest.importorskip("jax")
+        optax = pytest.importorskip("optax")
+        got = np.asarray(adapters.optax_ctc(optax.ctc_loss)(y_true, z))
+    expected = _ctc_ref(np.array([[2], [2]], np.int32), z).value
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert abs(expected[0] - 2.30432) < 1e-5
+
+
+def test_ctc_counterpart_rows_pass_and_a_wrong_label_length_fails(torch_f, monkeypatch):
+    row = _row("ctc", "torch.nn.functional.ctc_loss")
+    report = _verify(row, {}, max_examples=6)
+    assert report.ok, str(report)
+    assert report.row["version"].startswith("torch ") and "0 is the mask" in \
+        report.row["convention"]
+    monkeypatch.setattr(sys.modules[__name__], "_whole_width_torch_ctc",
+                        _whole_width_torch_ctc)
+    wrong = _row("ctc", "torch.nn.functional.ctc_loss",
+                 adapter=f"{__name__}:_whole_width_torch_ctc")
+    report = _verify(wrong, {}, max_examples=6)
+    assert not report.ok and report.checks["value"].failures, str(report)
+
+
+def test_optax_ctc_row_passes():
+    pytest.importorskip("jax")
+    pytest.importorskip("optax")
+    report = _verify(_row("ctc", "optax.ctc_loss"), {}, max_examples=6)
+    assert report.ok, str(report)
+    assert report.row["version"].startswith("optax ")
+
+
 # --------------------------------------- the CLI's matrix, no TensorFlow in any process
 
 
