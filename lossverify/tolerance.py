@@ -68,6 +68,8 @@ perturbation of a value or gradient element the budget detects per regime.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +78,7 @@ import numpy as np
 
 from lossverify import numerics
 from lossverify import reference as R
+from lossverify.reference import _core
 from lossverify.reference import overlap as _overlap
 
 __all__ = ["K", "PATTERNS", "Budget", "allowed", "budget", "unit_roundoff", "underflow"]
@@ -122,11 +125,53 @@ def _as_float64(ev: R.Evaluation) -> R.Evaluation:
                                     ev.kink)))
 
 
+#: :func:`spread`'s results by what they depend on (at most :data:`_SPREAD_KEPT`): a
+#: setting's class and function runs share their draws, and a batch is budgeted for
+#: several checks; about half of a default run's calls repeat one. Read-only arrays.
+_SPREAD_MEMO: OrderedDict[tuple[Any, ...], tuple[Any, ...]] = OrderedDict()
+_SPREAD_KEPT = 512
+
+
+def _array_key(a: Any) -> tuple[Any, ...]:
+    a = np.ascontiguousarray(a)
+    return a.dtype.str, a.shape, hashlib.blake2b(a.tobytes(), digest_size=16).digest()
+
+
+def _read_only(ev: R.Evaluation) -> R.Evaluation:
+    for f in (ev.value, ev.grad, ev.value_scale, ev.grad_scale, ev.kink):
+        f.setflags(write=False)
+    return ev
+
+
 def spread(reference: str, params: Mapping[str, Any], y_true: Any, y_pred: Any,
            dtype: str, exact: R.Evaluation | None = None
            ) -> tuple[R.Evaluation, R.Evaluation, np.ndarray, np.ndarray]:
     """``(exact evaluation, evaluation in dtype, value spread, gradient spread)``; see the
-    module docstring."""
+    module docstring. Without ``exact``, memoized on the inputs, the parameters, the
+    dtype and the references' ambient state (a perturbation, Circle's input rounding);
+    the arrays returned are read-only."""
+    if exact is not None:
+        return _spread(reference, params, y_true, y_pred, dtype, exact)
+    key = (reference, repr(sorted(params.items())), dtype, _array_key(y_true),
+           _array_key(y_pred), _core._PERTURB["u"], _core._PERTURB["pattern"],
+           _core._COMPUTE["dtype"].str, _overlap._INPUT_U["u"])
+    found = _SPREAD_MEMO.get(key)
+    if found is None:
+        ev, low, v, g = _spread(reference, params, y_true, y_pred, dtype, None)
+        for a in (v, g):
+            a.setflags(write=False)
+        found = (_read_only(ev), _read_only(low), v, g)
+        _SPREAD_MEMO[key] = found
+        if len(_SPREAD_MEMO) > _SPREAD_KEPT:
+            _SPREAD_MEMO.popitem(last=False)
+    else:
+        _SPREAD_MEMO.move_to_end(key)
+    return found  # type: ignore[return-value]
+
+
+def _spread(reference: str, params: Mapping[str, Any], y_true: Any, y_pred: Any,
+            dtype: str, exact: R.Evaluation | None
+            ) -> tuple[R.Evaluation, R.Evaluation, np.ndarray, np.ndarray]:
     hi = np.longdouble if dtype == "float64" else np.float64
     with np.errstate(all="ignore"):
         if exact is None:

@@ -138,3 +138,25 @@ def test_reduced_budget_and_narrow_input_dtype():
     assert red.value.shape == () and red.value_allowed >= per.value_allowed[0] * 0.99
     wide = T.budget("categorical_crossentropy", {}, y, p, input_dtype="float16")
     assert np.all(wide.grad_allowed > per.grad_allowed)
+
+
+def test_spread_is_memoized_on_its_inputs_and_ambient_state_read_only():
+    """The memo serves a repeat (the class and function runs of one setting budget the
+    same batches) and nothing else: other values, parameters, dtype or a perturbation
+    in force compute afresh; what it returns cannot be written to."""
+    y, z = AMD_Y[:1], np.array([[2.0, 0.0]], F32)
+    first = T.spread("focal_loss", {"gamma": 2.0}, y, z, "float32")
+    assert T.spread("focal_loss", {"gamma": 2.0}, y.copy(), z.copy(), "float32") is first
+    fresh = T._spread("focal_loss", {"gamma": 2.0}, y, z, "float32", None)
+    for a, b in zip(first[2:], fresh[2:], strict=True):
+        assert np.array_equal(a, b)
+    assert np.array_equal(first[0].grad, fresh[0].grad)
+    others = [T.spread("focal_loss", {"gamma": 3.0}, y, z, "float32"),
+              T.spread("focal_loss", {"gamma": 2.0}, y, z + F32(1e-3), "float32"),
+              T.spread("focal_loss", {"gamma": 2.0}, y, z, "float64")]
+    with R.perturbing(1e-3, "down"):
+        others.append(T.spread("focal_loss", {"gamma": 2.0}, y, z, "float32"))
+    assert all(o is not first for o in others)
+    assert not np.array_equal(others[-1][1].grad, first[1].grad)  # perturbed, not served
+    with pytest.raises(ValueError, match="read-only"):
+        first[0].grad[0, 0] = 0.0
