@@ -166,7 +166,7 @@ def spread(reference: str, params: Mapping[str, Any], y_true: Any, y_pred: Any,
             _SPREAD_MEMO.popitem(last=False)
     else:
         _SPREAD_MEMO.move_to_end(key)
-    return found  # type: ignore[return-value]
+    return found
 
 
 def _spread(reference: str, params: Mapping[str, Any], y_true: Any, y_pred: Any,
