@@ -241,19 +241,17 @@ def verify_row(row: S.MatrixRow, params: dict[str, Any], **options: Any) -> Any:
     function on this process's backend (``KERAS_BACKEND`` must name the row's).
     ``options`` go to ``verify`` (dtype, max_examples, seed, ...). The report carries
     the row's labels (``report.row``: framework, version, convention)."""
-    import importlib
     import warnings
 
     import lossverify
     from lossverify.contract import LossverifyWarning
+    from lossverify.record import load
 
     counterpart = row.counterpart
     if counterpart is not None:
-        module, _, attr = counterpart.target.partition(":")
-        loss = getattr(importlib.import_module(module), attr)
+        loss = load(counterpart.target)
         if counterpart.adapter:
-            module, _, attr = counterpart.adapter.partition(":")
-            loss = getattr(importlib.import_module(module), attr)(loss)
+            loss = load(counterpart.adapter)(loss)
         loss_params = dict(counterpart.loss_params(params))
         if loss_params and not _has_signature(loss):
             # a builtin (torch's cosine_similarity): its parameters cannot be checked by

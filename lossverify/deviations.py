@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from lossverify.record import KnownDeviation
+from lossverify.reference._core import clip_bounds
 
 
 def _in_input_dtype(x: Any, p32: np.ndarray) -> np.ndarray:
@@ -54,6 +55,25 @@ def _one_minus_pt32(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     return one - (y * p + (one - y) * (one - p))
 
 
+def _smoothed(y: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+    """Keras's binary label smoothing ``y (1 - ls) + ls / 2``, in ``y``'s dtype."""
+    ls = y.dtype.type(params.get("label_smoothing", 0.0) or 0.0)
+    return y * (y.dtype.type(1) - ls) + y.dtype.type(0.5) * ls
+
+
+def _framework_dtype(x: Any) -> np.dtype:
+    """The dtype a PyTorch or JAX loss computes in for ``x``: float64 for float64
+    inputs, else float32."""
+    return np.dtype(np.float64 if np.asarray(x.y_pred).dtype == np.float64 else np.float32)
+
+
+def _sigmoid_in(z: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """``1 / (1 + exp(-z))`` evaluated and rounded in ``dt``."""
+    one = dt.type(1)
+    with np.errstate(over="ignore"):
+        return (one / (one + np.exp(np.negative(z.astype(dt))))).astype(dt)
+
+
 def _narrow(x: Any) -> np.dtype:
     """The dtype a probability of ``x`` is rounded in: ``y_pred``'s when narrower than
     float32 (float16, bfloat16), else float32."""
@@ -86,8 +106,7 @@ def _pt_rounds_to_one_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
     """Where Keras's ``1 - p_t`` cancels to (or to within rounding of) 0 in float32,
     soft or smoothed labels included: there a fused graph evaluation can land just below
     0."""
-    ls = np.float32(params.get("label_smoothing", 0.0))
-    y = np.asarray(x.y_true, np.float32) * (np.float32(1) - ls) + np.float32(0.5) * ls
+    y = _smoothed(np.asarray(x.y_true, np.float32), params)
     return _one_minus_pt32(y, _probabilities32(x, params)) <= 4 * 2.0**-24
 
 
@@ -741,14 +760,13 @@ def _torchvision_one_minus_pt_inexact_at(x: Any, params: Mapping[str, Any]) -> n
     (``p = sigmoid(z)``, ``p_t = p y + (1 - p)(1 - y)``, then ``1 - p_t``), is more than
     4 units in the last place of that dtype off the exact ``y sigmoid(-z) + (1 - y)
     sigmoid(z)`` (computed without cancellation, in a wider type)."""
-    dt = np.asarray(x.y_pred).dtype
-    dt = np.dtype(np.float64) if dt == np.float64 else np.dtype(np.float32)
+    dt = _framework_dtype(x)
     wide = np.longdouble if dt == np.float64 else np.float64
     z: np.ndarray = np.asarray(x.y_pred).astype(dt)
     y: np.ndarray = np.asarray(x.y_true).astype(dt)
     one = dt.type(1)
+    p = _sigmoid_in(z, dt)
     with np.errstate(over="ignore"):
-        p = (one / (one + np.exp(np.negative(z)))).astype(dt)
         zw, yw = z.astype(wide), y.astype(wide)
         exact = yw / (1 + np.exp(zw)) + (1 - yw) / (1 + np.exp(np.negative(zw)))
     formed = (one - (p * y + (one - p) * (one - y))).astype(wide)
@@ -784,7 +802,7 @@ def _norm_below_floor_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
     """Every element of a sample whose ``y_pred`` norm over the last axis is below the
     floor 1e-7 or within 4 units in the last place of it (float32, or the input's
     dtype if wider): where the norm is clamped."""
-    dt = np.float64 if np.asarray(x.y_pred).dtype == np.float64 else np.float32
+    dt = _framework_dtype(x)
     p = np.asarray(x.y_pred, np.float64)
     norm = np.sqrt(np.sum(p * p, axis=-1, keepdims=True))
     floor = 1e-7 * (1 + 4 * np.finfo(dt).eps)
@@ -818,16 +836,10 @@ _KERAS_SCCE = ("keras.losses.SparseCategoricalCrossentropy",
                "keras.losses.sparse_categorical_crossentropy")
 
 
-def _clip_bounds_of(x: Any) -> tuple[float, float]:
-    """Keras's ``[eps, 1 - eps]`` in the dtype its backend clips in: y_pred's."""
-    from lossverify.reference._core import clip_bounds
-
-    return clip_bounds(np.asarray(x.y_pred).dtype)
-
-
 def _on_a_clip_bound_at(x: Any, params: Mapping[str, Any]) -> np.ndarray:
-    """Elements of y_pred exactly on a clip bound (``eps`` or ``1 - eps`` in its dtype)."""
-    lo, hi = _clip_bounds_of(x)
+    """Elements of y_pred exactly on a clip bound (``eps`` or ``1 - eps`` in its dtype,
+    the one the JAX and PyTorch backends clip in)."""
+    lo, hi = clip_bounds(np.asarray(x.y_pred).dtype)
     p = np.asarray(x.y_pred, np.float64)
     return (p == lo) | (p == hi)
 
@@ -856,7 +868,7 @@ def _clipped_in_either_order_at(x: Any, params: Mapping[str, Any]) -> np.ndarray
     """Rows where clipping acts (or, within four times a sum's rounding, may act) on
     y_pred or on y_pred / sum(y_pred): elsewhere clip-then-renormalise and
     renormalise-then-clip are the same function."""
-    lo, hi = _clip_bounds_of(x)
+    lo, hi = clip_bounds(np.asarray(x.y_pred).dtype)
     axis = params.get("axis", -1)
     p = np.asarray(x.y_pred, np.float64)
     margin = 4.0 * (p.shape[axis] + 2) * 2.0**-24 if p.ndim else 0.0
@@ -897,18 +909,13 @@ def _rounded_sigmoid_bce_inexact_at(x: Any, params: Mapping[str, Any]) -> np.nda
     complement has), as the JAX and PyTorch backends form them in y_pred's dtype, are
     more than 4 units in the last place (of the term, or of 1) off the exact
     ``-softplus(-z)`` and ``-softplus(z)``."""
-    dt = np.dtype(np.float64) if np.asarray(x.y_pred).dtype == np.float64 \
-        else np.dtype(np.float32)
+    dt = _framework_dtype(x)
     z = np.asarray(x.y_pred).astype(dt)
-    y = np.asarray(x.y_true, np.float64)
-    ls = float(params.get("label_smoothing", 0.0) or 0.0)
-    y = y * (1.0 - ls) + 0.5 * ls if ls else y
-    from lossverify.reference._core import clip_bounds
-
+    y = _smoothed(np.asarray(x.y_true, np.float64), params)
     lo, hi = clip_bounds(dt)
     one = dt.type(1)
-    with np.errstate(over="ignore", divide="ignore"):
-        p = np.clip((one / (one + np.exp(np.negative(z)))).astype(dt), lo, hi).astype(dt)
+    p = np.clip(_sigmoid_in(z, dt), lo, hi).astype(dt)
+    with np.errstate(divide="ignore"):
         formed_pos = np.log(p.astype(np.float64))
         formed_neg = np.log((one - p).astype(dt).astype(np.float64))
         z64 = z.astype(np.float64)

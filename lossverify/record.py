@@ -332,10 +332,17 @@ def identify(record: LossRecord, loss: Any) -> str | None:
     return None
 
 
+def load(target: str) -> Any:
+    """The object a ``"module:attr"`` target names (an implementation's, a
+    counterpart's, an adapter's), its module imported."""
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def _is(impl: Implementation, loss: Any) -> bool:
     module, _, attr = impl.target.partition(":")
     try:
-        obj = getattr(importlib.import_module(module), attr)
+        obj = load(impl.target)
     except (ImportError, AttributeError):
         return False
     if impl.kind == "class":
@@ -348,8 +355,7 @@ def _is(impl: Implementation, loss: Any) -> bool:
 
 def build_implementation(impl: Implementation, params: Mapping[str, Any]) -> Callable:
     """Import and instantiate ``impl`` for reference parameters ``params``."""
-    module, _, attr = impl.target.partition(":")
-    obj = getattr(importlib.import_module(module), attr)
+    obj = load(impl.target)
     kwargs = {k: v for k, v in params.items() if k not in impl.drop}
     kwargs.update(impl.extra)
     if impl.kind in ("class", "factory"):
@@ -360,7 +366,7 @@ def build_implementation(impl: Implementation, params: Mapping[str, Any]) -> Cal
     def bound(y_true, y_pred):
         return obj(y_true, y_pred, **kwargs)
 
-    bound.__name__ = attr
+    bound.__name__ = impl.target.partition(":")[2]
     bound.__wrapped__ = obj  # type: ignore[attr-defined]
     bound.keywords = dict(kwargs)  # type: ignore[attr-defined]  # as functools.partial's
     return bound

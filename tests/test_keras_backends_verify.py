@@ -22,10 +22,13 @@ if BACKEND not in ("jax", "torch"):
 pytest.importorskip(BACKEND)
 os.environ.setdefault("LOSSVERIFY_TORCH_COMPILE", "aot_eager")  # see test_torch_verify.py
 
+import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 import lossverify  # noqa: E402
+from lossverify import deviations as D  # noqa: E402
 from lossverify import frameworks  # noqa: E402
+from lossverify.inputs import LossInputs  # noqa: E402
 
 #: drawn batches per run (a reduced Loss cannot be padded: every batch size compiles)
 N = 6
@@ -135,8 +138,6 @@ def test_a_result_that_changes_when_compiled_fails_the_graph_check_only():
 
 def _value_and_grad(fn, y_true, y_pred):
     """``fn(y_true, y_pred)`` and the gradient of its sum, on this backend (float32)."""
-    import numpy as np
-
     y_pred = np.asarray(y_pred, np.float32)
     if BACKEND == "jax":
         import jax
@@ -153,17 +154,11 @@ def _value_and_grad(fn, y_true, y_pred):
 
 
 def _marks(dev, y_true, y_pred, **params):
-    import numpy as np
-
-    from lossverify.inputs import LossInputs
-
     x = LossInputs(np.asarray(y_true), np.asarray(y_pred, np.float32))
     return dev.applies(params) and dev.at(x, params).any()
 
 
 def test_clip_tie_gradient_reproduces():
-    from lossverify import deviations as D
-
     y, p = [[0.0]], [[1e-7]]
     value, grad = _value_and_grad(keras.losses.binary_crossentropy, y, p)
     # TensorFlow and the reference pass the clip's gradient at the tie: 1 / (1 - p)
@@ -173,10 +168,6 @@ def test_clip_tie_gradient_reproduces():
 
 
 def test_sparse_categorical_normalises_before_clip_reproduces():
-    import numpy as np
-
-    from lossverify import deviations as D
-
     value, _ = _value_and_grad(keras.losses.sparse_categorical_crossentropy,
                                np.array([0]), [[1.5, 3.0]])
     assert abs(value[0] - np.log(3.0)) < 1e-6, value  # TensorFlow: log 2
@@ -188,8 +179,6 @@ def test_sparse_categorical_normalises_before_clip_reproduces():
 
 
 def test_binary_focal_from_logits_rounded_sigmoid_reproduces():
-    from lossverify import deviations as D
-
     def focal(y, z):
         return keras.losses.binary_focal_crossentropy(y, z, from_logits=True, gamma=1.0)
 
@@ -199,10 +188,6 @@ def test_binary_focal_from_logits_rounded_sigmoid_reproduces():
 
 
 def test_normalize_rsqrt_gradient_reproduces():
-    import numpy as np
-
-    from lossverify import deviations as D
-
     for p in ([[0.0, 0.0]], [[1e-14, 0.0]]):
         _, grad = _value_and_grad(keras.losses.cosine_similarity, [[1.0, 2.0]], p)
         assert np.isnan(grad).all(), (p, grad)  # exact: -[1, 2] / sqrt(5) * 1e7
